@@ -1,0 +1,44 @@
+"""Run statecharts as persisted jobs: the public surface of jobcharts' engine."""
+
+from engine.clock import Clock, FrozenClock, SystemClock
+from engine.context import JobContext
+from engine.core import Engine, TickReport
+from engine.errors import (
+    IdempotencyRequired,
+    JobchartsError,
+    JobNotFound,
+    LeaseLost,
+    Permanent,
+    RegistrationError,
+    StepResultError,
+    TransitionNotAllowed,
+    UnknownJobKind,
+)
+from engine.registry import Invariant, NoPayload
+from engine.retry import RetryPolicy, backoff
+from engine.view import ErrorInfo, EventView, JobView
+
+__all__ = [
+    "Clock",
+    "Engine",
+    "ErrorInfo",
+    "EventView",
+    "FrozenClock",
+    "IdempotencyRequired",
+    "Invariant",
+    "JobContext",
+    "JobNotFound",
+    "JobView",
+    "JobchartsError",
+    "LeaseLost",
+    "NoPayload",
+    "Permanent",
+    "RegistrationError",
+    "RetryPolicy",
+    "StepResultError",
+    "SystemClock",
+    "TickReport",
+    "TransitionNotAllowed",
+    "UnknownJobKind",
+    "backoff",
+]

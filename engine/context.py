@@ -1,0 +1,77 @@
+"""``ctx``: what a handler sees of its job, and the step ledger that makes retries safe."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from engine.errors import LeaseLost, StepResultError
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from structlog.typing import FilteringBoundLogger
+
+    from engine.store import Store
+
+R = TypeVar("R")
+
+
+def to_json_value(value: Any, what: str) -> Any:
+    """``value`` as it will read back from the database, or a StepResultError saying why not."""
+    try:
+        return json.loads(json.dumps(value, allow_nan=False))
+    except (TypeError, ValueError) as error:
+        raise StepResultError(
+            f"{what} must be JSON-serializable (jobcharts stores JSON, never pickle): {error}"
+        ) from error
+
+
+@dataclass
+class JobContext:
+    """Handed to every handler: the job's identity, its logger, and ``step``."""
+
+    job_id: int
+    kind: str
+    attempt: int
+    max_attempts: int
+    correlation_id: str
+    lease_token: str | None
+    log: FilteringBoundLogger
+    _store: Store = field(repr=False)
+    _steps: dict[str, Any] = field(default_factory=dict, repr=False)
+    _now: Callable[[], datetime] = field(default=lambda: _unset(), repr=False)
+
+    def step(self, name: str, fn: Callable[[], R]) -> R:
+        """Run ``fn`` at most once per job once its JSON result is recorded.
+
+        A later attempt (after a failure or a crash) gets the recorded result instead of
+        running ``fn`` again. A crash between ``fn`` returning and the record committing
+        runs it again, so ``fn``'s effect must itself be idempotent or keyed (for example
+        by ``f"{ctx.job_id}:{name}"``). The result is returned as it reads back from JSON.
+        """
+        if name in self._steps:
+            self.log.debug("step.replayed", step=name)
+            return self._steps[name]  # type: ignore[no-any-return]
+        value = to_json_value(fn(), f"the result of step {name!r}")
+        recorded = self._store.step_record(
+            job_id=self.job_id,
+            lease_token=self.lease_token,
+            name=name,
+            result=value,
+            attempt=self.attempt,
+            at=self._now(),
+        )
+        if not recorded:
+            raise LeaseLost(
+                f"job {self.job_id} step {name!r}: this attempt lost its lease; the step's "
+                "result is not recorded"
+            )
+        self._steps[name] = value
+        return value  # type: ignore[no-any-return]
+
+
+def _unset() -> datetime:
+    raise RuntimeError("JobContext built without a clock")

@@ -1,0 +1,464 @@
+"""``Engine``: register job kinds, enqueue, tick, inspect, requeue.
+
+One tick: claim due jobs in one transaction -> run their handlers -> commit every outcome's
+transition (compare-and-set plus event row) in one transaction.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+import structlog
+from pydantic import BaseModel
+from sqlalchemy import Row
+
+from engine.clock import Clock, SystemClock
+from engine.effects import Failure, write_transition
+from engine.errors import DatabaseBound, JobNotFound, TransitionNotAllowed
+from engine.registry import Invariant, JobSpec, KeyFunction, Registry
+from engine.retry import RetryPolicy
+from engine.runner import Claimed, Outcome, log_finished, run_attempt
+from engine.store import EventRow, Move, NewJob, Store, resolve_url
+from engine.view import ErrorInfo, EventView, JobView
+from statecharts import Chart, ChartError, Facts, T, Transition, lifecycle
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+logger = structlog.get_logger("jobcharts")
+
+CREATED = "enqueue"  # the trigger recorded for a job's creation event
+
+
+@dataclass
+class TickReport:
+    """What one tick did."""
+
+    claimed: int = 0
+    succeeded: int = 0
+    retried: int = 0
+    quarantined: int = 0
+    fenced: int = 0
+
+    def add(self, other: TickReport) -> None:
+        for name in ("claimed", "succeeded", "retried", "quarantined", "fenced"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+class Engine:
+    """A job engine bound to one database (SQLite file by default, or PostgreSQL)."""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        clock: Clock | None = None,
+        batch_size: int = 200,
+        seed: int | None = None,
+        worker_id: str | None = None,
+    ) -> None:
+        self._url = url
+        self.clock: Clock = clock or SystemClock()
+        self.batch_size = batch_size
+        self.rng = random.Random(seed)
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
+        self.registry = Registry()
+        self._store: Store | None = None
+
+    # -- set-up --------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        return resolve_url(self._url)
+
+    @property
+    def store(self) -> Store:
+        """The database, opened (and its schema created) on first use."""
+        if self._store is None:
+            self._store = Store(self._url)
+        return self._store
+
+    def bind(self, url: str) -> None:
+        """Point the engine at another database before it is first used (CLI ``--db``)."""
+        if self._store is not None and self._store.url != url:
+            raise DatabaseBound(f"the engine already opened {self._store.url}")
+        self._url = url
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    def job(
+        self,
+        fn: F | None = None,
+        *,
+        payload: type[BaseModel] | None = None,
+        idempotency: KeyFunction | Invariant | None = None,
+        retry: RetryPolicy | None = None,
+        timeout: float = 60.0,
+        kind: str | None = None,
+        queue: str = "default",
+        priority: int = 0,
+        chart: Chart | None = None,
+    ) -> Any:
+        """Register a handler ``fn(ctx, payload)`` as a job kind (its name unless ``kind=``)."""
+
+        def register(handler: F) -> F:
+            self.registry.add(
+                handler,
+                kind=kind,
+                payload=payload,
+                idempotency=idempotency,
+                retry=retry,
+                timeout=timeout,
+                queue=queue,
+                priority=priority,
+                chart=chart,
+            )
+            return handler
+
+        return register(fn) if fn is not None else register
+
+    # -- enqueue -------------------------------------------------------------------------
+
+    def enqueue(
+        self,
+        kind: str,
+        payload: BaseModel | dict[str, Any] | None = None,
+        *,
+        delay: float | timedelta | None = None,
+        run_at: datetime | None = None,
+        priority: int | None = None,
+        queue: str | None = None,
+        correlation_id: str | None = None,
+    ) -> int:
+        """Store a job durably and return its id; a duplicate key returns the first job's id.
+
+        Raises UnknownJobKind for an unregistered kind and pydantic's ValidationError for an
+        invalid payload; in both cases nothing is stored.
+        """
+        spec = self.registry.get(kind)
+        model = _validate(spec, payload)
+        key = spec.key_for(model)
+        now = self.clock.now()
+        due = now
+        if run_at is not None:
+            if run_at.tzinfo is None:
+                raise ValueError("run_at must be timezone-aware")
+            due = run_at
+        elif delay is not None:
+            seconds = delay.total_seconds() if isinstance(delay, timedelta) else float(delay)
+            if seconds < 0:
+                raise ValueError(f"delay must be >= 0, got {seconds}")
+            due = now + timedelta(seconds=seconds)
+        initial = spec.chart.initial.name
+        job = NewJob(
+            kind=kind,
+            chart=spec.chart.name,
+            state=initial,
+            payload=model.model_dump(mode="json"),
+            idempotency_key=key,
+            max_attempts=spec.retry.max_attempts,
+            priority=spec.priority if priority is None else priority,
+            queue=queue or spec.queue,
+            due_at=due,
+            correlation_id=correlation_id or uuid.uuid4().hex,
+            created_at=now,
+        )
+        created = EventRow(CREATED, None, initial, 0, now, self.worker_id)
+        job_id, inserted = self.store.job_insert(job, created)
+        logger.info(
+            "job.enqueued" if inserted else "job.deduplicated",
+            job_id=job_id,
+            kind=kind,
+            correlation_id=job.correlation_id,
+            idempotency_key=key,
+        )
+        return job_id
+
+    # -- the tick ------------------------------------------------------------------------
+
+    def tick(
+        self,
+        now: datetime | None = None,
+        *,
+        limit: int | None = None,
+        executor: Executor | None = None,
+    ) -> TickReport:
+        """One pass: claim due jobs, run their handlers, commit their transitions."""
+        fixed = now
+        claim_at = fixed or self.clock.now()
+        claimed = self.claim(claim_at, limit or self.batch_size)
+        if not claimed:
+            return TickReport()
+        clock_now: Callable[[], datetime] = (lambda: fixed) if fixed else self.clock.now
+        store = self.store
+        if executor is None:
+            outcomes = [run_attempt(c, store, clock_now) for c in claimed]
+        else:
+            outcomes = list(executor.map(lambda c: run_attempt(c, store, clock_now), claimed))
+        report = self.commit(outcomes, fixed or self.clock.now())
+        report.claimed = len(claimed)
+        return report
+
+    def claim(self, now: datetime, limit: int) -> list[Claimed]:
+        """Claim up to ``limit`` due jobs of the registered kinds (one transaction)."""
+        specs = self.registry.specs
+        if not specs:
+            return []
+        states = sorted({s for spec in specs for s in spec.claim_states})
+
+        def plan(row: Row[Any]) -> Move | None:
+            spec = self.registry.find(row.kind)
+            if spec is None:
+                return None
+            facts = Facts(row.attempt, row.max_attempts, now=now, due_at=row.due_at)
+            transition = spec.compiled.fire(row.state, T.START, facts)
+            if transition is None:
+                return None
+            token = uuid.uuid4().hex
+            written = write_transition(
+                transition,
+                now=now,
+                attempt=row.attempt,
+                retry=spec.retry,
+                rng=self.rng,
+                timeout=spec.timeout,
+                lease_token=token,
+            )
+            event = EventRow(
+                T.START, row.state, transition.dest, written.values["attempt"], now, self.worker_id
+            )
+            return Move(row.id, row.state, row.version, row.lease_token, written.values, event)
+
+        pairs = self.store.job_claim_due(
+            now=now, limit=limit, kinds=self.registry.kinds, states=states, plan=plan
+        )
+        retried = [row.id for row, _ in pairs if row.attempt > 0]
+        steps = self.store.step_get_many(retried) if retried else {}
+        return [
+            Claimed(
+                job_id=row.id,
+                kind=row.kind,
+                state=move.values["state"],
+                version=row.version + 1,
+                lease_token=move.values["lease_token"],
+                attempt=move.values["attempt"],
+                max_attempts=row.max_attempts,
+                payload=row.payload,
+                correlation_id=row.correlation_id,
+                spec=self.registry.get(row.kind),
+                steps=steps.get(row.id, {}),
+            )
+            for row, move in pairs
+        ]
+
+    def commit(self, outcomes: Iterable[Outcome], now: datetime) -> TickReport:
+        """Persist every outcome's transition in one transaction; fenced ones are dropped."""
+        report = TickReport()
+        moves: list[Move] = []
+        for outcome in outcomes:
+            if outcome.fenced:
+                report.fenced += 1
+                log_finished(outcome, committed=False, dest=None, next_due=None)
+                continue
+            moves.append(self._outcome_move(outcome, now))
+        applied = self.store.job_transition_many(moves)
+        for move, ok in zip(moves, applied, strict=True):
+            outcome: Outcome = move.tag[0]
+            dest = move.values["state"]
+            log_finished(outcome, committed=ok, dest=dest if ok else None, next_due=move.tag[1])
+            if not ok:
+                report.fenced += 1
+            elif outcome.trigger == T.SUCCEED:
+                report.succeeded += 1
+            elif move.values.get("quarantine_reason"):
+                report.quarantined += 1
+            else:
+                report.retried += 1
+        return report
+
+    def _outcome_move(self, outcome: Outcome, now: datetime) -> Move:
+        claimed = outcome.claimed
+        spec = claimed.spec
+        failure = outcome.failure
+        facts = Facts(
+            claimed.attempt,
+            claimed.max_attempts,
+            now=now,
+            error_class=failure.error_class if failure else None,
+        )
+        transition = spec.compiled.require(claimed.state, outcome.trigger, facts)
+        written = write_transition(
+            transition,
+            now=now,
+            attempt=claimed.attempt,
+            retry=spec.retry,
+            rng=self.rng,
+            failure=failure,
+            result=outcome.result,
+        )
+        event = EventRow(
+            outcome.trigger,
+            claimed.state,
+            transition.dest,
+            claimed.attempt,
+            now,
+            self.worker_id,
+            written.detail,
+        )
+        return Move(
+            claimed.job_id,
+            claimed.state,
+            claimed.version,
+            claimed.lease_token,
+            written.values,
+            event,
+            tag=(outcome, written.next_due_at),
+        )
+
+    def run_until_idle(self, now: datetime | None = None, *, max_ticks: int = 100_000) -> TickReport:
+        """Tick until nothing is due now (jobs waiting for a later due_at stay waiting)."""
+        total = TickReport()
+        for _ in range(max_ticks):
+            report = self.tick(now)
+            total.add(report)
+            if report.claimed == 0:
+                return total
+        raise RuntimeError(f"run_until_idle: still busy after {max_ticks} ticks")
+
+    def drain(self, *, timeout: float = 60.0, poll: float = 0.05) -> TickReport:
+        """Tick, sleeping until the next due time, until every job of ours is final.
+
+        Uses the real clock's passage of time: for scripts and the demo, not frozen-clock tests.
+        """
+        total = TickReport()
+        deadline = time.monotonic() + timeout
+        while True:
+            total.add(self.run_until_idle())
+            if self.store.job_count_unfinished(self.registry.kinds) == 0:
+                return total
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"drain: jobs still unfinished after {timeout}s")
+            time.sleep(self.sleep_for(poll))
+
+    def sleep_for(self, ceiling: float) -> float:
+        """Seconds until the next due job, at most ``ceiling`` (what an idle worker sleeps)."""
+        nxt = self.store.job_next_due(self.registry.kinds)
+        if nxt is None:
+            return ceiling
+        return min(max((nxt - self.clock.now()).total_seconds(), 0.0), ceiling)
+
+    # -- operators -----------------------------------------------------------------------
+
+    def get(self, job_id: int) -> JobView:
+        """The job's state, attempts, timing, last error and full history."""
+        row = self.store.job_get(job_id)
+        if row is None:
+            raise JobNotFound(f"no job with id {job_id}")
+        events = self.store.job_events(job_id)
+        return _view(row, events)
+
+    def requeue(self, job_id: int) -> None:
+        """Operator action: a quarantined (or cancelled) job gets a fresh run from pending."""
+        self._operator(job_id, T.REQUEUE)
+
+    def cancel(self, job_id: int) -> None:
+        """Cancel a job that has not started or is waiting to retry."""
+        self._operator(job_id, T.CANCEL)
+
+    def chart_of(self, name: str) -> Chart | None:
+        """The chart named ``name``: a registered one, or the built-in lifecycle."""
+        chart = self.registry.chart(name)
+        if chart is None and name == "lifecycle":
+            chart = lifecycle()
+        return chart
+
+    def _operator(self, job_id: int, trigger: str) -> None:
+        row = self.store.job_get(job_id)
+        if row is None:
+            raise JobNotFound(f"no job with id {job_id}")
+        chart = self.chart_of(row.chart)
+        if chart is None:
+            raise ChartError(f"job {job_id} uses chart {row.chart!r}, which this app does not know")
+        spec = self.registry.find(row.kind)
+        compiled = spec.compiled if spec else _compiled_lifecycle()
+        now = self.clock.now()
+        facts = Facts(row.attempt, row.max_attempts, now=now, due_at=row.due_at)
+        transition: Transition | None = compiled.fire(row.state, trigger, facts)
+        if transition is None:
+            allowed = sorted({s for t in chart.transitions if t.trigger == trigger for s in t.sources})
+            raise TransitionNotAllowed(
+                f"cannot {trigger} job {job_id}: it is {row.state!r}; {trigger} applies to "
+                f"jobs in {allowed}"
+            )
+        written = write_transition(
+            transition, now=now, attempt=row.attempt, retry=RetryPolicy(), rng=self.rng
+        )
+        event = EventRow(trigger, row.state, transition.dest, row.attempt, now, self.worker_id, {"by": "operator"})
+        move = Move(row.id, row.state, row.version, row.lease_token, written.values, event)
+        if not self.store.job_transition_many([move])[0]:
+            raise TransitionNotAllowed(f"job {job_id} changed while applying {trigger}; try again")
+        logger.info(f"job.{trigger}", job_id=job_id, kind=row.kind, from_state=row.state, to_state=transition.dest)
+
+
+_LIFECYCLE: list[Any] = []
+
+
+def _compiled_lifecycle() -> Any:
+    from statecharts import compile_chart
+
+    if not _LIFECYCLE:
+        _LIFECYCLE.append(compile_chart(lifecycle()))
+    return _LIFECYCLE[0]
+
+
+def _validate(spec: JobSpec, payload: BaseModel | dict[str, Any] | None) -> BaseModel:
+    if isinstance(payload, spec.payload):
+        return spec.payload.model_validate(payload.model_dump())
+    if isinstance(payload, BaseModel):
+        payload = payload.model_dump()
+    return spec.payload.model_validate(payload if payload is not None else {})
+
+
+def _view(row: Row[Any], events: list[Row[Any]]) -> JobView:
+    error = None
+    if row.last_error_class is not None:
+        error = ErrorInfo(row.last_error_class, row.last_error_message or "", row.last_error_traceback or "")
+    return JobView(
+        id=row.id,
+        kind=row.kind,
+        chart=row.chart,
+        state=row.state,
+        payload=row.payload,
+        result=row.result,
+        idempotency_key=row.idempotency_key,
+        attempt=row.attempt,
+        max_attempts=row.max_attempts,
+        priority=row.priority,
+        queue=row.queue,
+        due_at=row.due_at,
+        lease_expires_at=row.lease_expires_at,
+        correlation_id=row.correlation_id,
+        last_error=error,
+        quarantine_reason=row.quarantine_reason,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        finished_at=row.finished_at,
+        history=tuple(
+            EventView(e.trigger, e.from_state, e.to_state, e.attempt, e.at, e.worker, e.detail)
+            for e in events
+        ),
+    )
+
+
+__all__ = ["Engine", "Failure", "TickReport"]

@@ -1,0 +1,106 @@
+"""Turn a chart transition's declared effects into the column values written with it.
+
+A pure function of (transition, the job's facts, now, the outcome): the same inputs always
+give the same row, which is what makes a state change a safe compare-and-set.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from engine.retry import RetryPolicy
+from statecharts import Effect, Transition
+
+MESSAGE_LIMIT = 2_000
+TRACEBACK_LIMIT = 8_000
+DETAIL_MESSAGE_LIMIT = 300
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why an attempt failed: error class, message, traceback, and a quarantine reason."""
+
+    error_class: str
+    message: str
+    traceback: str = ""
+    reason: str | None = None  # "permanent", "invalid_payload", ... for fail_permanent
+
+    @classmethod
+    def of(cls, error: BaseException, tb: str = "", reason: str | None = None) -> Failure:
+        kind = type(error)
+        name = kind.__qualname__ if kind.__module__ == "builtins" else (
+            f"{kind.__module__}.{kind.__qualname__}"
+        )
+        return cls(name, str(error), tb, reason)
+
+
+@dataclass(frozen=True)
+class Written:
+    """The column values of one transition and the detail kept in its event row."""
+
+    values: dict[str, Any]
+    detail: dict[str, Any] | None
+    next_due_at: datetime | None
+
+
+def truncate_tail(text: str, limit: int) -> str:
+    """Keep the end of ``text`` (the innermost frames of a traceback matter most)."""
+    if len(text) <= limit:
+        return text
+    return "...[truncated]...\n" + text[-limit:]
+
+
+def write_transition(
+    transition: Transition,
+    *,
+    now: datetime,
+    attempt: int,
+    retry: RetryPolicy,
+    rng: random.Random,
+    timeout: float = 0.0,
+    lease_token: str | None = None,
+    failure: Failure | None = None,
+    result: Any = None,
+) -> Written:
+    """Column values for taking ``transition`` at ``now`` from a job at ``attempt``."""
+    values: dict[str, Any] = {"state": transition.dest, "updated_at": now}
+    detail: dict[str, Any] = {}
+    next_due: datetime | None = None
+    effects = transition.effects
+    if Effect.START_ATTEMPT in effects:
+        attempt += 1
+        values.update(
+            attempt=attempt,
+            due_at=None,
+            lease_token=lease_token,
+            lease_expires_at=now + timedelta(seconds=timeout),
+        )
+    if Effect.RELEASE_LEASE in effects:
+        values.update(lease_token=None, lease_expires_at=None)
+    if Effect.RECORD_ERROR in effects and failure is not None:
+        values.update(
+            last_error_class=failure.error_class[:200],
+            last_error_message=failure.message[:MESSAGE_LIMIT],
+            last_error_traceback=truncate_tail(failure.traceback, TRACEBACK_LIMIT),
+        )
+        detail.update(error=failure.error_class, message=failure.message[:DETAIL_MESSAGE_LIMIT])
+    if Effect.SCHEDULE_RETRY in effects:
+        wait = retry.delay(attempt, rng)
+        next_due = now + timedelta(seconds=wait)
+        values["due_at"] = next_due
+        detail["retry_in"] = round(wait, 6)
+    if Effect.QUARANTINE in effects:
+        reason = (failure.reason if failure else None) or "exhausted"
+        values["quarantine_reason"] = reason
+        detail["reason"] = reason
+    if Effect.RESET_ATTEMPTS in effects:
+        values.update(attempt=0, due_at=now, quarantine_reason=None, finished_at=None)
+        attempt = 0
+    if Effect.FINISH in effects:
+        values.update(finished_at=now, due_at=None)
+    if result is not None:
+        values["result"] = result
+    return Written(values, detail or None, next_due)

@@ -1,0 +1,49 @@
+"""Exceptions users see: each says what went wrong and what to do about it."""
+
+from __future__ import annotations
+
+
+class JobchartsError(Exception):
+    """Base class of every error jobcharts raises on purpose."""
+
+
+class Permanent(Exception):  # noqa: N818 - the name reads as the verdict in `raise Permanent(...)`
+    """Raise from a handler to quarantine the job at once: retrying cannot help."""
+
+
+class RegistrationError(JobchartsError):
+    """A job declaration the engine refuses to run."""
+
+
+class IdempotencyRequired(RegistrationError):
+    """A job registered without saying why running it twice is safe."""
+
+
+class UnknownJobKind(JobchartsError, KeyError):
+    """An enqueue (or lookup) names a job kind no handler is registered for."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "unknown job kind"
+
+
+class JobNotFound(JobchartsError, KeyError):
+    """No job has this id."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "job not found"
+
+
+class TransitionNotAllowed(JobchartsError):
+    """The job's chart has no enabled transition for this action from the job's state."""
+
+
+class StepResultError(JobchartsError, TypeError):
+    """A ``ctx.step`` result that cannot be stored as JSON."""
+
+
+class LeaseLost(JobchartsError):
+    """This attempt no longer holds the job's lease: its writes are fenced out."""
+
+
+class DatabaseBound(JobchartsError):
+    """The engine already opened its database; it cannot be rebound."""

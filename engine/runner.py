@@ -1,0 +1,130 @@
+"""Run one claimed attempt: validate the payload, call the handler, classify the outcome.
+
+The outcome is an explicit value (which trigger to fire, and why), committed later in a
+batch by the tick; running a handler never writes the job's state itself.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import structlog
+from pydantic import ValidationError
+
+from engine.context import JobContext, to_json_value
+from engine.effects import Failure
+from engine.errors import LeaseLost, Permanent
+from engine.registry import JobSpec
+from statecharts import T
+
+logger = structlog.get_logger("jobcharts")
+
+INVALID_PAYLOAD = "invalid_payload"
+PERMANENT = "permanent"
+
+
+@dataclass
+class Claimed:
+    """A job this worker holds a lease on, as claimed."""
+
+    job_id: int
+    kind: str
+    state: str
+    version: int
+    lease_token: str | None
+    attempt: int
+    max_attempts: int
+    payload: Any
+    correlation_id: str
+    spec: JobSpec
+    steps: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What an attempt asks the chart to do next; ``fenced`` means commit nothing."""
+
+    claimed: Claimed
+    trigger: str
+    failure: Failure | None = None
+    result: Any = None
+    duration: float = 0.0
+    fenced: bool = False
+
+
+def run_attempt(claimed: Claimed, store: Any, now: Any) -> Outcome:
+    """Run ``claimed``'s handler once and say which trigger its outcome fires."""
+    spec = claimed.spec
+    log = logger.bind(
+        job_id=claimed.job_id,
+        kind=claimed.kind,
+        attempt=claimed.attempt,
+        correlation_id=claimed.correlation_id,
+    )
+    log.info("attempt.started", max_attempts=claimed.max_attempts)
+    started = time.perf_counter()
+
+    def done(trigger: str, **kw: Any) -> Outcome:
+        return Outcome(claimed, trigger, duration=time.perf_counter() - started, **kw)
+
+    try:
+        payload = spec.payload.model_validate(claimed.payload)
+    except ValidationError as error:
+        return done(T.FAIL_PERMANENT, failure=Failure.of(error, "", INVALID_PAYLOAD))
+    ctx = JobContext(
+        job_id=claimed.job_id,
+        kind=claimed.kind,
+        attempt=claimed.attempt,
+        max_attempts=claimed.max_attempts,
+        correlation_id=claimed.correlation_id,
+        lease_token=claimed.lease_token,
+        log=log,
+        _store=store,
+        _steps=dict(claimed.steps),
+        _now=now,
+    )
+    try:
+        result = spec.handler(ctx, payload)
+        stored = None if result is None else to_json_value(result, "a handler's return value")
+    except LeaseLost as error:
+        log.warning("attempt.fenced", reason=str(error))
+        return done(T.FAIL, fenced=True, failure=Failure.of(error))
+    except Permanent as error:
+        return done(T.FAIL_PERMANENT, failure=Failure.of(error, _trace(), PERMANENT))
+    except (Exception, SystemExit) as error:
+        if spec.retry.permanent and isinstance(error, spec.retry.permanent):
+            return done(T.FAIL_PERMANENT, failure=Failure.of(error, _trace(), PERMANENT))
+        return done(T.FAIL, failure=Failure.of(error, _trace()))
+    return done(T.SUCCEED, result=stored)
+
+
+def log_finished(outcome: Outcome, *, committed: bool, dest: str | None, next_due: datetime | None) -> None:
+    """The one event every attempt ends with, whatever happened."""
+    claimed = outcome.claimed
+    fields: dict[str, Any] = {
+        "job_id": claimed.job_id,
+        "kind": claimed.kind,
+        "attempt": claimed.attempt,
+        "correlation_id": claimed.correlation_id,
+        "outcome": outcome.trigger,
+        "state": dest,
+        "duration_ms": round(outcome.duration * 1000, 3),
+    }
+    if outcome.failure is not None:
+        fields["error"] = outcome.failure.error_class
+        fields["error_message"] = outcome.failure.message[:300]
+    if next_due is not None:
+        fields["next_due_at"] = next_due.isoformat()
+    if committed:
+        level = "info" if outcome.failure is None else "warning"
+        getattr(logger, level)("attempt.finished", **fields)
+    else:
+        logger.warning("attempt.fenced_out", **fields)
+
+
+def _trace() -> str:
+    return traceback.format_exc()

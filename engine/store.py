@@ -1,0 +1,385 @@
+"""The store: every SQL statement jobcharts runs, behind noun_verb methods (SQLAlchemy Core).
+
+The store runs SQL and knows no lifecycle: callers pass state names (read from the chart)
+and the column values a transition writes. Each state change is a compare-and-set on
+(id, state, version[, lease_token]) committed in the same transaction as its event row.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import partial
+from typing import Any
+
+from sqlalchemy import (
+    Connection,
+    Row,
+    and_,
+    bindparam,
+    create_engine,
+    event,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Engine as SAEngine
+from sqlalchemy.pool import StaticPool
+
+from engine.schema import job_events, job_steps, jobs, metadata
+
+DEFAULT_URL = "sqlite:///jobcharts.db"
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def resolve_url(url: str | None) -> str:
+    """An explicit URL, else ``$JOBCHARTS_DB``, else the embedded SQLite file."""
+    return url or os.environ.get("JOBCHARTS_DB") or DEFAULT_URL
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """The columns of a job about to be inserted."""
+
+    kind: str
+    chart: str
+    state: str
+    payload: dict[str, Any]
+    idempotency_key: str | None
+    max_attempts: int
+    priority: int
+    queue: str
+    due_at: datetime
+    correlation_id: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class EventRow:
+    """One history row to append with a state change."""
+
+    trigger: str
+    from_state: str | None
+    to_state: str
+    attempt: int
+    at: datetime
+    worker: str | None = None
+    detail: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Move:
+    """A guarded state change: apply ``values`` only if the row still matches ``expect``."""
+
+    job_id: int
+    from_state: str
+    version: int
+    lease_token: str | None
+    values: dict[str, Any]
+    event: EventRow
+    check_lease: bool = True
+    tag: Any = field(default=None, compare=False)
+
+
+class Store:
+    """All persistence for one database URL (SQLite file or PostgreSQL)."""
+
+    def __init__(self, url: str | None = None) -> None:
+        self.url = resolve_url(url)
+        self.db: SAEngine = _make_engine(self.url)
+        self.dialect = self.db.dialect.name
+        # executemany rowcounts tell whether every compare-and-set of a batch applied.
+        self._sane_multi_rowcount = bool(self.db.dialect.supports_sane_multi_rowcount)
+        self.schema_create()
+
+    # -- connection handling -------------------------------------------------------------
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """A write transaction (SQLite: BEGIN IMMEDIATE, so writers queue instead of failing)."""
+        with self.db.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A read transaction that takes no write lock."""
+        with self.db.connect() as conn:
+            conn = conn.execution_options(sqlite_begin="DEFERRED")
+            with conn.begin():
+                yield conn
+
+    def close(self) -> None:
+        self.db.dispose()
+
+    def schema_create(self) -> None:
+        """Create the tables on first use (migrations arrive with Alembic later)."""
+        with self.write() as conn:
+            metadata.create_all(conn, checkfirst=True)
+
+    # -- jobs ----------------------------------------------------------------------------
+
+    def job_insert(self, job: NewJob, created_event: EventRow) -> tuple[int, bool]:
+        """Insert ``job`` unless its (kind, key) exists; return (id, inserted)."""
+        values = {
+            "kind": job.kind,
+            "chart": job.chart,
+            "state": job.state,
+            "payload": job.payload,
+            "idempotency_key": job.idempotency_key,
+            "attempt": 0,
+            "max_attempts": job.max_attempts,
+            "priority": job.priority,
+            "queue": job.queue,
+            "due_at": job.due_at,
+            "version": 0,
+            "correlation_id": job.correlation_id,
+            "created_at": job.created_at,
+            "updated_at": job.created_at,
+        }
+        with self.write() as conn:
+            if job.idempotency_key is None:
+                job_id = conn.execute(insert(jobs).values(values).returning(jobs.c.id)).scalar_one()
+            else:
+                stmt = self._insert(jobs).values(values)
+                stmt = stmt.on_conflict_do_nothing(index_elements=["kind", "idempotency_key"])
+                job_id = conn.execute(stmt.returning(jobs.c.id)).scalar()
+                if job_id is None:
+                    existing = conn.execute(
+                        select(jobs.c.id).where(
+                            jobs.c.kind == job.kind, jobs.c.idempotency_key == job.idempotency_key
+                        )
+                    ).scalar_one()
+                    return int(existing), False
+            conn.execute(insert(job_events), [_event_params(job_id, created_event)])
+            return int(job_id), True
+
+    def job_get(self, job_id: int) -> Row[Any] | None:
+        with self.read() as conn:
+            return conn.execute(select(jobs).where(jobs.c.id == job_id)).first()
+
+    def job_events(self, job_id: int) -> list[Row[Any]]:
+        with self.read() as conn:
+            return list(
+                conn.execute(
+                    select(job_events)
+                    .where(job_events.c.job_id == job_id)
+                    .order_by(job_events.c.id)
+                )
+            )
+
+    def job_list(
+        self, *, state: str | None = None, kind: str | None = None, limit: int = 100
+    ) -> list[Row[Any]]:
+        stmt = select(jobs).order_by(jobs.c.id.desc()).limit(limit)
+        if state is not None:
+            stmt = stmt.where(jobs.c.state == state)
+        if kind is not None:
+            stmt = stmt.where(jobs.c.kind == kind)
+        with self.read() as conn:
+            return list(conn.execute(stmt))
+
+    def job_count_by_state(self) -> dict[str, int]:
+        stmt = select(jobs.c.state, func.count()).group_by(jobs.c.state)
+        with self.read() as conn:
+            return {row[0]: int(row[1]) for row in conn.execute(stmt)}
+
+    def job_next_due(self, kinds: Sequence[str]) -> datetime | None:
+        """The earliest due_at among jobs waiting to be claimed, or None."""
+        stmt = select(func.min(jobs.c.due_at)).where(
+            jobs.c.due_at.is_not(None), jobs.c.kind.in_(list(kinds))
+        )
+        with self.read() as conn:
+            value = conn.execute(stmt).scalar()
+        return jobs.c.due_at.type.process_result_value(value, self.db.dialect)  # type: ignore[no-any-return]
+
+    def job_count_unfinished(self, kinds: Sequence[str]) -> int:
+        """Jobs of ``kinds`` not yet final (waiting or holding a lease)."""
+        stmt = select(func.count()).where(
+            jobs.c.kind.in_(list(kinds)), jobs.c.finished_at.is_(None)
+        )
+        with self.read() as conn:
+            return int(conn.execute(stmt).scalar_one())
+
+    def job_claim_due(
+        self,
+        *,
+        now: datetime,
+        limit: int,
+        kinds: Sequence[str],
+        states: Sequence[str],
+        plan: Callable[[Row[Any]], Move | None],
+    ) -> list[tuple[Row[Any], Move]]:
+        """Claim up to ``limit`` due jobs (priority, then due_at) in one transaction.
+
+        ``plan`` turns each selected row into its move (the chart's claim transition);
+        the moves are applied and their events appended before the transaction commits.
+        """
+        if limit <= 0 or not kinds:
+            return []
+        stmt = (
+            select(jobs)
+            .where(
+                jobs.c.due_at.is_not(None),
+                jobs.c.due_at <= now,
+                jobs.c.kind.in_(list(kinds)),
+                jobs.c.state.in_(list(states)),
+            )
+            .order_by(jobs.c.priority.desc(), jobs.c.due_at, jobs.c.id)
+            .limit(limit)
+        )
+        if self.dialect == "postgresql":
+            stmt = stmt.with_for_update(skip_locked=True)
+        with self.write() as conn:
+            rows = list(conn.execute(stmt))
+            planned = [(row, move) for row in rows if (move := plan(row)) is not None]
+            applied = self._apply_moves(conn, [move for _, move in planned])
+            return [pair for pair, ok in zip(planned, applied, strict=True) if ok]
+
+    def job_transition_many(self, moves: Sequence[Move]) -> list[bool]:
+        """Apply each move as a compare-and-set; return which applied (all in one transaction)."""
+        if not moves:
+            return []
+        with self.write() as conn:
+            return self._apply_moves(conn, moves)
+
+    def _apply_moves(self, conn: Connection, moves: Sequence[Move]) -> list[bool]:
+        applied = [False] * len(moves)
+        groups: dict[tuple[tuple[str, ...], bool], list[int]] = {}
+        for index, move in enumerate(moves):
+            key = (tuple(sorted(move.values)), move.check_lease)
+            groups.setdefault(key, []).append(index)
+        for (columns, check_lease), indexes in groups.items():
+            stmt = _cas_update(columns, check_lease)
+            params = [_cas_params(moves[i]) for i in indexes]
+            if self._sane_multi_rowcount and len(params) > 1:
+                savepoint = conn.begin_nested()
+                if conn.execute(stmt, params).rowcount == len(params):
+                    savepoint.commit()
+                    for i in indexes:
+                        applied[i] = True
+                    continue
+                # Some compare-and-set lost: undo the batch and learn which, row by row.
+                savepoint.rollback()
+            for i, param in zip(indexes, params, strict=True):
+                applied[i] = conn.execute(stmt, param).rowcount == 1
+        events = [_event_params(m.job_id, m.event) for m, ok in zip(moves, applied, strict=True) if ok]
+        if events:
+            conn.execute(insert(job_events), events)
+        return applied
+
+    # -- steps ---------------------------------------------------------------------------
+
+    def step_get_many(self, job_ids: Iterable[int]) -> dict[int, dict[str, Any]]:
+        """Recorded step results per job: {job_id: {step name: result}}."""
+        ids = list(job_ids)
+        if not ids:
+            return {}
+        found: dict[int, dict[str, Any]] = {}
+        stmt = select(job_steps.c.job_id, job_steps.c.name, job_steps.c.result).where(
+            job_steps.c.job_id.in_(ids)
+        )
+        with self.read() as conn:
+            for job_id, name, result in conn.execute(stmt):
+                found.setdefault(int(job_id), {})[name] = result
+        return found
+
+    def step_record(
+        self,
+        *,
+        job_id: int,
+        lease_token: str | None,
+        name: str,
+        result: Any,
+        attempt: int,
+        at: datetime,
+    ) -> bool:
+        """Record a step's result, fenced: only while ``lease_token`` still holds the job."""
+        with self.write() as conn:
+            holder = conn.execute(
+                select(jobs.c.lease_token).where(jobs.c.id == job_id)
+            ).first()
+            if holder is None or holder[0] != lease_token:
+                return False
+            stmt = self._insert(job_steps).values(
+                job_id=job_id, name=name, result=result, attempt=attempt, recorded_at=at
+            )
+            conn.execute(stmt.on_conflict_do_nothing(index_elements=["job_id", "name"]))
+            return True
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _insert(self, table: Any) -> Any:
+        return (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(table)
+
+
+def _cas_update(columns: tuple[str, ...], check_lease: bool) -> Any:
+    conditions = [
+        jobs.c.id == bindparam("b_id"),
+        jobs.c.state == bindparam("b_state"),
+        jobs.c.version == bindparam("b_version"),
+    ]
+    if check_lease:
+        conditions.append(jobs.c.lease_token.is_not_distinct_from(bindparam("b_lease")))
+    values: dict[str, Any] = {c: bindparam(f"v_{c}") for c in columns}
+    values["version"] = jobs.c.version + 1
+    return update(jobs).where(and_(*conditions)).values(values)
+
+
+def _cas_params(move: Move) -> dict[str, Any]:
+    params = {f"v_{k}": v for k, v in move.values.items()}
+    params.update(
+        b_id=move.job_id, b_state=move.from_state, b_version=move.version, b_lease=move.lease_token
+    )
+    return params
+
+
+def _event_params(job_id: int, row: EventRow) -> dict[str, Any]:
+    return {
+        "job_id": job_id,
+        "trigger": row.trigger,
+        "from_state": row.from_state,
+        "to_state": row.to_state,
+        "attempt": row.attempt,
+        "at": row.at,
+        "worker": row.worker,
+        "detail": row.detail,
+    }
+
+
+def _make_engine(url: str) -> SAEngine:
+    serializer = partial(json.dumps, allow_nan=False, separators=(",", ":"))
+    if url.startswith("sqlite"):
+        memory = url in ("sqlite://", "sqlite:///:memory:")
+        kwargs: dict[str, Any] = {"json_serializer": serializer}
+        if memory:
+            kwargs.update(poolclass=StaticPool, connect_args={"check_same_thread": False})
+        db = create_engine(url, **kwargs)
+        _configure_sqlite(db, memory)
+        return db
+    return create_engine(url, json_serializer=serializer, pool_pre_ping=True)
+
+
+def _configure_sqlite(db: SAEngine, memory: bool) -> None:
+    """WAL + synchronous=FULL: a committed enqueue survives a crash or power loss."""
+
+    @event.listens_for(db, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # we emit BEGIN ourselves (below)
+        cursor = dbapi_conn.cursor()
+        if not memory:
+            cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(db, "begin")
+    def _on_begin(conn: Connection) -> None:
+        mode = conn.get_execution_options().get("sqlite_begin", "IMMEDIATE")
+        conn.exec_driver_sql(f"BEGIN {mode}")

@@ -1,0 +1,145 @@
+"""Read models: a job as operators see it, and its answers to the four questions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from statecharts import Chart, StateKind, Step
+
+
+@dataclass(frozen=True)
+class ErrorInfo:
+    """The last failure of a job."""
+
+    error_class: str
+    message: str
+    traceback: str
+
+
+@dataclass(frozen=True)
+class EventView:
+    """One persisted transition of a job."""
+
+    trigger: str
+    from_state: str | None
+    to_state: str
+    attempt: int
+    at: datetime
+    worker: str | None
+    detail: dict[str, Any] | None
+
+    @property
+    def step(self) -> Step:
+        return Step(self.trigger, self.from_state, self.to_state)
+
+
+@dataclass(frozen=True)
+class JobView:
+    """A job's persisted state and history."""
+
+    id: int
+    kind: str
+    chart: str
+    state: str
+    payload: dict[str, Any]
+    result: Any
+    idempotency_key: str | None
+    attempt: int
+    max_attempts: int
+    priority: int
+    queue: str
+    due_at: datetime | None
+    lease_expires_at: datetime | None
+    correlation_id: str
+    last_error: ErrorInfo | None
+    quarantine_reason: str | None
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+    history: tuple[EventView, ...]
+
+    @property
+    def path(self) -> list[Step]:
+        return [event.step for event in self.history]
+
+    def explain(self, chart: Chart | None, now: datetime) -> dict[str, str]:
+        """Answer in words: did it run, did it succeed, why did it fail, will it retry."""
+        kind = _kind_of(chart, self.state)
+        success = chart.state(self.state).success if chart and kind is StateKind.FINAL else None
+        starts = [e for e in self.history if e.to_state != e.from_state and e.trigger == "start"]
+        if self.attempt == 0 and not starts:
+            ran = "No: it has not started yet."
+        elif kind is StateKind.WORK:
+            ran = f"Yes: attempt {self.attempt} of {self.max_attempts} is running now."
+        else:
+            ran = f"Yes: {len(starts)} attempt(s) started in all; the current count is {self.attempt}."
+        if success is True:
+            succeeded = f"Yes: it reached {self.state!r} at {_at(self.finished_at)}."
+        elif kind is StateKind.FINAL:
+            succeeded = f"No: it ended in {self.state!r}."
+        else:
+            succeeded = f"Not yet: it is {self.state!r}."
+        if self.last_error is None:
+            why = "It has not failed." if success is not False else _reason(self.quarantine_reason)
+        else:
+            why = (
+                f"Last error: {self.last_error.error_class}: {self.last_error.message}"
+                + (f" (quarantined: {_reason(self.quarantine_reason)})" if self.quarantine_reason else "")
+            )
+        if kind is StateKind.FINAL:
+            retry = (
+                "No: it is finished."
+                if success
+                else "No: it is final. An operator can `jobcharts requeue` it for a fresh run."
+            )
+        elif kind is StateKind.WAIT and self.due_at is not None:
+            wait = (self.due_at - now).total_seconds()
+            left = self.max_attempts - self.attempt
+            retry = (
+                f"Yes: at {_at(self.due_at)} ({_in(wait)}), attempt {self.attempt + 1} of "
+                f"{self.max_attempts}; {left} attempt(s) left."
+            )
+        elif kind is StateKind.WORK:
+            left = self.max_attempts - self.attempt
+            retry = (
+                f"If this attempt fails: {'yes' if left > 0 else 'no'}, "
+                f"{left} attempt(s) left."
+            )
+        else:
+            retry = f"It is due to run at {_at(self.due_at)}."
+        return {
+            "did it run": ran,
+            "did it succeed": succeeded,
+            "why did it fail": why,
+            "will it retry": retry,
+        }
+
+
+def _kind_of(chart: Chart | None, state: str) -> StateKind | None:
+    if chart is None:
+        return None
+    try:
+        return chart.state(state).kind
+    except ValueError:
+        return None
+
+
+def _reason(reason: str | None) -> str:
+    return {
+        "permanent": "the handler raised a permanent error",
+        "exhausted": "it failed on every allowed attempt",
+        "invalid_payload": "its stored payload no longer validates",
+        None: "no reason recorded",
+    }.get(reason, reason or "")
+
+
+def _at(when: datetime | None) -> str:
+    return when.isoformat(timespec="seconds") if when else "(unknown)"
+
+
+def _in(seconds: float) -> str:
+    if seconds <= 0:
+        return "due now"
+    return f"in {seconds:.1f}s"

@@ -1,0 +1,198 @@
+"""Charts as data: states, guards, effects and transitions, validated when declared.
+
+A chart is plain frozen data so that the engine, the diagrams, the static checks and the
+generated tests all read the same declaration and can never drift apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+
+class ChartError(ValueError):
+    """A chart declaration that cannot be run: the message says what is wrong and where."""
+
+
+class StateKind(StrEnum):
+    """What a state means to the engine."""
+
+    INITIAL = "initial"  # where every job starts; exactly one per chart
+    WORK = "work"  # a handler runs while the job holds a lease
+    WAIT = "wait"  # a timer: the job sleeps until its due_at
+    FINAL = "final"  # absorbing: only an operator transition leaves it
+
+
+@dataclass(frozen=True)
+class State:
+    """A named state; final states say whether they mean success (for views and styling)."""
+
+    name: str
+    kind: StateKind
+    success: bool | None = None
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "name", str(self.name))  # enum members become plain names
+
+    @property
+    def is_final(self) -> bool:
+        return self.kind is StateKind.FINAL
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What a guard may look at: the persisted columns of one job at one instant."""
+
+    attempt: int
+    max_attempts: int
+    now: datetime | None = None
+    due_at: datetime | None = None
+    deadline: datetime | None = None
+    error_class: str | None = None
+
+
+@dataclass(frozen=True)
+class Guard:
+    """A named predicate over a job's facts. The name is what diagrams and checks show.
+
+    ``bounds`` names the persisted counter the guard limits ("attempt" or "deadline"), so the
+    static checks can tell a bounded cycle from an endless one.
+    """
+
+    name: str
+    test: Callable[[Facts], bool] = field(compare=False)
+    bounds: str | None = None
+
+    def __call__(self, facts: Facts) -> bool:
+        return self.test(facts)
+
+    def __invert__(self) -> Guard:
+        test = self.test
+        return Guard(f"not ({self.name})", lambda facts: not test(facts), self.bounds)
+
+
+class Effect(StrEnum):
+    """What the engine writes atomically with a state change (columns, never memory)."""
+
+    START_ATTEMPT = "start_attempt"  # attempt += 1, take a lease, record the start
+    RELEASE_LEASE = "release_lease"  # clear the lease token and expiry
+    RECORD_ERROR = "record_error"  # keep class, message and a truncated traceback
+    SCHEDULE_RETRY = "schedule_retry"  # due_at = now + backoff(attempt)
+    RESET_ATTEMPTS = "reset_attempts"  # attempt = 0, due now (operator requeue)
+    QUARANTINE = "quarantine"  # keep the reason the job was set aside
+    FINISH = "finish"  # stamp finished_at
+
+
+@dataclass(frozen=True)
+class Transition:
+    """A declared edge: ``trigger`` moves a job from any of ``sources`` to ``dest``.
+
+    Guards are tried in declaration order among transitions of the same trigger and source;
+    the first transition whose guards all pass is taken. ``operator`` marks the explicit
+    operator actions (requeue) that alone may leave a final state.
+    """
+
+    trigger: str
+    sources: tuple[str, ...]
+    dest: str
+    guards: tuple[Guard, ...] = ()
+    effects: tuple[Effect, ...] = ()
+    operator: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "trigger", str(self.trigger))
+        object.__setattr__(self, "sources", tuple(str(s) for s in self.sources))
+        object.__setattr__(self, "dest", str(self.dest))
+
+    def allowed(self, facts: Facts) -> bool:
+        return all(guard(facts) for guard in self.guards)
+
+
+@dataclass(frozen=True)
+class Chart:
+    """A named set of states and transitions, checked for consistency when created."""
+
+    name: str
+    states: tuple[State, ...]
+    transitions: tuple[Transition, ...]
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    @property
+    def initial(self) -> State:
+        return next(s for s in self.states if s.kind is StateKind.INITIAL)
+
+    def state(self, name: str) -> State:
+        for candidate in self.states:
+            if candidate.name == name:
+                return candidate
+        raise ChartError(f"chart {self.name!r} has no state {name!r}")
+
+    @property
+    def state_names(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.states)
+
+    @property
+    def triggers(self) -> tuple[str, ...]:
+        seen: dict[str, None] = {}
+        for transition in self.transitions:
+            seen.setdefault(transition.trigger, None)
+        return tuple(seen)
+
+    def states_of(self, *kinds: StateKind) -> tuple[str, ...]:
+        return tuple(s.name for s in self.states if s.kind in kinds)
+
+    def transitions_for(self, trigger: str, source: str) -> tuple[Transition, ...]:
+        return tuple(
+            t for t in self.transitions if t.trigger == trigger and source in t.sources
+        )
+
+    def edge_exists(self, trigger: str, source: str, dest: str) -> bool:
+        """True when some declared transition goes ``source --trigger--> dest``."""
+        return any(t.dest == dest for t in self.transitions_for(trigger, source))
+
+
+def _validate(chart: Chart) -> None:
+    if not chart.name:
+        raise ChartError("a chart needs a name")
+    names = [s.name for s in chart.states]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ChartError(f"chart {chart.name!r}: duplicate states {duplicates}")
+    initials = [s.name for s in chart.states if s.kind is StateKind.INITIAL]
+    if len(initials) != 1:
+        raise ChartError(
+            f"chart {chart.name!r} must have exactly one initial state, found {len(initials)}"
+            + (f": {initials}" if initials else "")
+        )
+    known = set(names)
+    for transition in chart.transitions:
+        if not transition.trigger:
+            raise ChartError(f"chart {chart.name!r}: a transition has no trigger")
+        if not transition.sources:
+            raise ChartError(
+                f"chart {chart.name!r}: transition {transition.trigger!r} has no source state"
+            )
+        unknown = _unknown([*transition.sources, transition.dest], known)
+        if unknown:
+            raise ChartError(
+                f"chart {chart.name!r}: transition {transition.trigger!r} names unknown "
+                f"state(s) {unknown}; declared states are {sorted(known)}"
+            )
+        if not transition.operator:
+            leaving = [s for s in transition.sources if chart.state(s).is_final]
+            if leaving:
+                raise ChartError(
+                    f"chart {chart.name!r}: transition {transition.trigger!r} leaves final "
+                    f"state(s) {leaving}; final states are absorbing (only operator "
+                    "transitions such as requeue may leave them)"
+                )
+
+
+def _unknown(names: Iterable[str], known: set[str]) -> list[str]:
+    return sorted({n for n in names if n not in known})

@@ -1,0 +1,116 @@
+"""The standard job lifecycle every simple job gets.
+
+pending -> running -> retry_wait -> running ... -> succeeded | quarantined, plus cancelled,
+lease expiry (running -> retry_wait | quarantined) and the operator's requeue.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from statecharts.chart import Chart, Effect, Facts, Guard, State, StateKind, Transition
+
+
+class S(StrEnum):
+    """State names of the standard lifecycle (never spelled as literals elsewhere)."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    RETRY_WAIT = "retry_wait"
+    SUCCEEDED = "succeeded"
+    QUARANTINED = "quarantined"
+    CANCELLED = "cancelled"
+
+
+class T(StrEnum):
+    """Trigger names of the standard lifecycle."""
+
+    START = "start"
+    SUCCEED = "succeed"
+    FAIL = "fail"
+    FAIL_PERMANENT = "fail_permanent"
+    EXPIRE = "expire"
+    CANCEL = "cancel"
+    REQUEUE = "requeue"
+
+
+def _attempts_left(facts: Facts) -> bool:
+    return facts.attempt < facts.max_attempts
+
+
+def _due(facts: Facts) -> bool:
+    return facts.due_at is None or facts.now is None or facts.due_at <= facts.now
+
+
+ATTEMPTS_LEFT = Guard("attempt < max_attempts", _attempts_left, bounds="attempt")
+ATTEMPTS_EXHAUSTED = ~ATTEMPTS_LEFT
+DUE = Guard("due_at <= now", _due)
+
+LIFECYCLE_NAME = "lifecycle"
+
+_FAILED = (Effect.RECORD_ERROR, Effect.RELEASE_LEASE)
+
+
+def lifecycle(name: str = LIFECYCLE_NAME) -> Chart:
+    """Return the standard job chart."""
+    return Chart(
+        name=name,
+        description="The standard lifecycle: run, retry with backoff, succeed or quarantine.",
+        states=(
+            State(S.PENDING, StateKind.INITIAL, description="enqueued, waiting for a worker"),
+            State(S.RUNNING, StateKind.WORK, description="a worker holds the lease"),
+            State(S.RETRY_WAIT, StateKind.WAIT, description="failed; sleeping until due_at"),
+            State(S.SUCCEEDED, StateKind.FINAL, success=True, description="done"),
+            State(
+                S.QUARANTINED,
+                StateKind.FINAL,
+                success=False,
+                description="set aside for an operator: permanent, exhausted or invalid",
+            ),
+            State(S.CANCELLED, StateKind.FINAL, success=False, description="cancelled"),
+        ),
+        transitions=(
+            Transition(
+                T.START, (S.PENDING, S.RETRY_WAIT), S.RUNNING, (DUE,), (Effect.START_ATTEMPT,)
+            ),
+            Transition(T.SUCCEED, (S.RUNNING,), S.SUCCEEDED, (), (Effect.RELEASE_LEASE, Effect.FINISH)),
+            Transition(
+                T.FAIL, (S.RUNNING,), S.RETRY_WAIT, (ATTEMPTS_LEFT,), (*_FAILED, Effect.SCHEDULE_RETRY)
+            ),
+            Transition(
+                T.FAIL,
+                (S.RUNNING,),
+                S.QUARANTINED,
+                (ATTEMPTS_EXHAUSTED,),
+                (*_FAILED, Effect.QUARANTINE, Effect.FINISH),
+            ),
+            Transition(
+                T.FAIL_PERMANENT,
+                (S.RUNNING,),
+                S.QUARANTINED,
+                (),
+                (*_FAILED, Effect.QUARANTINE, Effect.FINISH),
+            ),
+            Transition(
+                T.EXPIRE, (S.RUNNING,), S.RETRY_WAIT, (ATTEMPTS_LEFT,), (*_FAILED, Effect.SCHEDULE_RETRY)
+            ),
+            Transition(
+                T.EXPIRE,
+                (S.RUNNING,),
+                S.QUARANTINED,
+                (ATTEMPTS_EXHAUSTED,),
+                (*_FAILED, Effect.QUARANTINE, Effect.FINISH),
+            ),
+            Transition(
+                T.CANCEL, (S.PENDING, S.RETRY_WAIT), S.CANCELLED, (), (Effect.RELEASE_LEASE, Effect.FINISH)
+            ),
+            Transition(
+                T.REQUEUE,
+                (S.QUARANTINED, S.CANCELLED),
+                S.PENDING,
+                (),
+                (Effect.RESET_ATTEMPTS, Effect.RELEASE_LEASE),
+                operator=True,
+            ),
+        ),
+    )
