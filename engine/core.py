@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 import structlog
 from pydantic import BaseModel
@@ -96,6 +96,24 @@ class Engine:
         if self._store is not None:
             self._store.close()
             self._store = None
+
+    @overload
+    def job(self, fn: F) -> F: ...
+
+    @overload
+    def job(
+        self,
+        fn: None = None,
+        *,
+        payload: type[BaseModel] | None = None,
+        idempotency: KeyFunction | Invariant | None = None,
+        retry: RetryPolicy | None = None,
+        timeout: float = 60.0,
+        kind: str | None = None,
+        queue: str = "default",
+        priority: int = 0,
+        chart: Chart | None = None,
+    ) -> Callable[[F], F]: ...
 
     def job(
         self,
@@ -274,12 +292,12 @@ class Engine:
             moves.append(self._outcome_move(outcome, now))
         applied = self.store.job_transition_many(moves)
         for move, ok in zip(moves, applied, strict=True):
-            outcome: Outcome = move.tag[0]
+            done: Outcome = move.tag[0]
             dest = move.values["state"]
-            log_finished(outcome, committed=ok, dest=dest if ok else None, next_due=move.tag[1])
+            log_finished(done, committed=ok, dest=dest if ok else None, next_due=move.tag[1])
             if not ok:
                 report.fenced += 1
-            elif outcome.trigger == T.SUCCEED:
+            elif done.trigger == T.SUCCEED:
                 report.succeeded += 1
             elif move.values.get("quarantine_reason"):
                 report.quarantined += 1
@@ -326,7 +344,9 @@ class Engine:
             tag=(outcome, written.next_due_at),
         )
 
-    def run_until_idle(self, now: datetime | None = None, *, max_ticks: int = 100_000) -> TickReport:
+    def run_until_idle(
+        self, now: datetime | None = None, *, max_ticks: int = 100_000
+    ) -> TickReport:
         """Tick until nothing is due now (jobs waiting for a later due_at stay waiting)."""
         total = TickReport()
         for _ in range(max_ticks):
@@ -396,7 +416,9 @@ class Engine:
         facts = Facts(row.attempt, row.max_attempts, now=now, due_at=row.due_at)
         transition: Transition | None = compiled.fire(row.state, trigger, facts)
         if transition is None:
-            allowed = sorted({s for t in chart.transitions if t.trigger == trigger for s in t.sources})
+            allowed = sorted(
+                {s for t in chart.transitions if t.trigger == trigger for s in t.sources}
+            )
             raise TransitionNotAllowed(
                 f"cannot {trigger} job {job_id}: it is {row.state!r}; {trigger} applies to "
                 f"jobs in {allowed}"
@@ -404,11 +426,25 @@ class Engine:
         written = write_transition(
             transition, now=now, attempt=row.attempt, retry=RetryPolicy(), rng=self.rng
         )
-        event = EventRow(trigger, row.state, transition.dest, row.attempt, now, self.worker_id, {"by": "operator"})
+        event = EventRow(
+            trigger,
+            row.state,
+            transition.dest,
+            row.attempt,
+            now,
+            self.worker_id,
+            {"by": "operator"},
+        )
         move = Move(row.id, row.state, row.version, row.lease_token, written.values, event)
         if not self.store.job_transition_many([move])[0]:
             raise TransitionNotAllowed(f"job {job_id} changed while applying {trigger}; try again")
-        logger.info(f"job.{trigger}", job_id=job_id, kind=row.kind, from_state=row.state, to_state=transition.dest)
+        logger.info(
+            f"job.{trigger}",
+            job_id=job_id,
+            kind=row.kind,
+            from_state=row.state,
+            to_state=transition.dest,
+        )
 
 
 _LIFECYCLE: list[Any] = []
@@ -433,7 +469,9 @@ def _validate(spec: JobSpec, payload: BaseModel | dict[str, Any] | None) -> Base
 def _view(row: Row[Any], events: list[Row[Any]]) -> JobView:
     error = None
     if row.last_error_class is not None:
-        error = ErrorInfo(row.last_error_class, row.last_error_message or "", row.last_error_traceback or "")
+        error = ErrorInfo(
+            row.last_error_class, row.last_error_message or "", row.last_error_traceback or ""
+        )
     return JobView(
         id=row.id,
         kind=row.kind,

@@ -31,8 +31,10 @@ class Failure:
     @classmethod
     def of(cls, error: BaseException, tb: str = "", reason: str | None = None) -> Failure:
         kind = type(error)
-        name = kind.__qualname__ if kind.__module__ == "builtins" else (
-            f"{kind.__module__}.{kind.__qualname__}"
+        name = (
+            kind.__qualname__
+            if kind.__module__ in ("builtins", "engine.errors")
+            else (f"{kind.__module__}.{kind.__qualname__}")
         )
         return cls(name, str(error), tb, reason)
 

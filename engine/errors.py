@@ -7,7 +7,7 @@ class JobchartsError(Exception):
     """Base class of every error jobcharts raises on purpose."""
 
 
-class Permanent(Exception):  # noqa: N818 - the name reads as the verdict in `raise Permanent(...)`
+class Permanent(Exception):
     """Raise from a handler to quarantine the job at once: retrying cannot help."""
 
 

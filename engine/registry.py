@@ -21,9 +21,7 @@ class Invariant:
 
     def __post_init__(self) -> None:
         if not isinstance(self.reason, str) or not self.reason.strip():
-            raise RegistrationError(
-                "Invariant needs a reason: say why repeating this job is safe"
-            )
+            raise RegistrationError("Invariant needs a reason: say why repeating this job is safe")
 
 
 class NoPayload(BaseModel):

@@ -102,7 +102,9 @@ def run_attempt(claimed: Claimed, store: Any, now: Any) -> Outcome:
     return done(T.SUCCEED, result=stored)
 
 
-def log_finished(outcome: Outcome, *, committed: bool, dest: str | None, next_due: datetime | None) -> None:
+def log_finished(
+    outcome: Outcome, *, committed: bool, dest: str | None, next_due: datetime | None
+) -> None:
     """The one event every attempt ends with, whatever happened."""
     claimed = outcome.claimed
     fields: dict[str, Any] = {

@@ -32,7 +32,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine as SAEngine
 from sqlalchemy.pool import StaticPool
 
-from engine.schema import job_events, job_steps, jobs, metadata
+from engine.schema import as_utc, job_events, job_steps, jobs, metadata
 
 DEFAULT_URL = "sqlite:///jobcharts.db"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -196,7 +196,9 @@ class Store:
         )
         with self.read() as conn:
             value = conn.execute(stmt).scalar()
-        return jobs.c.due_at.type.process_result_value(value, self.db.dialect)  # type: ignore[no-any-return]
+        if value is None:
+            return None
+        return as_utc(datetime.fromisoformat(value) if isinstance(value, str) else value)
 
     def job_count_unfinished(self, kinds: Sequence[str]) -> int:
         """Jobs of ``kinds`` not yet final (waiting or holding a lease)."""
@@ -268,7 +270,9 @@ class Store:
                 savepoint.rollback()
             for i, param in zip(indexes, params, strict=True):
                 applied[i] = conn.execute(stmt, param).rowcount == 1
-        events = [_event_params(m.job_id, m.event) for m, ok in zip(moves, applied, strict=True) if ok]
+        events = [
+            _event_params(m.job_id, m.event) for m, ok in zip(moves, applied, strict=True) if ok
+        ]
         if events:
             conn.execute(insert(job_events), events)
         return applied
@@ -301,9 +305,7 @@ class Store:
     ) -> bool:
         """Record a step's result, fenced: only while ``lease_token`` still holds the job."""
         with self.write() as conn:
-            holder = conn.execute(
-                select(jobs.c.lease_token).where(jobs.c.id == job_id)
-            ).first()
+            holder = conn.execute(select(jobs.c.lease_token).where(jobs.c.id == job_id)).first()
             if holder is None or holder[0] != lease_token:
                 return False
             stmt = self._insert(job_steps).values(

@@ -74,19 +74,30 @@ class JobView:
         elif kind is StateKind.WORK:
             ran = f"Yes: attempt {self.attempt} of {self.max_attempts} is running now."
         else:
-            ran = f"Yes: {len(starts)} attempt(s) started in all; the current count is {self.attempt}."
+            ran = f"Yes: {_attempts(len(starts))} in all" + (
+                f", {self.attempt} since it was last requeued."
+                if self.attempt != len(starts)
+                else "."
+            )
         if success is True:
             succeeded = f"Yes: it reached {self.state!r} at {_at(self.finished_at)}."
         elif kind is StateKind.FINAL:
             succeeded = f"No: it ended in {self.state!r}."
         else:
             succeeded = f"Not yet: it is {self.state!r}."
+        failures = sum(1 for e in self.history if e.detail and "error" in e.detail)
         if self.last_error is None:
             why = "It has not failed." if success is not False else _reason(self.quarantine_reason)
-        else:
+        elif success is True:
             why = (
-                f"Last error: {self.last_error.error_class}: {self.last_error.message}"
-                + (f" (quarantined: {_reason(self.quarantine_reason)})" if self.quarantine_reason else "")
+                f"It succeeded after {failures} failed attempt(s); the last error was "
+                f"{self.last_error.error_class}: {self.last_error.message}"
+            )
+        else:
+            why = f"Last error: {self.last_error.error_class}: {self.last_error.message}" + (
+                f" (quarantined: {_reason(self.quarantine_reason)})"
+                if self.quarantine_reason
+                else ""
             )
         if kind is StateKind.FINAL:
             retry = (
@@ -103,10 +114,7 @@ class JobView:
             )
         elif kind is StateKind.WORK:
             left = self.max_attempts - self.attempt
-            retry = (
-                f"If this attempt fails: {'yes' if left > 0 else 'no'}, "
-                f"{left} attempt(s) left."
-            )
+            retry = f"If this attempt fails: {'yes' if left > 0 else 'no'}, {left} attempt(s) left."
         else:
             retry = f"It is due to run at {_at(self.due_at)}."
         return {
@@ -115,6 +123,10 @@ class JobView:
             "why did it fail": why,
             "will it retry": retry,
         }
+
+
+def _attempts(n: int) -> str:
+    return f"{n} attempt" + ("" if n == 1 else "s")
 
 
 def _kind_of(chart: Chart | None, state: str) -> StateKind | None:

@@ -148,9 +148,7 @@ class Chart:
         return tuple(s.name for s in self.states if s.kind in kinds)
 
     def transitions_for(self, trigger: str, source: str) -> tuple[Transition, ...]:
-        return tuple(
-            t for t in self.transitions if t.trigger == trigger and source in t.sources
-        )
+        return tuple(t for t in self.transitions if t.trigger == trigger and source in t.sources)
 
     def edge_exists(self, trigger: str, source: str, dest: str) -> bool:
         """True when some declared transition goes ``source --trigger--> dest``."""

@@ -73,9 +73,15 @@ def lifecycle(name: str = LIFECYCLE_NAME) -> Chart:
             Transition(
                 T.START, (S.PENDING, S.RETRY_WAIT), S.RUNNING, (DUE,), (Effect.START_ATTEMPT,)
             ),
-            Transition(T.SUCCEED, (S.RUNNING,), S.SUCCEEDED, (), (Effect.RELEASE_LEASE, Effect.FINISH)),
             Transition(
-                T.FAIL, (S.RUNNING,), S.RETRY_WAIT, (ATTEMPTS_LEFT,), (*_FAILED, Effect.SCHEDULE_RETRY)
+                T.SUCCEED, (S.RUNNING,), S.SUCCEEDED, (), (Effect.RELEASE_LEASE, Effect.FINISH)
+            ),
+            Transition(
+                T.FAIL,
+                (S.RUNNING,),
+                S.RETRY_WAIT,
+                (ATTEMPTS_LEFT,),
+                (*_FAILED, Effect.SCHEDULE_RETRY),
             ),
             Transition(
                 T.FAIL,
@@ -92,7 +98,11 @@ def lifecycle(name: str = LIFECYCLE_NAME) -> Chart:
                 (*_FAILED, Effect.QUARANTINE, Effect.FINISH),
             ),
             Transition(
-                T.EXPIRE, (S.RUNNING,), S.RETRY_WAIT, (ATTEMPTS_LEFT,), (*_FAILED, Effect.SCHEDULE_RETRY)
+                T.EXPIRE,
+                (S.RUNNING,),
+                S.RETRY_WAIT,
+                (ATTEMPTS_LEFT,),
+                (*_FAILED, Effect.SCHEDULE_RETRY),
             ),
             Transition(
                 T.EXPIRE,
@@ -102,7 +112,11 @@ def lifecycle(name: str = LIFECYCLE_NAME) -> Chart:
                 (*_FAILED, Effect.QUARANTINE, Effect.FINISH),
             ),
             Transition(
-                T.CANCEL, (S.PENDING, S.RETRY_WAIT), S.CANCELLED, (), (Effect.RELEASE_LEASE, Effect.FINISH)
+                T.CANCEL,
+                (S.PENDING, S.RETRY_WAIT),
+                S.CANCELLED,
+                (),
+                (Effect.RELEASE_LEASE, Effect.FINISH),
             ),
             Transition(
                 T.REQUEUE,

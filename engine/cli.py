@@ -1,0 +1,344 @@
+"""The ``jobcharts`` command line: run workers, enqueue, list, inspect and requeue jobs."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import click
+from pydantic import ValidationError
+
+from engine.core import Engine
+from engine.errors import JobchartsError
+from engine.logs import configure_logging
+from engine.view import JobView
+from engine.worker import Worker
+
+APP_HELP = "The engine to use, as module:attribute (default attribute: engine)."
+DB_HELP = "Database URL (default: $JOBCHARTS_DB or sqlite:///jobcharts.db)."
+
+
+def load_app(spec: str) -> Engine:
+    """Import ``module:attribute`` (from the current directory too) and return the Engine."""
+    module_name, _, attr = spec.partition(":")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise click.BadParameter(
+            f"cannot import {module_name!r}: {error}", param_hint="--app"
+        ) from error
+    target = getattr(module, attr or "engine", None)
+    if callable(target) and not isinstance(target, Engine):
+        target = target()
+    if not isinstance(target, Engine):
+        raise click.BadParameter(
+            f"{spec!r} is not a jobcharts Engine (found {type(target).__name__})",
+            param_hint="--app",
+        )
+    return target
+
+
+def open_engine(app: str | None, db: str | None) -> Engine:
+    engine = load_app(app) if app else Engine()
+    if db:
+        engine.bind(db)
+    return engine
+
+
+def app_option(required: bool = False) -> Any:
+    return click.option("--app", envvar="JOBCHARTS_APP", required=required, help=APP_HELP)
+
+
+db_option = click.option("--db", envvar="JOBCHARTS_DB", help=DB_HELP)
+
+
+@click.group()
+@click.option("--log-level", default="info", show_default=True, help="debug, info, warning, error.")
+@click.option(
+    "--log-format", type=click.Choice(["console", "json"]), default="console", show_default=True
+)
+def cli(log_level: str, log_format: str) -> None:
+    """jobcharts: every background job a persisted, declared, verified state machine."""
+    configure_logging(log_level, log_format)
+
+
+@cli.command()
+@app_option(required=True)
+@db_option
+@click.option("--concurrency", "-c", default=1, show_default=True, help="Handler threads.")
+@click.option("--poll", default=1.0, show_default=True, help="Longest idle sleep, seconds.")
+@click.option("--batch", default=None, type=int, help="Jobs claimed per tick.")
+@click.option("--max-ticks", default=None, type=int, help="Stop after this many ticks.")
+def worker(
+    app: str,
+    db: str | None,
+    concurrency: int,
+    poll: float,
+    batch: int | None,
+    max_ticks: int | None,
+) -> None:
+    """Run jobs: tick, sleep until the next due job; SIGINT/SIGTERM stop after running handlers."""
+    engine = open_engine(app, db)
+    runner = Worker(engine, concurrency=concurrency, poll_interval=poll, batch_size=batch)
+    signals_seen: list[int] = []
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        signals_seen.append(signum)
+        if len(signals_seen) > 1:
+            click.echo("second signal: exiting now; unfinished leases will expire", err=True)
+            os._exit(128 + signum)
+        click.echo(
+            "stopping after the running handlers finish (signal again to exit now)", err=True
+        )
+        runner.stop()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    totals = runner.run(max_ticks=max_ticks)
+    click.echo(
+        f"worker stopped: claimed {totals.claimed}, succeeded {totals.succeeded}, "
+        f"retried {totals.retried}, quarantined {totals.quarantined}"
+    )
+
+
+@cli.command()
+@click.argument("kind")
+@click.argument("payload", default="{}")
+@app_option(required=True)
+@db_option
+@click.option("--delay", type=float, default=None, help="Seconds before the job is due.")
+@click.option("--priority", type=int, default=None, help="Higher runs first.")
+@click.option("--queue", default=None)
+@click.option("--correlation-id", default=None)
+def enqueue(
+    kind: str,
+    payload: str,
+    app: str,
+    db: str | None,
+    delay: float | None,
+    priority: int | None,
+    queue: str | None,
+    correlation_id: str | None,
+) -> None:
+    """Enqueue a job of KIND with a JSON PAYLOAD; prints its id (the first id if deduplicated)."""
+    engine = open_engine(app, db)
+    try:
+        data = json.loads(payload)
+    except json.JSONDecodeError as error:
+        raise click.BadParameter(f"not JSON: {error}", param_hint="PAYLOAD") from error
+    try:
+        job_id = engine.enqueue(
+            kind, data, delay=delay, priority=priority, queue=queue, correlation_id=correlation_id
+        )
+    except ValidationError as error:
+        raise click.ClickException(
+            f"invalid payload for {kind!r}, nothing stored:\n{error}"
+        ) from error
+    except JobchartsError as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(job_id)
+
+
+@cli.command()
+@app_option()
+@db_option
+@click.option("--state", default=None, help="Only jobs in this state.")
+@click.option("--kind", default=None, help="Only jobs of this kind.")
+@click.option("--limit", default=50, show_default=True)
+def jobs(app: str | None, db: str | None, state: str | None, kind: str | None, limit: int) -> None:
+    """List jobs, newest first, with a count per state."""
+    engine = open_engine(app, db)
+    rows = engine.store.job_list(state=state, kind=kind, limit=limit)
+    click.echo(
+        table(
+            ["id", "kind", "state", "attempt", "due_at", "reason / last error"],
+            [
+                [
+                    r.id,
+                    r.kind,
+                    r.state,
+                    f"{r.attempt}/{r.max_attempts}",
+                    _when(r.due_at),
+                    r.quarantine_reason or (r.last_error_class or ""),
+                ]
+                for r in rows
+            ],
+        )
+    )
+    counts = engine.store.job_count_by_state()
+    click.echo("  ".join(f"{name}: {n}" for name, n in sorted(counts.items())) or "no jobs")
+
+
+@cli.command()
+@click.argument("job_id", type=int)
+@app_option()
+@db_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def inspect(job_id: int, app: str | None, db: str | None, as_json: bool) -> None:
+    """Answer for one job: did it run, did it succeed, why did it fail, will it retry."""
+    engine = open_engine(app, db)
+    try:
+        view = engine.get(job_id)
+    except JobchartsError as error:
+        raise click.ClickException(str(error)) from error
+    answers = view.explain(engine.chart_of(view.chart), engine.clock.now())
+    if as_json:
+        click.echo(json.dumps(_view_json(view, answers), indent=2, default=str))
+        return
+    click.echo(f"job {view.id} ({view.kind}, chart {view.chart}): {view.state}")
+    for question, answer in answers.items():
+        click.echo(f"  {question + '?':<17} {answer}")
+    click.echo(f"  correlation id    {view.correlation_id}")
+    if view.idempotency_key:
+        click.echo(f"  idempotency key   {view.idempotency_key}")
+    click.echo("history:")
+    click.echo(
+        table(
+            ["at", "trigger", "from", "to", "attempt", "detail"],
+            [
+                [
+                    _when(e.at),
+                    e.trigger,
+                    e.from_state or "-",
+                    e.to_state,
+                    e.attempt,
+                    _detail(e.detail),
+                ]
+                for e in view.history
+            ],
+        )
+    )
+    if view.last_error and view.last_error.traceback:
+        click.echo("last traceback:")
+        click.echo(view.last_error.traceback.rstrip())
+
+
+@cli.command()
+@click.argument("job_id", type=int)
+@app_option()
+@db_option
+def requeue(job_id: int, app: str | None, db: str | None) -> None:
+    """Give a quarantined (or cancelled) job a fresh run: back to pending, attempts reset."""
+    engine = open_engine(app, db)
+    try:
+        engine.requeue(job_id)
+    except JobchartsError as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(f"job {job_id} requeued")
+
+
+@cli.command()
+@click.argument("job_id", type=int)
+@app_option()
+@db_option
+def cancel(job_id: int, app: str | None, db: str | None) -> None:
+    """Cancel a job that is pending or waiting to retry."""
+    engine = open_engine(app, db)
+    try:
+        engine.cancel(job_id)
+    except JobchartsError as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(f"job {job_id} cancelled")
+
+
+@cli.command()
+@db_option
+@click.option("--verbose", "-v", is_flag=True, help="Show every attempt's log events.")
+def demo(db: str | None, verbose: bool) -> None:
+    """A self-contained run on the embedded default: success, recovery, permanent, exhausted."""
+    from engine import demo as demo_app
+
+    if not verbose:
+        configure_logging("error")
+    engine = demo_app.build(db)
+    click.echo(f"jobcharts demo on {engine.url}")
+    started = time.monotonic()
+    ids = demo_app.enqueue_batch(engine)
+    totals = engine.drain(timeout=60.0)
+    elapsed = time.monotonic() - started
+    unique = list(dict.fromkeys(ids))
+    views = [engine.get(i) for i in unique]
+    click.echo(
+        table(
+            ["id", "kind", "state", "attempts", "why / result"],
+            [[v.id, v.kind, v.state, f"{v.attempt}/{v.max_attempts}", _outcome(v)] for v in views],
+        )
+    )
+    click.echo(
+        f"{len(ids)} enqueues -> {len(unique)} jobs ({len(ids) - len(unique)} deduplicated); "
+        f"{totals.claimed} attempts: {totals.succeeded} succeeded, {totals.retried} retried, "
+        f"{totals.quarantined} quarantined, in {elapsed:.2f}s"
+    )
+    worst = next((v for v in views if v.quarantine_reason == "exhausted"), None)
+    if worst is not None:
+        click.echo(f"\njobcharts inspect {worst.id}:")
+        for question, answer in worst.explain(
+            engine.chart_of(worst.chart), engine.clock.now()
+        ).items():
+            click.echo(f"  {question + '?':<17} {answer}")
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A plain fixed-width text table."""
+    cells = [[str(h) for h in headers]] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = [
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _when(value: datetime | None) -> str:
+    return value.isoformat(sep=" ", timespec="milliseconds") if value else "-"
+
+
+def _detail(detail: dict[str, Any] | None) -> str:
+    if not detail:
+        return ""
+    return ", ".join(f"{k}={v}" for k, v in detail.items())
+
+
+def _outcome(view: JobView) -> str:
+    if view.quarantine_reason:
+        error = view.last_error
+        return (
+            f"{view.quarantine_reason}: {error.error_class}: {error.message}"
+            if error
+            else view.quarantine_reason
+        )
+    if view.state == "succeeded":
+        return f"result {json.dumps(view.result)}"
+    return view.last_error.message if view.last_error else ""
+
+
+def _view_json(view: JobView, answers: dict[str, str]) -> dict[str, Any]:
+    return {
+        "id": view.id,
+        "kind": view.kind,
+        "state": view.state,
+        "attempt": view.attempt,
+        "max_attempts": view.max_attempts,
+        "due_at": view.due_at,
+        "quarantine_reason": view.quarantine_reason,
+        "last_error": vars(view.last_error) if view.last_error else None,
+        "answers": answers,
+        "history": [vars(e) for e in view.history],
+    }
+
+
+def main() -> None:
+    cli(prog_name="jobcharts")
+
+
+if __name__ == "__main__":
+    main()
