@@ -46,7 +46,7 @@ def assert_valid_path(engine: Engine, job_id: int) -> None:
 
 
 def test_happy_path_succeeds_once_and_records_history(engine: Engine) -> None:
-    """A job that returns succeeds on its first attempt and its history is enqueue, start, succeed."""
+    """A returning job succeeds on attempt 1; its history is enqueue, start, succeed."""
     calls: list[int] = []
     register(engine, lambda ctx, p: calls.append(p.order_id) or {"sent": p.email})
     job_id = engine.enqueue("send_receipt", {"order_id": 1, "email": "a@b.c"})
@@ -153,7 +153,7 @@ def test_requeue_refuses_a_job_that_is_not_final(engine: Engine) -> None:
     """Requeue of a pending job is refused with a message naming the states it applies to."""
     register(engine, lambda ctx, p: None)
     job_id = engine.enqueue("send_receipt", {"order_id": 6, "email": "x@y.z"})
-    with pytest.raises(TransitionNotAllowed, match="pending.*quarantined"):
+    with pytest.raises(TransitionNotAllowed, match=r"pending.*quarantined"):
         engine.requeue(job_id)
 
 
