@@ -287,6 +287,20 @@ def demo(db: str | None, verbose: bool) -> None:
             click.echo(f"  {question + '?':<17} {answer}")
 
 
+@cli.command()
+@db_option
+@click.option("--jobs", "n_jobs", default=20_000, show_default=True, help="Jobs per run.")
+@click.option("--batch", default=500, show_default=True, help="Jobs claimed per tick.")
+@click.option("--repeat", default=3, show_default=True, help="Runs; the median is reported.")
+def bench(db: str | None, n_jobs: int, batch: int, repeat: int) -> None:
+    """Measure enqueue and drain throughput (logs off; fresh SQLite file per run by default)."""
+    from engine import bench as bench_mod
+
+    configure_logging("error")
+    runs = bench_mod.run(n_jobs, batch, repeat, db)
+    click.echo(bench_mod.summary(runs, batch, db))
+
+
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """A plain fixed-width text table."""
     cells = [[str(h) for h in headers]] + [[str(c) for c in row] for row in rows]

@@ -11,7 +11,7 @@ import random
 import socket
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -164,44 +164,66 @@ class Engine:
         Raises UnknownJobKind for an unregistered kind and pydantic's ValidationError for an
         invalid payload; in both cases nothing is stored.
         """
+        return self.enqueue_many(
+            kind,
+            [payload],
+            delay=delay,
+            run_at=run_at,
+            priority=priority,
+            queue=queue,
+            correlation_id=correlation_id,
+        )[0]
+
+    def enqueue_many(
+        self,
+        kind: str,
+        payloads: Sequence[BaseModel | dict[str, Any] | None],
+        *,
+        delay: float | timedelta | None = None,
+        run_at: datetime | None = None,
+        priority: int | None = None,
+        queue: str | None = None,
+        correlation_id: str | None = None,
+    ) -> list[int]:
+        """Enqueue many jobs of one kind in one transaction: all are stored or none.
+
+        Every payload is validated before anything is written.
+        """
         spec = self.registry.get(kind)
-        model = _validate(spec, payload)
-        key = spec.key_for(model)
+        models = [_validate(spec, payload) for payload in payloads]
+        keys = [spec.key_for(model) for model in models]
         now = self.clock.now()
-        due = now
-        if run_at is not None:
-            if run_at.tzinfo is None:
-                raise ValueError("run_at must be timezone-aware")
-            due = run_at
-        elif delay is not None:
-            seconds = delay.total_seconds() if isinstance(delay, timedelta) else float(delay)
-            if seconds < 0:
-                raise ValueError(f"delay must be >= 0, got {seconds}")
-            due = now + timedelta(seconds=seconds)
+        due = _due_time(now, delay, run_at)
         initial = spec.chart.initial.name
-        job = NewJob(
-            kind=kind,
-            chart=spec.chart.name,
-            state=initial,
-            payload=model.model_dump(mode="json"),
-            idempotency_key=key,
-            max_attempts=spec.retry.max_attempts,
-            priority=spec.priority if priority is None else priority,
-            queue=queue or spec.queue,
-            due_at=due,
-            correlation_id=correlation_id or uuid.uuid4().hex,
-            created_at=now,
-        )
-        created = EventRow(CREATED, None, initial, 0, now, self.worker_id)
-        job_id, inserted = self.store.job_insert(job, created)
-        logger.info(
-            "job.enqueued" if inserted else "job.deduplicated",
-            job_id=job_id,
-            kind=kind,
-            correlation_id=job.correlation_id,
-            idempotency_key=key,
-        )
-        return job_id
+        items = [
+            (
+                NewJob(
+                    kind=kind,
+                    chart=spec.chart.name,
+                    state=initial,
+                    payload=model.model_dump(mode="json"),
+                    idempotency_key=key,
+                    max_attempts=spec.retry.max_attempts,
+                    priority=spec.priority if priority is None else priority,
+                    queue=queue or spec.queue,
+                    due_at=due,
+                    correlation_id=correlation_id or uuid.uuid4().hex,
+                    created_at=now,
+                ),
+                EventRow(CREATED, None, initial, 0, now, self.worker_id),
+            )
+            for model, key in zip(models, keys, strict=True)
+        ]
+        results = self.store.job_insert_many(items)
+        for (job, _), (job_id, inserted) in zip(items, results, strict=True):
+            logger.info(
+                "job.enqueued" if inserted else "job.deduplicated",
+                job_id=job_id,
+                kind=kind,
+                correlation_id=job.correlation_id,
+                idempotency_key=job.idempotency_key,
+            )
+        return [job_id for job_id, _ in results]
 
     # -- the tick ------------------------------------------------------------------------
 
@@ -456,6 +478,19 @@ def _compiled_lifecycle() -> Any:
     if not _LIFECYCLE:
         _LIFECYCLE.append(compile_chart(lifecycle()))
     return _LIFECYCLE[0]
+
+
+def _due_time(now: datetime, delay: float | timedelta | None, run_at: datetime | None) -> datetime:
+    if run_at is not None:
+        if run_at.tzinfo is None:
+            raise ValueError("run_at must be timezone-aware")
+        return run_at
+    if delay is None:
+        return now
+    seconds = delay.total_seconds() if isinstance(delay, timedelta) else float(delay)
+    if seconds < 0:
+        raise ValueError(f"delay must be >= 0, got {seconds}")
+    return now + timedelta(seconds=seconds)
 
 
 def _validate(spec: JobSpec, payload: BaseModel | dict[str, Any] | None) -> BaseModel:

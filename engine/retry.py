@@ -54,8 +54,8 @@ def backoff(
     """Exponential backoff with symmetric jitter, clamped to [0, cap]."""
     exponent = max(attempt - 1, 0)
     try:
-        raw = base * factor**exponent
-    except OverflowError:
+        raw = base * factor**exponent if base else 0.0
+    except OverflowError:  # factor ** exponent beyond float range: the cap applies
         raw = math.inf
     raw = min(raw, cap)
     spread = raw * jitter * (2.0 * rng.random() - 1.0) if jitter else 0.0

@@ -126,6 +126,23 @@ class Store:
 
     def job_insert(self, job: NewJob, created_event: EventRow) -> tuple[int, bool]:
         """Insert ``job`` unless its (kind, key) exists; return (id, inserted)."""
+        return self.job_insert_many([(job, created_event)])[0]
+
+    def job_insert_many(self, items: Sequence[tuple[NewJob, EventRow]]) -> list[tuple[int, bool]]:
+        """Insert jobs (and their creation events) in one transaction; dedupe each by key."""
+        results: list[tuple[int, bool]] = []
+        events: list[dict[str, Any]] = []
+        with self.write() as conn:
+            for job, created in items:
+                job_id, inserted = self._insert_job(conn, job)
+                results.append((job_id, inserted))
+                if inserted:
+                    events.append(_event_params(job_id, created))
+            if events:
+                conn.execute(insert(job_events), events)
+        return results
+
+    def _insert_job(self, conn: Connection, job: NewJob) -> tuple[int, bool]:
         values = {
             "kind": job.kind,
             "chart": job.chart,
@@ -142,22 +159,20 @@ class Store:
             "created_at": job.created_at,
             "updated_at": job.created_at,
         }
-        with self.write() as conn:
-            if job.idempotency_key is None:
-                job_id = conn.execute(insert(jobs).values(values).returning(jobs.c.id)).scalar_one()
-            else:
-                stmt = self._insert(jobs).values(values)
-                stmt = stmt.on_conflict_do_nothing(index_elements=["kind", "idempotency_key"])
-                job_id = conn.execute(stmt.returning(jobs.c.id)).scalar()
-                if job_id is None:
-                    existing = conn.execute(
-                        select(jobs.c.id).where(
-                            jobs.c.kind == job.kind, jobs.c.idempotency_key == job.idempotency_key
-                        )
-                    ).scalar_one()
-                    return int(existing), False
-            conn.execute(insert(job_events), [_event_params(job_id, created_event)])
+        if job.idempotency_key is None:
+            job_id = conn.execute(insert(jobs).values(values).returning(jobs.c.id)).scalar_one()
             return int(job_id), True
+        stmt = self._insert(jobs).values(values)
+        stmt = stmt.on_conflict_do_nothing(index_elements=["kind", "idempotency_key"])
+        job_id = conn.execute(stmt.returning(jobs.c.id)).scalar()
+        if job_id is not None:
+            return int(job_id), True
+        existing = conn.execute(
+            select(jobs.c.id).where(
+                jobs.c.kind == job.kind, jobs.c.idempotency_key == job.idempotency_key
+            )
+        ).scalar_one()
+        return int(existing), False
 
     def job_get(self, job_id: int) -> Row[Any] | None:
         with self.read() as conn:

@@ -181,17 +181,12 @@ def test_huge_attempt_clamps_to_cap_without_overflow(factor: float) -> None:
     assert delay == 60.0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: base=0 with an exponent large enough to overflow makes backoff() treat "
-        "base * factor ** n as inf and return cap instead of 0"
-    ),
-)
 @pytest.mark.parametrize("factor", [2, 2.0])
 def test_zero_base_stays_zero_for_huge_attempts(factor: float) -> None:
     """base 0 means 'retry at once' for every attempt, even one whose power overflows."""
+    # Regression: 0 * factor ** n once overflowed to inf and came back as cap.
     assert backoff(10**4, 0.0, factor, 300.0, 0.0, random.Random(0)) == 0.0
+    assert backoff(10**4, 0.0, factor, 300.0, 0.5, random.Random(0)) == 0.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -269,3 +264,12 @@ def test_jitter_actually_varies_the_delay() -> None:
     delays = {policy.delay(2, random.Random(seed)) for seed in range(20)}
     assert len(delays) > 1
     assert all(10.0 <= d <= 30.0 for d in delays)
+
+
+@settings(max_examples=200)
+@given(attempt=attempts, factor=factors, cap=caps, jitter=jitters, seed=seeds)
+def test_zero_base_is_always_zero(
+    attempt: int, factor: float, cap: float, jitter: float, seed: int
+) -> None:
+    """With base 0 every attempt is retried at once, whatever the factor, cap or jitter."""
+    assert backoff(attempt, 0.0, factor, cap, jitter, random.Random(seed)) == 0.0

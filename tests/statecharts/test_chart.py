@@ -136,7 +136,7 @@ def test_duplicate_detection_sees_through_enum_members() -> None:
 
 def test_transition_without_sources_is_refused() -> None:
     """A transition with an empty source tuple raises ChartError naming its trigger."""
-    with pytest.raises(ChartError, match="'go'.*no source"):
+    with pytest.raises(ChartError, match=r"'go'.*no source"):
         _chart(Transition("go", (), "b"))
 
 
