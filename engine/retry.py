@@ -26,7 +26,11 @@ class RetryPolicy:
 
     def __post_init__(self) -> None:
         problems = []
-        if not isinstance(self.max_attempts, int) or self.max_attempts < 1:
+        if (
+            not isinstance(self.max_attempts, int)
+            or isinstance(self.max_attempts, bool)
+            or self.max_attempts < 1
+        ):
             problems.append(f"max_attempts must be an integer >= 1, got {self.max_attempts!r}")
         for name in ("base", "factor", "cap", "jitter"):
             value = getattr(self, name)
@@ -54,7 +58,7 @@ def backoff(
     """Exponential backoff with symmetric jitter, clamped to [0, cap]."""
     exponent = max(attempt - 1, 0)
     try:
-        raw = base * factor**exponent if base else 0.0
+        raw = base * float(factor) ** exponent if base else 0.0
     except OverflowError:  # factor ** exponent beyond float range: the cap applies
         raw = math.inf
     raw = min(raw, cap)

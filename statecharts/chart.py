@@ -36,6 +36,13 @@ class State:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "name", str(self.name))  # enum members become plain names
+        try:
+            object.__setattr__(self, "kind", StateKind(self.kind))
+        except ValueError:
+            kinds = [k.value for k in StateKind]
+            raise ChartError(
+                f"state {self.name!r}: unknown kind {self.kind!r}; kinds are {kinds}"
+            ) from None
 
     @property
     def is_final(self) -> bool:

@@ -47,6 +47,7 @@ class CompiledChart:
 
     def __init__(self, chart: Chart) -> None:
         self.chart = chart
+        self._states = frozenset(chart.state_names)
         specs = []
         for transition in chart.transitions:
             specs.append(
@@ -77,7 +78,10 @@ class CompiledChart:
         None means no declared transition is enabled: the trigger is unknown in that state
         or every candidate's guard failed. Nothing is persisted here.
         """
-        event = self.machine.events.get(trigger)
+        state = str(state)  # StrEnum members too: the library looks enums up by name
+        if state not in self._states:
+            raise ChartError(f"chart {self.chart.name!r} has no state {state!r}")
+        event = self.machine.events.get(str(trigger))
         if event is None:
             return None
         probe = _Probe(state)

@@ -104,7 +104,9 @@ def answers(output: str) -> dict[str, str]:
     """The four questions and their answers from ``inspect`` text output."""
     found = {}
     for line in output.splitlines():
-        match = re.match(r"^\s+(did it run|did it succeed|why did it fail|will it retry)\?\s+(.*)$", line)
+        match = re.match(
+            r"^\s+(did it run|did it succeed|why did it fail|will it retry)\?\s+(.*)$", line
+        )
         if match:
             found[match.group(1)] = match.group(2)
     return found
@@ -381,7 +383,9 @@ def test_worker_requires_app(run: Invoke) -> None:
 
 def test_bad_app_spec_is_a_clean_error(run: Invoke, url: str) -> None:
     """An unimportable module, or an attribute that is not an Engine, is reported clearly."""
-    out = failed(CliRunner().invoke(cli, ["jobs", "--app", "tests.engine.no_such_app", "--db", url]))
+    out = failed(
+        CliRunner().invoke(cli, ["jobs", "--app", "tests.engine.no_such_app", "--db", url])
+    )
     assert "tests.engine.no_such_app" in out
     out = failed(
         CliRunner().invoke(cli, ["jobs", "--app", "tests.engine.cli_app:Order", "--db", url])

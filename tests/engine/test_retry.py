@@ -273,3 +273,9 @@ def test_zero_base_is_always_zero(
 ) -> None:
     """With base 0 every attempt is retried at once, whatever the factor, cap or jitter."""
     assert backoff(attempt, 0.0, factor, cap, jitter, random.Random(seed)) == 0.0
+
+
+def test_boolean_max_attempts_is_refused() -> None:
+    """max_attempts=True is not an attempt count, even though bool subclasses int."""
+    with pytest.raises(ValueError, match="max_attempts"):
+        RetryPolicy(max_attempts=True)

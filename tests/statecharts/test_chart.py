@@ -190,3 +190,10 @@ def test_looking_up_an_unknown_state_raises_chart_error() -> None:
     chart = _chart()
     with pytest.raises(ChartError, match=r"'tiny' has no state 'zzz'"):
         chart.state("zzz")
+
+
+def test_state_kind_given_as_text_is_coerced_or_refused() -> None:
+    """A kind spelled as text becomes a StateKind; an unknown kind is refused by name."""
+    assert State("a", "initial").kind is StateKind.INITIAL  # type: ignore[arg-type]
+    with pytest.raises(ChartError, match="'initil'"):
+        State("a", "initil")  # type: ignore[arg-type]

@@ -325,14 +325,6 @@ def test_fail_retries_iff_attempts_left(attempt: int, max_attempts: int) -> None
     assert taken.dest == expected
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason=(
-        "BUG: fire() passes a StrEnum state straight to transitions, which looks Enum "
-        "members up by .name ('PENDING'), so fire(S.PENDING, ...) raises ValueError"
-    ),
-)
 def test_fire_accepts_enum_state_names(compiled: CompiledChart) -> None:
     """fire() accepts the lifecycle's S members as states, just like their string values."""
     taken = compiled.fire(S.PENDING, T.START, FRESH)
@@ -347,3 +339,9 @@ def test_fire_accepts_enum_trigger_names(compiled: CompiledChart) -> None:
     assert by_enum is by_str
     assert by_enum is not None
     assert by_enum.dest == SUCCEEDED
+
+
+def test_fire_on_an_undeclared_state_names_it(compiled: CompiledChart) -> None:
+    """fire() from a state the chart does not declare raises ChartError naming the state."""
+    with pytest.raises(ChartError, match="'limbo'"):
+        compiled.fire("limbo", T.START, FRESH)
