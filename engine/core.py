@@ -216,13 +216,21 @@ class Engine:
         ]
         results = self.store.job_insert_many(items)
         for (job, _), (job_id, inserted) in zip(items, results, strict=True):
-            logger.info(
-                "job.enqueued" if inserted else "job.deduplicated",
-                job_id=job_id,
-                kind=kind,
-                correlation_id=job.correlation_id,
-                idempotency_key=job.idempotency_key,
-            )
+            if inserted:
+                logger.info(
+                    "job.enqueued",
+                    job_id=job_id,
+                    kind=kind,
+                    correlation_id=job.correlation_id,
+                    idempotency_key=job.idempotency_key,
+                )
+            else:  # the existing job keeps its own correlation id
+                logger.info(
+                    "job.deduplicated",
+                    job_id=job_id,
+                    kind=kind,
+                    idempotency_key=job.idempotency_key,
+                )
         return [job_id for job_id, _ in results]
 
     # -- the tick ------------------------------------------------------------------------
