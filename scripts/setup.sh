@@ -12,7 +12,12 @@ if [ ! -x .venv/bin/python ]; then
 fi
 stamp=.venv/.jobcharts-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-    .venv/bin/python -m pip install --quiet --upgrade pip
-    .venv/bin/python -m pip install --quiet -e '.[dev]'
+    echo "setting up .venv (log: .venv/install.log)" >&2
+    if ! { .venv/bin/python -m pip install --upgrade pip \
+           && .venv/bin/python -m pip install -e '.[dev]'; } > .venv/install.log 2>&1; then
+        cat .venv/install.log >&2
+        echo "installing jobcharts failed (log above)" >&2
+        exit 1
+    fi
     touch "$stamp"
 fi
