@@ -38,7 +38,13 @@ def load_app(spec: str) -> Engine:
         ) from error
     target = getattr(module, attr or "engine", None)
     if callable(target) and not isinstance(target, Engine):
-        target = target()
+        try:  # a factory function returning the engine
+            target = target()
+        except Exception as error:
+            raise click.BadParameter(
+                f"{spec!r} is callable but calling it with no arguments failed: {error}",
+                param_hint="--app",
+            ) from error
     if not isinstance(target, Engine):
         raise click.BadParameter(
             f"{spec!r} is not a jobcharts Engine (found {type(target).__name__})",
@@ -50,7 +56,10 @@ def load_app(spec: str) -> Engine:
 def open_engine(app: str | None, db: str | None) -> Engine:
     engine = load_app(app) if app else Engine()
     if db:
-        engine.bind(db)
+        try:
+            engine.bind(db)
+        except JobchartsError as error:
+            raise click.UsageError(f"--db {db}: {error}") from error
     return engine
 
 
@@ -101,9 +110,12 @@ def worker(
         )
         runner.stop()
 
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
-    totals = runner.run(max_ticks=max_ticks)
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        totals = runner.run(max_ticks=max_ticks)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     click.echo(
         f"worker stopped: claimed {totals.claimed}, succeeded {totals.succeeded}, "
         f"retried {totals.retried}, quarantined {totals.quarantined}"
@@ -115,7 +127,9 @@ def worker(
 @click.argument("payload", default="{}")
 @app_option(required=True)
 @db_option
-@click.option("--delay", type=float, default=None, help="Seconds before the job is due.")
+@click.option(
+    "--delay", type=click.FloatRange(min=0), default=None, help="Seconds before the job is due."
+)
 @click.option("--priority", type=int, default=None, help="Higher runs first.")
 @click.option("--queue", default=None)
 @click.option("--correlation-id", default=None)
@@ -331,7 +345,7 @@ def _outcome(view: JobView) -> str:
             else view.quarantine_reason
         )
     if view.state == "succeeded":
-        return f"result {json.dumps(view.result)}"
+        return "" if view.result is None else f"result {json.dumps(view.result)}"
     return view.last_error.message if view.last_error else ""
 
 

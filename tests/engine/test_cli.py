@@ -164,10 +164,6 @@ def test_enqueue_unknown_kind_exits_nonzero_naming_the_kind(run: Invoke, reader:
     assert reader.store.job_list() == []
 
 
-# BUG (engine/cli.py, enqueue): Engine.enqueue raises ValueError for a negative delay and the
-# command does not catch it, so `--delay -1` ends in a Python traceback instead of a clean
-# "Error: ..." line. Remove the xfail once the command reports it as a usage error.
-@pytest.mark.xfail(strict=True, reason="BUG: enqueue --delay -1 crashes with a traceback")
 def test_enqueue_negative_delay_is_a_clean_error(run: Invoke, reader: Engine) -> None:
     """A negative ``--delay`` is refused with a message, not a traceback, and stores nothing."""
     out = failed(run("enqueue", "ship", json.dumps({"order_id": 1}), "--delay", "-1"))
@@ -393,11 +389,6 @@ def test_bad_app_spec_is_a_clean_error(url: str) -> None:
     assert "RetryPolicy" in out
 
 
-# BUG (engine/cli.py, load_app): any callable attribute that is not an Engine is called as a
-# factory with no arguments and no error handling, so `--app pkg.module:SomeModel` (a pydantic
-# class, a function needing arguments, ...) crashes with that call's traceback instead of
-# "... is not a jobcharts Engine". Remove the xfail once load_app reports it as --app's error.
-@pytest.mark.xfail(strict=True, reason="BUG: --app naming a non-factory callable crashes")
 def test_app_spec_naming_a_class_is_a_clean_error(url: str) -> None:
     """``--app module:SomeModel`` (callable, but no Engine factory) is a clean --app error."""
     spec = "tests.engine.cli_app:Order"
