@@ -1,0 +1,99 @@
+"""Why one shared Machine and a probe: time four ways to fire a transition for a job.
+
+Run: ``python -m statecharts.bench``. Prints microseconds per fired transition (median of
+``repeat`` runs) for: a Machine built per job; one Machine with ``add_model`` per job and
+models left to pile up (measured at 1k and 20k models); ``add_model`` + ``remove_model``;
+and ``CompiledChart.fire`` (the shared machine's event API with a throwaway probe).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+from transitions import Machine
+
+from statecharts.chart import Facts
+from statecharts.lifecycle import lifecycle
+from statecharts.machine import CompiledChart, compile_chart
+
+
+class _Job:
+    def __init__(self) -> None:
+        self.state = "running"
+
+
+def _median_us(fn: Callable[[int], None], n: int, repeat: int) -> float:
+    samples = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        fn(n)
+        samples.append((time.perf_counter() - started) / n * 1e6)
+    return statistics.median(samples)
+
+
+def _specs(compiled: CompiledChart) -> dict[str, Any]:
+    return {
+        "states": list(compiled.chart.state_names),
+        "transitions": [
+            {"trigger": t.trigger, "source": list(t.sources), "dest": t.dest}
+            for t in compiled.chart.transitions
+            if not t.guards
+        ],
+        "auto_transitions": False,
+    }
+
+
+def main(repeat: int = 5) -> None:
+    compiled = compile_chart(lifecycle())
+    spec = _specs(compiled)
+    facts = Facts(attempt=1, max_attempts=3)
+
+    def machine_per_job(n: int) -> None:
+        for _ in range(n):
+            job = _Job()
+            Machine(model=job, initial="running", **spec)
+            job.succeed()  # type: ignore[attr-defined]
+
+    def piled_up(existing: int) -> Callable[[int], None]:
+        shared = Machine(model=None, initial="running", **spec)
+        for _ in range(existing):
+            shared.add_model(_Job())
+
+        def run(n: int) -> None:
+            for _ in range(n):
+                job = _Job()
+                shared.add_model(job)
+                job.succeed()  # type: ignore[attr-defined]
+
+        return run
+
+    shared = Machine(model=None, initial="running", **spec)
+
+    def add_remove(n: int) -> None:
+        for _ in range(n):
+            job = _Job()
+            shared.add_model(job)
+            job.succeed()  # type: ignore[attr-defined]
+            shared.remove_model(job)
+
+    def probe(n: int) -> None:
+        for _ in range(n):
+            compiled.fire("running", "succeed", facts)
+
+    rows = [
+        ("Machine per job", _median_us(machine_per_job, 2_000, repeat)),
+        ("shared Machine, add_model, 1k models piled up", _median_us(piled_up(1_000), 1_000, repeat)),
+        ("shared Machine, add_model, 20k models piled up", _median_us(piled_up(20_000), 1_000, repeat)),
+        ("shared Machine, add_model + remove_model", _median_us(add_remove, 5_000, repeat)),
+        ("CompiledChart.fire (shared Machine, probe)", _median_us(probe, 20_000, repeat)),
+    ]
+    width = max(len(name) for name, _ in rows)
+    for name, us in rows:
+        print(f"{name:<{width}}  {us:8.1f} us per transition")
+
+
+if __name__ == "__main__":
+    main()
