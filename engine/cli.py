@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 from pydantic import ValidationError
+from sqlalchemy.engine import make_url
 
 from engine.core import Engine
 from engine.errors import JobchartsError
@@ -53,14 +54,34 @@ def load_app(spec: str) -> Engine:
     return target
 
 
-def open_engine(app: str | None, db: str | None) -> Engine:
+def open_engine(app: str | None, db: str | None, *, existing: bool = False) -> Engine:
+    """The app's engine (or a bare one), on ``--db`` if given.
+
+    ``existing``: the command only reads or changes jobs, so a missing SQLite file is a
+    mistake (a wrong directory or URL) to report, not a database to create.
+    """
     engine = load_app(app) if app else Engine()
     if db:
         try:
             engine.bind(db)
         except JobchartsError as error:
             raise click.UsageError(f"--db {db}: {error}") from error
+    if existing:
+        path = sqlite_path(engine.url)
+        if path is not None and not os.path.exists(path):
+            raise click.ClickException(
+                f"no database at {path}; pass --db URL or set JOBCHARTS_DB "
+                "(or --app for an app that names its database)"
+            )
     return engine
+
+
+def sqlite_path(url: str) -> str | None:
+    """The file behind a SQLite URL, or None for other databases and in-memory SQLite."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return parsed.database
 
 
 def app_option(required: bool = False) -> Any:
@@ -170,7 +191,7 @@ def enqueue(
 @click.option("--limit", default=50, show_default=True)
 def jobs(app: str | None, db: str | None, state: str | None, kind: str | None, limit: int) -> None:
     """List jobs, newest first, with a count per state."""
-    engine = open_engine(app, db)
+    engine = open_engine(app, db, existing=True)
     rows = engine.store.job_list(state=state, kind=kind, limit=limit)
     click.echo(
         table(
@@ -182,7 +203,7 @@ def jobs(app: str | None, db: str | None, state: str | None, kind: str | None, l
                     r.state,
                     f"{r.attempt}/{r.max_attempts}",
                     _when(r.due_at),
-                    r.quarantine_reason or (r.last_error_class or ""),
+                    r.quarantine_reason or ("" if r.finished_at else r.last_error_class or ""),
                 ]
                 for r in rows
             ],
@@ -199,7 +220,7 @@ def jobs(app: str | None, db: str | None, state: str | None, kind: str | None, l
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def inspect(job_id: int, app: str | None, db: str | None, as_json: bool) -> None:
     """Answer for one job: did it run, did it succeed, why did it fail, will it retry."""
-    engine = open_engine(app, db)
+    engine = open_engine(app, db, existing=True)
     try:
         view = engine.get(job_id)
     except JobchartsError as error:
@@ -242,7 +263,7 @@ def inspect(job_id: int, app: str | None, db: str | None, as_json: bool) -> None
 @db_option
 def requeue(job_id: int, app: str | None, db: str | None) -> None:
     """Give a quarantined (or cancelled) job a fresh run: back to pending, attempts reset."""
-    engine = open_engine(app, db)
+    engine = open_engine(app, db, existing=True)
     try:
         engine.requeue(job_id)
     except JobchartsError as error:
@@ -256,7 +277,7 @@ def requeue(job_id: int, app: str | None, db: str | None) -> None:
 @db_option
 def cancel(job_id: int, app: str | None, db: str | None) -> None:
     """Cancel a job that is pending or waiting to retry."""
-    engine = open_engine(app, db)
+    engine = open_engine(app, db, existing=True)
     try:
         engine.cancel(job_id)
     except JobchartsError as error:

@@ -291,8 +291,8 @@ class Engine:
         pairs = self.store.job_claim_due(
             now=now, limit=limit, kinds=self.registry.kinds, states=states, plan=plan
         )
-        retried = [row.id for row, _ in pairs if row.attempt > 0]
-        steps = self.store.step_get_many(retried) if retried else {}
+        # One query for the whole batch: a first attempt after a requeue has steps too.
+        steps = self.store.step_get_many([row.id for row, _ in pairs])
         return [
             Claimed(
                 job_id=row.id,

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from engine.context import JobContext, to_json_value
 from engine.effects import Failure
-from engine.errors import LeaseLost, Permanent
+from engine.errors import LeaseLost, Permanent, StepResultError
 from engine.registry import JobSpec
 from statecharts import T
 
@@ -25,6 +25,7 @@ logger = structlog.get_logger("jobcharts")
 
 INVALID_PAYLOAD = "invalid_payload"
 PERMANENT = "permanent"
+NOT_JSON = "not_json"
 
 
 @dataclass
@@ -95,6 +96,10 @@ def run_attempt(claimed: Claimed, store: Any, now: Any) -> Outcome:
         return done(T.FAIL, fenced=True, failure=Failure.of(error))
     except Permanent as error:
         return done(T.FAIL_PERMANENT, failure=Failure.of(error, _trace(), PERMANENT))
+    except StepResultError as error:
+        # Deterministic: the same code returns the same non-JSON value on every retry, and
+        # a step's side effect already happened, so retrying would only repeat it.
+        return done(T.FAIL_PERMANENT, failure=Failure.of(error, _trace(), NOT_JSON))
     except (Exception, SystemExit) as error:
         if spec.retry.permanent and isinstance(error, spec.retry.permanent):
             return done(T.FAIL_PERMANENT, failure=Failure.of(error, _trace(), PERMANENT))

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from statecharts import Chart, StateKind, Step
+from statecharts import Chart, StateKind, Step, T
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ class JobView:
         """Answer in words: did it run, did it succeed, why did it fail, will it retry."""
         kind = _kind_of(chart, self.state)
         success = chart.state(self.state).success if chart and kind is StateKind.FINAL else None
-        starts = [e for e in self.history if e.to_state != e.from_state and e.trigger == "start"]
+        starts = [e for e in self.history if e.trigger == T.START]
         if self.attempt == 0 and not starts:
             ran = "No: it has not started yet."
         elif kind is StateKind.WORK:
@@ -143,6 +143,7 @@ def _reason(reason: str | None) -> str:
         "permanent": "the handler raised a permanent error",
         "exhausted": "it failed on every allowed attempt",
         "invalid_payload": "its stored payload no longer validates",
+        "not_json": "a step or the handler returned a value that is not JSON",
         None: "no reason recorded",
     }.get(reason, reason or "")
 

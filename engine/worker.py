@@ -64,8 +64,9 @@ class Worker:
                     report = self.engine.tick(limit=self.batch_size, executor=executor)
                     error_backoff = 0.0
                 except DBAPIError as error:
-                    # The database is locked or gone: nothing was committed, so nothing is
-                    # lost; wait and try again.
+                    # The database is locked or gone. A failed claim committed nothing; a
+                    # failed commit leaves its jobs running until their leases expire and
+                    # they are rescued. Either way nothing is lost: wait and try again.
                     error_backoff = min(max(error_backoff * 2, 0.1), MAX_ERROR_BACKOFF)
                     logger.warning("worker.db_error", error=str(error.orig), retry_in=error_backoff)
                     self.stop_event.wait(error_backoff)

@@ -300,8 +300,9 @@ def test_inspect_json_parses_and_matches_the_job(run: Invoke) -> None:
     assert data["history"][-1]["to_state"] == "quarantined"
 
 
-def test_inspect_unknown_job_exits_nonzero(run: Invoke) -> None:
+def test_inspect_unknown_job_exits_nonzero(run: Invoke, reader: Engine) -> None:
     """``inspect`` of an id that does not exist says so and exits non-zero."""
+    reader.store  # the database exists, the job does not  # noqa: B018
     out = failed(run("inspect", "4242"))
     assert "no job with id 4242" in out
 
@@ -330,8 +331,9 @@ def test_requeue_moves_a_quarantined_job_to_pending_once(run: Invoke, reader: En
     assert reader.get(job).state == "quarantined"
 
 
-def test_requeue_unknown_job_exits_nonzero(run: Invoke) -> None:
+def test_requeue_unknown_job_exits_nonzero(run: Invoke, reader: Engine) -> None:
     """``requeue`` of an id that does not exist says so and exits non-zero."""
+    reader.store  # the database exists, the job does not  # noqa: B018
     assert "no job with id 99" in failed(run("requeue", "99"))
 
 
@@ -503,3 +505,12 @@ def test_worker_second_signal_exits_at_once(
     assert "exiting now" in err.read_text()
     assert not marker.exists()
     assert reader.get(slow).state == "running"  # its lease expires; nothing was committed
+
+
+def test_read_commands_refuse_a_missing_database_file(tmp_path: Path) -> None:
+    """Read commands on a SQLite file that does not exist say so and create nothing."""
+    missing = tmp_path / "nowhere.db"
+    for args in (["jobs"], ["inspect", "1"], ["requeue", "1"], ["cancel", "1"]):
+        result = CliRunner().invoke(cli, [*args, "--db", f"sqlite:///{missing}"])
+        assert result.exit_code != 0 and "no database at" in result.output, args
+    assert not missing.exists()

@@ -274,8 +274,8 @@ def test_step_ledger_runs_each_step_once_across_retries(engine: Engine, clock: F
     }
 
 
-def test_step_result_that_is_not_json_fails_the_attempt_clearly(engine: Engine) -> None:
-    """A step returning a non-JSON value fails the attempt with a StepResultError message."""
+def test_step_result_that_is_not_json_quarantines_clearly(engine: Engine) -> None:
+    """A step returning a non-JSON value quarantines (retrying would repeat its effect)."""
 
     def handler(ctx, p):  # type: ignore[no-untyped-def]
         ctx.step("bad", lambda: object())
@@ -284,7 +284,7 @@ def test_step_result_that_is_not_json_fails_the_attempt_clearly(engine: Engine) 
     job_id = engine.enqueue("send_receipt", {"order_id": 10, "email": "a@b.c"})
     engine.run_until_idle()
     view = engine.get(job_id)
-    assert view.state == "retry_wait"
+    assert view.state == "quarantined" and view.quarantine_reason == "not_json"
     assert view.last_error.error_class == "StepResultError"  # type: ignore[union-attr]
     assert "JSON" in view.last_error.message  # type: ignore[union-attr]
     assert engine.store.step_get_many([job_id]) == {}
@@ -347,3 +347,20 @@ def test_committed_enqueue_survives_a_new_process(db_url: str, clock: FrozenCloc
     register(second, lambda ctx, p: None)
     assert second.run_until_idle().succeeded == 1
     assert second.get(job_id).state == "succeeded"
+
+
+def test_steps_are_replayed_after_a_requeue(engine: Engine, clock: FrozenClock) -> None:
+    """A requeued job's first new attempt replays steps recorded before the quarantine."""
+    charged: list[int] = []
+
+    def handler(ctx, p):  # type: ignore[no-untyped-def]
+        ctx.step("charge", lambda: charged.append(1) or len(charged))
+        raise Permanent("mail address rejected")
+
+    register(engine, handler)
+    job_id = engine.enqueue("send_receipt", {"order_id": 12, "email": "a@b.c"})
+    engine.run_until_idle()
+    engine.requeue(job_id)
+    engine.run_until_idle()
+    assert engine.get(job_id).attempt == 1, "the requeued run started at attempt 1"
+    assert charged == [1], "the charge step ran once across the requeue"
