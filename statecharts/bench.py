@@ -83,13 +83,14 @@ def main(repeat: int = 5) -> None:
         for _ in range(n):
             compiled.fire("running", "succeed", facts)
 
-    rows = [
-        ("Machine per job", _median_us(machine_per_job, 2_000, repeat)),
-        ("shared Machine, add_model, 1k models piled up", _median_us(piled_up(1_000), 1_000, repeat)),
-        ("shared Machine, add_model, 20k models piled up", _median_us(piled_up(20_000), 1_000, repeat)),
-        ("shared Machine, add_model + remove_model", _median_us(add_remove, 5_000, repeat)),
-        ("CompiledChart.fire (shared Machine, probe)", _median_us(probe, 20_000, repeat)),
+    cases = [
+        ("Machine per job", machine_per_job, 2_000),
+        ("shared Machine, add_model, 1k models piled up", piled_up(1_000), 1_000),
+        ("shared Machine, add_model, 20k models piled up", piled_up(20_000), 1_000),
+        ("shared Machine, add_model + remove_model", add_remove, 5_000),
+        ("CompiledChart.fire (shared Machine, probe)", probe, 20_000),
     ]
+    rows = [(name, _median_us(fn, n, repeat)) for name, fn, n in cases]
     width = max(len(name) for name, _ in rows)
     for name, us in rows:
         print(f"{name:<{width}}  {us:8.1f} us per transition")
