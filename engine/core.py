@@ -19,17 +19,18 @@ from typing import Any, TypeVar, overload
 
 import structlog
 from pydantic import BaseModel
-from sqlalchemy import Row
+from sqlalchemy import Connection, Row
+from sqlalchemy.orm import Session
 
 from engine.clock import Clock, SystemClock
 from engine.effects import Failure, write_transition
 from engine.errors import DatabaseBound, JobNotFound, TransitionNotAllowed
-from engine.registry import Invariant, JobSpec, KeyFunction, Registry
+from engine.registry import DEFAULT_KEY_TTL, Invariant, JobSpec, KeyFunction, Registry
 from engine.retry import RetryPolicy
 from engine.runner import Claimed, Outcome, log_finished, run_attempt
 from engine.store import EventRow, Move, NewJob, Store, resolve_url
 from engine.view import ErrorInfo, EventView, JobView
-from statecharts import Chart, ChartError, Facts, T, Transition, lifecycle
+from statecharts import Chart, ChartError, Facts, S, T, Transition, lifecycle
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -38,19 +39,43 @@ logger = structlog.get_logger("jobcharts")
 CREATED = "enqueue"  # the trigger recorded for a job's creation event
 
 
+LEASE_EXPIRED = "LeaseExpired"  # the error class recorded when a lease runs out
+SHUTDOWN = "WorkerShutdown"  # ... and when a stopping worker gives up a running handler
+
+
 @dataclass
 class TickReport:
-    """What one tick did."""
+    """What one tick (or a run of them) did.
+
+    ``released``: claims whose handler never started, handed back without counting an
+    attempt. ``expired``: attempts whose lease ran out (also counted in retried or
+    quarantined). ``fenced``: results discarded because the lease was lost.
+    """
 
     claimed: int = 0
     succeeded: int = 0
     retried: int = 0
     quarantined: int = 0
     fenced: int = 0
+    released: int = 0
+    expired: int = 0
 
     def add(self, other: TickReport) -> None:
-        for name in ("claimed", "succeeded", "retried", "quarantined", "fenced"):
+        for name in vars(self):
             setattr(self, name, getattr(self, name) + getattr(other, name))
+
+    @property
+    def busy(self) -> bool:
+        """Whether the tick moved any job (run_until_idle stops at the first idle tick)."""
+        return bool(self.claimed or self.released or self.expired)
+
+
+@dataclass
+class Batch:
+    """Jobs claimed together under one lease token."""
+
+    token: str
+    jobs: list[Claimed]
 
 
 class Engine:
@@ -64,8 +89,16 @@ class Engine:
         batch_size: int = 200,
         seed: int | None = None,
         worker_id: str | None = None,
+        lease_seconds: float = 30.0,
+        start_wave: int = 64,
+        busy_timeout: float = 30.0,
     ) -> None:
+        if lease_seconds <= 0:
+            raise ValueError(f"lease_seconds must be > 0, got {lease_seconds}")
         self._url = url
+        self.lease_seconds = lease_seconds
+        self.start_wave = start_wave
+        self.busy_timeout = busy_timeout
         self.clock: Clock = clock or SystemClock()
         self.batch_size = batch_size
         self.rng = random.Random(seed)
@@ -83,7 +116,7 @@ class Engine:
     def store(self) -> Store:
         """The database, opened (and its schema created) on first use."""
         if self._store is None:
-            self._store = Store(self._url)
+            self._store = Store(self._url, busy_timeout=self.busy_timeout)
         return self._store
 
     def bind(self, url: str) -> None:
@@ -113,6 +146,7 @@ class Engine:
         queue: str = "default",
         priority: int = 0,
         chart: Chart | None = None,
+        idempotency_ttl: float | timedelta = DEFAULT_KEY_TTL,
     ) -> Callable[[F], F]: ...
 
     def job(
@@ -127,6 +161,7 @@ class Engine:
         queue: str = "default",
         priority: int = 0,
         chart: Chart | None = None,
+        idempotency_ttl: float | timedelta = DEFAULT_KEY_TTL,
     ) -> Any:
         """Register a handler ``fn(ctx, payload)`` as a job kind (its name unless ``kind=``)."""
 
@@ -141,6 +176,7 @@ class Engine:
                 queue=queue,
                 priority=priority,
                 chart=chart,
+                key_ttl=idempotency_ttl,
             )
             return handler
 
@@ -158,6 +194,7 @@ class Engine:
         priority: int | None = None,
         queue: str | None = None,
         correlation_id: str | None = None,
+        connection: Connection | Session | None = None,
     ) -> int:
         """Store a job durably and return its id; a duplicate key returns the first job's id.
 
@@ -172,6 +209,7 @@ class Engine:
             priority=priority,
             queue=queue,
             correlation_id=correlation_id,
+            connection=connection,
         )[0]
 
     def enqueue_many(
@@ -184,10 +222,14 @@ class Engine:
         priority: int | None = None,
         queue: str | None = None,
         correlation_id: str | None = None,
+        connection: Connection | Session | None = None,
     ) -> list[int]:
         """Enqueue many jobs of one kind in one transaction: all are stored or none.
 
-        Every payload is validated before anything is written.
+        Every payload is validated before anything is written. With ``connection`` (a
+        SQLAlchemy Connection or Session on the same database, inside the caller's open
+        transaction) the jobs are written in that transaction: they exist if and only if
+        the caller commits.
         """
         spec = self.registry.get(kind)
         models = [_validate(spec, payload) for payload in payloads]
@@ -209,12 +251,16 @@ class Engine:
                     due_at=due,
                     correlation_id=correlation_id or uuid.uuid4().hex,
                     created_at=now,
+                    key_expires_at=now + spec.key_ttl if key is not None else None,
                 ),
                 EventRow(CREATED, None, initial, 0, now, self.worker_id),
             )
             for model, key in zip(models, keys, strict=True)
         ]
-        results = self.store.job_insert_many(items)
+        store = self.store  # opens the database (and creates the schema) first
+        if isinstance(connection, Session):
+            connection = connection.connection()
+        results = store.job_insert_many(items, connection=connection)
         for (job, _), (job_id, inserted) in zip(items, results, strict=True):
             if inserted:
                 logger.info(
@@ -242,27 +288,38 @@ class Engine:
         limit: int | None = None,
         executor: Executor | None = None,
     ) -> TickReport:
-        """One pass: claim due jobs, run their handlers, commit their transitions."""
+        """One pass: rescue expired leases, claim due jobs, run them, commit their transitions.
+
+        Handlers run in waves: each wave is marked started (one statement) just before it
+        runs, so a crash leaves the rest of the batch "claimed, never started".
+        """
         fixed = now
-        claim_at = fixed or self.clock.now()
-        claimed = self.claim(claim_at, limit or self.batch_size)
-        if not claimed:
-            return TickReport()
+        report = self.rescue(fixed or self.clock.now())
+        batch = self.claim(fixed or self.clock.now(), limit or self.batch_size)
+        if not batch.jobs:
+            return report
         clock_now: Callable[[], datetime] = (lambda: fixed) if fixed else self.clock.now
         store = self.store
-        if executor is None:
-            outcomes = [run_attempt(c, store, clock_now) for c in claimed]
-        else:
-            outcomes = list(executor.map(lambda c: run_attempt(c, store, clock_now), claimed))
-        report = self.commit(outcomes, fixed or self.clock.now())
-        report.claimed = len(claimed)
+        outcomes: list[Outcome] = []
+        wave = max(self.start_wave, 1)
+        for first in range(0, len(batch.jobs), wave):
+            started = self.start(batch, batch.jobs[first : first + wave], clock_now())
+            if executor is None:
+                outcomes += [run_attempt(c, store, clock_now) for c in started]
+            else:
+                outcomes += executor.map(lambda c: run_attempt(c, store, clock_now), started)
+        committed = self.commit(outcomes, fixed or self.clock.now())
+        committed.claimed = len(batch.jobs)
+        committed.fenced += len(batch.jobs) - len(outcomes)
+        report.add(committed)
         return report
 
-    def claim(self, now: datetime, limit: int) -> list[Claimed]:
-        """Claim up to ``limit`` due jobs of the registered kinds (one transaction)."""
+    def claim(self, now: datetime, limit: int) -> Batch:
+        """Claim up to ``limit`` due jobs of the registered kinds under one new lease."""
         specs = self.registry.specs
-        if not specs:
-            return []
+        token = uuid.uuid4().hex
+        if not specs or limit <= 0:
+            return Batch(token, [])
         states = sorted({s for spec in specs for s in spec.claim_states})
 
         def plan(row: Row[Any]) -> Move | None:
@@ -273,14 +330,13 @@ class Engine:
             transition = spec.compiled.fire(row.state, T.START, facts)
             if transition is None:
                 return None
-            token = uuid.uuid4().hex
             written = write_transition(
                 transition,
                 now=now,
                 attempt=row.attempt,
                 retry=spec.retry,
                 rng=self.rng,
-                timeout=spec.timeout,
+                timeout=self.lease_seconds,
                 lease_token=token,
             )
             event = EventRow(
@@ -293,22 +349,152 @@ class Engine:
         )
         # One query for the whole batch: a first attempt after a requeue has steps too.
         steps = self.store.step_get_many([row.id for row, _ in pairs])
-        return [
-            Claimed(
+        return Batch(
+            token,
+            [
+                Claimed(
+                    job_id=row.id,
+                    kind=row.kind,
+                    state=move.values["state"],
+                    version=row.version + 1,
+                    lease_token=token,
+                    attempt=move.values["attempt"],
+                    max_attempts=row.max_attempts,
+                    payload=row.payload,
+                    correlation_id=row.correlation_id,
+                    spec=self.registry.get(row.kind),
+                    steps=steps.get(row.id, {}),
+                )
+                for row, move in pairs
+            ],
+        )
+
+    def start(self, batch: Batch, jobs: list[Claimed], now: datetime) -> list[Claimed]:
+        """Record that ``jobs``' handlers start now; return those still under the lease."""
+        held = self.store.job_mark_started([c.job_id for c in jobs], batch.token, now)
+        lost = [c for c in jobs if c.job_id not in held]
+        for claimed in lost:
+            logger.warning(
+                "attempt.lease_lost_before_start", job_id=claimed.job_id, kind=claimed.kind
+            )
+        return [c for c in jobs if c.job_id in held]
+
+    def rescue(self, now: datetime, limit: int | None = None) -> TickReport:
+        """Hand on jobs whose lease expired: never started -> released, else expired.
+
+        A released job goes back to pending and its attempt is not counted (its handler
+        never ran). An expired one may have run, so the attempt counts: retry_wait after
+        the backoff, or quarantined when attempts are exhausted.
+        """
+        report = TickReport()
+
+        def plan(row: Row[Any]) -> Move | None:
+            spec = self.registry.find(row.kind)
+            if spec is None:
+                return None
+            never_started = row.started_at is None
+            trigger = T.RELEASE if never_started else T.EXPIRE
+            facts = Facts(row.attempt, row.max_attempts, now=now)
+            transition = spec.compiled.fire(row.state, trigger, facts)
+            if transition is None:
+                return None
+            failure = None
+            if not never_started:
+                failure = Failure(
+                    LEASE_EXPIRED,
+                    f"attempt {row.attempt}'s lease expired at "
+                    f"{row.lease_expires_at.isoformat()} while its handler may have been running"
+                    " (the worker crashed, was killed, hung, or lost the database)",
+                )
+            written = write_transition(
+                transition,
+                now=now,
+                attempt=row.attempt,
+                retry=spec.retry,
+                rng=self.rng,
+                failure=failure,
+            )
+            detail = dict(written.detail or {})
+            detail["lease_expired_at"] = row.lease_expires_at.isoformat()
+            event = EventRow(
+                trigger, row.state, transition.dest, row.attempt, now, self.worker_id, detail
+            )
+            return Move(row.id, row.state, row.version, row.lease_token, written.values, event)
+
+        for row, move in self.store.job_rescue_expired(
+            now=now, limit=limit or self.batch_size, kinds=self.registry.kinds, plan=plan
+        ):
+            trigger = move.event.trigger
+            logger.warning(
+                "job.rescued",
                 job_id=row.id,
                 kind=row.kind,
+                attempt=row.attempt,
+                trigger=trigger,
                 state=move.values["state"],
-                version=row.version + 1,
-                lease_token=move.values["lease_token"],
-                attempt=move.values["attempt"],
-                max_attempts=row.max_attempts,
-                payload=row.payload,
-                correlation_id=row.correlation_id,
-                spec=self.registry.get(row.kind),
-                steps=steps.get(row.id, {}),
+                lease_expired_at=row.lease_expires_at.isoformat(),
             )
-            for row, move in pairs
-        ]
+            if trigger == T.RELEASE:
+                report.released += 1
+            elif move.values.get("quarantine_reason"):
+                report.expired += 1
+                report.quarantined += 1
+            else:
+                report.expired += 1
+                report.retried += 1
+        return report
+
+    def hand_back(self, jobs: Iterable[Claimed], *, started: bool, now: datetime) -> int:
+        """Give up held jobs at once (a worker shutting down); returns how many moved.
+
+        Jobs whose handler never started are released (attempt not counted); jobs still
+        running past the grace period expire now (attempt counted, due at once). Their late
+        results are fenced out by the lease.
+        """
+        moves = []
+        for claimed in jobs:
+            trigger = T.EXPIRE if started else T.RELEASE
+            facts = Facts(claimed.attempt, claimed.max_attempts, now=now)
+            transition = claimed.spec.compiled.fire(claimed.state, trigger, facts)
+            if transition is None:
+                continue
+            failure = (
+                Failure(SHUTDOWN, "the worker shut down while the handler ran") if started else None
+            )
+            written = write_transition(
+                transition,
+                now=now,
+                attempt=claimed.attempt,
+                retry=claimed.spec.retry,
+                rng=self.rng,
+                failure=failure,
+                retry_now=True,
+            )
+            event = EventRow(
+                trigger,
+                claimed.state,
+                transition.dest,
+                claimed.attempt,
+                now,
+                self.worker_id,
+                {**(written.detail or {}), "by": "shutdown"},
+            )
+            moves.append(
+                Move(
+                    claimed.job_id,
+                    claimed.state,
+                    claimed.version,
+                    claimed.lease_token,
+                    written.values,
+                    event,
+                )
+            )
+        return sum(self.store.job_transition_many(moves))
+
+    def renew(self, batch_token: str, job_ids: list[int], now: datetime) -> set[int]:
+        """Heartbeat: extend the lease of running jobs; returns the ids still held."""
+        expires = now + timedelta(seconds=self.lease_seconds)
+        return self.store.lease_renew(job_ids, batch_token, expires)
 
     def commit(self, outcomes: Iterable[Outcome], now: datetime) -> TickReport:
         """Persist every outcome's transition in one transaction; fenced ones are dropped."""
@@ -382,7 +568,7 @@ class Engine:
         for _ in range(max_ticks):
             report = self.tick(now)
             total.add(report)
-            if report.claimed == 0:
+            if not report.busy:
                 return total
         raise RuntimeError(f"run_until_idle: still busy after {max_ticks} ticks")
 
@@ -409,6 +595,40 @@ class Engine:
         return min(max((nxt - self.clock.now()).total_seconds(), 0.0), ceiling)
 
     # -- operators -----------------------------------------------------------------------
+
+    def prune(
+        self, older_than: float | timedelta, *, include_quarantined: bool = False
+    ) -> tuple[int, int]:
+        """Delete final jobs (with their events and steps) finished more than ``older_than`` ago.
+
+        Quarantined jobs wait for an operator, so they stay unless ``include_quarantined``.
+        Dedupe keys outlive their jobs until their TTL: pruning never reopens a key early.
+        Returns (jobs deleted, expired keys deleted).
+        """
+        age = older_than if isinstance(older_than, timedelta) else timedelta(seconds=older_than)
+        now = self.clock.now()
+        states = {
+            state.name
+            for chart in [*self.registry.charts, lifecycle()]
+            for state in chart.states
+            if state.is_final and (include_quarantined or state.name != S.QUARANTINED)
+        }
+        jobs_deleted = keys_deleted = 0
+        while True:
+            pruned, keys = self.store.job_prune(
+                finished_before=now - age, states=sorted(states), now=now
+            )
+            jobs_deleted += pruned
+            keys_deleted += keys
+            if pruned == 0:
+                break
+        logger.info("jobs.pruned", jobs=jobs_deleted, keys=keys_deleted, older_than=str(age))
+        return jobs_deleted, keys_deleted
+
+    def key_holder(self, kind: str, key: str) -> int | None:
+        """The id of the job holding dedupe key (kind, key), even after it was pruned."""
+        row = self.store.key_get(kind, key)
+        return int(row.job_id) if row is not None else None
 
     def get(self, job_id: int) -> JobView:
         """The job's state, attempts, timing, last error and full history."""

@@ -64,10 +64,15 @@ def write_transition(
     rng: random.Random,
     timeout: float = 0.0,
     lease_token: str | None = None,
+    retry_now: bool = False,
     failure: Failure | None = None,
     result: Any = None,
 ) -> Written:
-    """Column values for taking ``transition`` at ``now`` from a job at ``attempt``."""
+    """Column values for taking ``transition`` at ``now`` from a job at ``attempt``.
+
+    ``timeout`` is the lease length granted by START_ATTEMPT; ``retry_now`` makes
+    SCHEDULE_RETRY due at once (a worker shutting down hands its jobs on immediately).
+    """
     values: dict[str, Any] = {"state": transition.dest, "updated_at": now}
     detail: dict[str, Any] = {}
     next_due: datetime | None = None
@@ -79,6 +84,7 @@ def write_transition(
             due_at=None,
             lease_token=lease_token,
             lease_expires_at=now + timedelta(seconds=timeout),
+            started_at=None,
         )
     if Effect.RELEASE_LEASE in effects:
         values.update(lease_token=None, lease_expires_at=None)
@@ -90,7 +96,7 @@ def write_transition(
         )
         detail.update(error=failure.error_class, message=failure.message[:DETAIL_MESSAGE_LIMIT])
     if Effect.SCHEDULE_RETRY in effects:
-        wait = retry.delay(attempt, rng)
+        wait = 0.0 if retry_now else retry.delay(attempt, rng)
         next_due = now + timedelta(seconds=wait)
         values["due_at"] = next_due
         detail["retry_in"] = round(wait, 6)
@@ -98,6 +104,9 @@ def write_transition(
         reason = (failure.reason if failure else None) or "exhausted"
         values["quarantine_reason"] = reason
         detail["reason"] = reason
+    if Effect.UNDO_ATTEMPT in effects:
+        attempt = max(attempt - 1, 0)
+        values.update(attempt=attempt, due_at=now, started_at=None)
     if Effect.RESET_ATTEMPTS in effects:
         values.update(attempt=0, due_at=now, quarantine_reason=None, finished_at=None)
         attempt = 0

@@ -47,3 +47,7 @@ class LeaseLost(JobchartsError):
 
 class DatabaseBound(JobchartsError):
     """The engine already opened its database; it cannot be rebound."""
+
+
+class SchemaMismatch(JobchartsError):
+    """The database was created by a jobcharts with another schema version."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
@@ -30,6 +31,8 @@ class NoPayload(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+DEFAULT_KEY_TTL = timedelta(days=7)
+
 KeyFunction = Callable[[Any], str]
 Handler = Callable[..., Any]
 
@@ -48,6 +51,7 @@ class JobSpec:
     priority: int
     chart: Chart
     compiled: CompiledChart
+    key_ttl: timedelta = DEFAULT_KEY_TTL
 
     def key_for(self, payload: BaseModel) -> str | None:
         """The dedupe key of ``payload``, or None for an Invariant job."""
@@ -91,6 +95,7 @@ class Registry:
         queue: str,
         priority: int,
         chart: Chart | None,
+        key_ttl: float | timedelta = DEFAULT_KEY_TTL,
     ) -> JobSpec:
         name = kind or getattr(handler, "__name__", None)
         if not name:
@@ -116,6 +121,9 @@ class Registry:
             )
         if not (timeout > 0):
             raise RegistrationError(f"job {name!r}: timeout must be > 0 seconds, got {timeout!r}")
+        ttl = key_ttl if isinstance(key_ttl, timedelta) else timedelta(seconds=key_ttl)
+        if ttl < timedelta(0):
+            raise RegistrationError(f"job {name!r}: idempotency_ttl must be >= 0, got {key_ttl!r}")
         if not callable(handler):
             raise RegistrationError(f"job {name!r}: the handler must be callable")
         chart = chart or lifecycle()
@@ -139,6 +147,7 @@ class Registry:
             priority=priority,
             chart=chart,
             compiled=compiled,
+            key_ttl=ttl,
         )
         self._specs[name] = spec
         return spec
@@ -156,6 +165,10 @@ class Registry:
     def chart(self, name: str) -> Chart | None:
         compiled = self._compiled.get(name)
         return compiled.chart if compiled else None
+
+    @property
+    def charts(self) -> tuple[Chart, ...]:
+        return tuple(c.chart for c in self._compiled.values())
 
     @property
     def kinds(self) -> tuple[str, ...]:

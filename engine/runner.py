@@ -6,6 +6,7 @@ batch by the tick; running a handler never writes the job's state itself.
 
 from __future__ import annotations
 
+import threading
 import time
 import traceback
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from engine.context import JobContext, to_json_value
 from engine.effects import Failure
 from engine.errors import LeaseLost, Permanent, StepResultError
 from engine.registry import JobSpec
+from engine.schema import CorruptJSON
 from statecharts import T
 
 logger = structlog.get_logger("jobcharts")
@@ -72,6 +74,13 @@ def run_attempt(claimed: Claimed, store: Any, now: Any) -> Outcome:
     def done(trigger: str, **kw: Any) -> Outcome:
         return Outcome(claimed, trigger, duration=time.perf_counter() - started, **kw)
 
+    if isinstance(claimed.payload, CorruptJSON):
+        corrupt = Failure(
+            "CorruptPayload",
+            f"the stored payload is not valid JSON: {claimed.payload.error}",
+            reason=INVALID_PAYLOAD,
+        )
+        return done(T.FAIL_PERMANENT, failure=corrupt)
     try:
         payload = spec.payload.model_validate(claimed.payload)
     except ValidationError as error:
@@ -100,7 +109,12 @@ def run_attempt(claimed: Claimed, store: Any, now: Any) -> Outcome:
         # Deterministic: the same code returns the same non-JSON value on every retry, and
         # a step's side effect already happened, so retrying would only repeat it.
         return done(T.FAIL_PERMANENT, failure=Failure.of(error, _trace(), NOT_JSON))
-    except (Exception, SystemExit) as error:
+    except BaseException as error:
+        # SystemExit, a BaseException of the handler's own, even KeyboardInterrupt raised on
+        # a handler thread: the attempt failed. Only Ctrl-C on the main thread stops the run
+        # (the job keeps its lease, which expires and is rescued).
+        if isinstance(error, KeyboardInterrupt) and _on_main_thread():
+            raise
         if spec.retry.permanent and isinstance(error, spec.retry.permanent):
             return done(T.FAIL_PERMANENT, failure=Failure.of(error, _trace(), PERMANENT))
         return done(T.FAIL, failure=Failure.of(error, _trace()))
@@ -131,6 +145,10 @@ def log_finished(
         getattr(logger, level)("attempt.finished", **fields)
     else:
         logger.warning("attempt.fenced_out", **fields)
+
+
+def _on_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
 
 
 def _trace() -> str:

@@ -1,4 +1,5 @@
-"""The tables: jobs (one row per job), job_events (append-only history), job_steps (ledger).
+"""The tables: jobs (one row per job), job_events (append-only history), job_steps (ledger),
+idempotency_keys (dedupe that outlives job rows) and jobcharts_meta (the schema version).
 
 Column meaning, not state names: lifecycle state names never appear here. ``due_at`` is set
 only while a job waits to be claimed (NULL while it runs or once it is final), so one
@@ -7,11 +8,12 @@ partial index serves every chart's claim query.
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
-    JSON,
     BigInteger,
     Column,
     DateTime,
@@ -25,8 +27,10 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
 )
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.types import TypeEngine
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 ID = BigInteger().with_variant(Integer(), "sqlite")  # SQLite: a rowid alias, autoincrementing
 
@@ -60,7 +64,51 @@ def as_utc(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
+@dataclass(frozen=True)
+class CorruptJSON:
+    """A stored JSON column that no longer parses: kept raw so one bad row fails alone."""
+
+    raw: str
+    error: str
+
+
+class JSONDocument(TypeDecorator[Any]):
+    """JSON text on SQLite, JSONB on PostgreSQL. NULL is SQL NULL.
+
+    Unparseable text reads back as ``CorruptJSON`` instead of failing the whole query, so a
+    corrupt row quarantines itself rather than blocking every claim that selects it.
+    """
+
+    impl = Text
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(JSONB(none_as_null=True))
+        return dialect.type_descriptor(Text())
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        if value is None or dialect.name == "postgresql":
+            return value
+        return json.dumps(value, allow_nan=False, separators=(",", ":"))
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Any:
+        if value is None or not isinstance(value, str) or dialect.name == "postgresql":
+            return value
+        try:
+            return json.loads(value)
+        except ValueError as error:
+            return CorruptJSON(value, str(error))
+
+
 metadata = MetaData()
+
+meta = Table(
+    "jobcharts_meta",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", String(200), nullable=False),
+)
 
 jobs = Table(
     "jobs",
@@ -69,8 +117,8 @@ jobs = Table(
     Column("kind", String(200), nullable=False),
     Column("chart", String(200), nullable=False),
     Column("state", String(64), nullable=False),
-    Column("payload", JSON, nullable=False),
-    Column("result", JSON(none_as_null=True), nullable=True),
+    Column("payload", JSONDocument, nullable=False),
+    Column("result", JSONDocument, nullable=True),
     Column("idempotency_key", String(500), nullable=True),
     Column("attempt", Integer, nullable=False, default=0),
     Column("max_attempts", Integer, nullable=False),
@@ -80,6 +128,7 @@ jobs = Table(
     Column("deadline", UTCDateTime, nullable=True),
     Column("lease_token", String(32), nullable=True),
     Column("lease_expires_at", UTCDateTime, nullable=True),
+    Column("started_at", UTCDateTime, nullable=True),  # the current attempt's handler began
     Column("version", Integer, nullable=False, default=0),
     Column("correlation_id", String(64), nullable=False),
     Column("last_error_class", String(200), nullable=True),
@@ -91,8 +140,7 @@ jobs = Table(
     Column("finished_at", UTCDateTime, nullable=True),
 )
 
-# Dedupe: the database refuses a second (kind, key); NULL keys (Invariant jobs) never clash.
-Index("ux_jobs_kind_key", jobs.c.kind, jobs.c.idempotency_key, unique=True)
+Index("ix_jobs_kind_key", jobs.c.kind, jobs.c.idempotency_key)
 # Claims: highest priority first, then oldest due, only over rows waiting to be claimed.
 Index(
     "ix_jobs_claim",
@@ -103,6 +151,14 @@ Index(
     postgresql_where=jobs.c.due_at.is_not(None),
 )
 Index("ix_jobs_state", jobs.c.state)
+# Rescue: running jobs by lease expiry, only over rows that hold a lease.
+Index(
+    "ix_jobs_lease",
+    jobs.c.lease_expires_at,
+    sqlite_where=jobs.c.lease_expires_at.is_not(None),
+    postgresql_where=jobs.c.lease_expires_at.is_not(None),
+)
+Index("ix_jobs_finished", jobs.c.finished_at)
 
 job_events = Table(
     "job_events",
@@ -115,7 +171,7 @@ job_events = Table(
     Column("attempt", Integer, nullable=False),
     Column("at", UTCDateTime, nullable=False),
     Column("worker", String(200), nullable=True),
-    Column("detail", JSON(none_as_null=True), nullable=True),
+    Column("detail", JSONDocument, nullable=True),
 )
 Index("ix_job_events_job", job_events.c.job_id, job_events.c.id)
 
@@ -124,7 +180,22 @@ job_steps = Table(
     metadata,
     Column("job_id", ID, ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True),
     Column("name", String(200), primary_key=True),
-    Column("result", JSON(none_as_null=True), nullable=True),
+    Column("result", JSONDocument, nullable=True),
     Column("attempt", Integer, nullable=False),
     Column("recorded_at", UTCDateTime, nullable=False),
 )
+
+# Dedupe that outlives job rows: the database refuses a second live (kind, key). A key
+# keeps the first job's id (and, once that job is pruned, its result) until expires_at.
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("kind", String(200), primary_key=True),
+    Column("key", String(500), primary_key=True),
+    Column("job_id", ID, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("final_state", String(64), nullable=True),  # copied when the job row is pruned
+    Column("result", JSONDocument, nullable=True),
+)
+Index("ix_idempotency_keys_expires", idempotency_keys.c.expires_at)

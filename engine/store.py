@@ -22,9 +22,11 @@ from sqlalchemy import (
     and_,
     bindparam,
     create_engine,
+    delete,
     event,
     func,
     insert,
+    or_,
     select,
     update,
 )
@@ -32,10 +34,19 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine as SAEngine
 from sqlalchemy.pool import StaticPool
 
-from engine.schema import as_utc, job_events, job_steps, jobs, metadata
+from engine.errors import SchemaMismatch
+from engine.schema import (
+    SCHEMA_VERSION,
+    as_utc,
+    idempotency_keys,
+    job_events,
+    job_steps,
+    jobs,
+    meta,
+    metadata,
+)
 
 DEFAULT_URL = "sqlite:///jobcharts.db"
-SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
 def resolve_url(url: str | None) -> str:
@@ -58,6 +69,7 @@ class NewJob:
     due_at: datetime
     correlation_id: str
     created_at: datetime
+    key_expires_at: datetime | None = None  # when the dedupe key may be reused (once final)
 
 
 @dataclass(frozen=True)
@@ -90,9 +102,9 @@ class Move:
 class Store:
     """All persistence for one database URL (SQLite file or PostgreSQL)."""
 
-    def __init__(self, url: str | None = None) -> None:
+    def __init__(self, url: str | None = None, *, busy_timeout: float = 30.0) -> None:
         self.url = resolve_url(url)
-        self.db: SAEngine = _make_engine(self.url)
+        self.db: SAEngine = _make_engine(self.url, busy_timeout)
         self.dialect = self.db.dialect.name
         # executemany rowcounts tell whether every compare-and-set of a batch applied.
         self._sane_multi_rowcount = bool(self.db.dialect.supports_sane_multi_rowcount)
@@ -118,31 +130,61 @@ class Store:
         self.db.dispose()
 
     def schema_create(self) -> None:
-        """Create the tables on first use (migrations arrive with Alembic later)."""
+        """Create the tables on first use and refuse a database of another schema version."""
         with self.write() as conn:
             metadata.create_all(conn, checkfirst=True)
+            found = conn.execute(
+                select(meta.c.value).where(meta.c.key == "schema_version")
+            ).scalar()
+            if found is None:
+                conn.execute(insert(meta).values(key="schema_version", value=str(SCHEMA_VERSION)))
+            elif int(found) != SCHEMA_VERSION:
+                raise SchemaMismatch(
+                    f"{self.url} has jobcharts schema version {found} but this code uses "
+                    f"{SCHEMA_VERSION}; migrate it (or recreate it) before running this version"
+                )
 
     # -- jobs ----------------------------------------------------------------------------
 
     def job_insert(self, job: NewJob, created_event: EventRow) -> tuple[int, bool]:
-        """Insert ``job`` unless its (kind, key) exists; return (id, inserted)."""
+        """Insert ``job`` unless its (kind, key) is live; return (id, inserted)."""
         return self.job_insert_many([(job, created_event)])[0]
 
-    def job_insert_many(self, items: Sequence[tuple[NewJob, EventRow]]) -> list[tuple[int, bool]]:
-        """Insert jobs (and their creation events) in one transaction; dedupe each by key."""
+    def job_insert_many(
+        self,
+        items: Sequence[tuple[NewJob, EventRow]],
+        *,
+        connection: Connection | None = None,
+    ) -> list[tuple[int, bool]]:
+        """Insert jobs and their creation events in one transaction; dedupe each by key.
+
+        With ``connection`` the rows join the caller's open transaction: they exist if and
+        only if the caller commits.
+        """
+        if connection is not None:
+            return self._insert_many(connection, items)
+        with self.write() as conn:
+            return self._insert_many(conn, items)
+
+    def _insert_many(
+        self, conn: Connection, items: Sequence[tuple[NewJob, EventRow]]
+    ) -> list[tuple[int, bool]]:
         results: list[tuple[int, bool]] = []
         events: list[dict[str, Any]] = []
-        with self.write() as conn:
-            for job, created in items:
-                job_id, inserted = self._insert_job(conn, job)
-                results.append((job_id, inserted))
-                if inserted:
-                    events.append(_event_params(job_id, created))
-            if events:
-                conn.execute(insert(job_events), events)
+        for job, created in items:
+            job_id, inserted = self._insert_job(conn, job)
+            results.append((job_id, inserted))
+            if inserted:
+                events.append(_event_params(job_id, created))
+        if events:
+            conn.execute(insert(job_events), events)
         return results
 
     def _insert_job(self, conn: Connection, job: NewJob) -> tuple[int, bool]:
+        if job.idempotency_key is not None:
+            existing = self._live_key(conn, job)
+            if existing is not None:
+                return existing, False
         values = {
             "kind": job.kind,
             "chart": job.chart,
@@ -159,20 +201,48 @@ class Store:
             "created_at": job.created_at,
             "updated_at": job.created_at,
         }
-        if job.idempotency_key is None:
-            job_id = conn.execute(insert(jobs).values(values).returning(jobs.c.id)).scalar_one()
-            return int(job_id), True
-        stmt = self._insert(jobs).values(values)
-        stmt = stmt.on_conflict_do_nothing(index_elements=["kind", "idempotency_key"])
-        job_id = conn.execute(stmt.returning(jobs.c.id)).scalar()
-        if job_id is not None:
-            return int(job_id), True
-        existing = conn.execute(
-            select(jobs.c.id).where(
-                jobs.c.kind == job.kind, jobs.c.idempotency_key == job.idempotency_key
+        job_id = int(conn.execute(insert(jobs).values(values).returning(jobs.c.id)).scalar_one())
+        if job.idempotency_key is not None:
+            key_values = {
+                "job_id": job_id,
+                "created_at": job.created_at,
+                "expires_at": job.key_expires_at or job.created_at,
+                "final_state": None,
+                "result": None,
+            }
+            stmt = self._insert(idempotency_keys).values(
+                kind=job.kind, key=job.idempotency_key, **key_values
             )
-        ).scalar_one()
-        return int(existing), False
+            # The key was absent or expired (checked above, under the write lock / row lock):
+            # take it over. On PostgreSQL a concurrent insert of the same key makes this
+            # upsert wait, then win or lose as one statement.
+            stmt = stmt.on_conflict_do_update(index_elements=["kind", "key"], set_=key_values)
+            conn.execute(stmt)
+        return job_id, True
+
+    def _live_key(self, conn: Connection, job: NewJob) -> int | None:
+        """The job id holding (kind, key), unless the key expired and its job is final."""
+        stmt = (
+            select(
+                idempotency_keys.c.job_id,
+                idempotency_keys.c.expires_at,
+                jobs.c.id.label("present"),
+                jobs.c.finished_at,
+            )
+            .select_from(idempotency_keys.outerjoin(jobs, jobs.c.id == idempotency_keys.c.job_id))
+            .where(
+                idempotency_keys.c.kind == job.kind, idempotency_keys.c.key == job.idempotency_key
+            )
+        )
+        if self.dialect == "postgresql":
+            stmt = stmt.with_for_update(of=idempotency_keys)
+        row = conn.execute(stmt).first()
+        if row is None:
+            return None
+        finished = row.present is None or row.finished_at is not None
+        if finished and row.expires_at <= job.created_at:
+            return None  # expired, and its job can no longer run: the key may be reused
+        return int(row.job_id)
 
     def job_get(self, job_id: int) -> Row[Any] | None:
         with self.read() as conn:
@@ -250,6 +320,35 @@ class Store:
             .order_by(jobs.c.priority.desc(), jobs.c.due_at, jobs.c.id)
             .limit(limit)
         )
+        return self._select_and_apply(stmt, plan)
+
+    def job_rescue_expired(
+        self,
+        *,
+        now: datetime,
+        limit: int,
+        kinds: Sequence[str],
+        plan: Callable[[Row[Any]], Move | None],
+    ) -> list[tuple[Row[Any], Move]]:
+        """Apply ``plan``'s move to up to ``limit`` jobs whose lease expired before ``now``."""
+        if limit <= 0 or not kinds:
+            return []
+        stmt = (
+            select(jobs)
+            .where(
+                jobs.c.lease_expires_at.is_not(None),
+                jobs.c.lease_expires_at < now,
+                jobs.c.kind.in_(list(kinds)),
+            )
+            .order_by(jobs.c.lease_expires_at, jobs.c.id)
+            .limit(limit)
+        )
+        return self._select_and_apply(stmt, plan)
+
+    def _select_and_apply(
+        self, stmt: Any, plan: Callable[[Row[Any]], Move | None]
+    ) -> list[tuple[Row[Any], Move]]:
+        """Select rows (locked), plan a move for each, apply the moves: one transaction."""
         if self.dialect == "postgresql":
             stmt = stmt.with_for_update(skip_locked=True)
         with self.write() as conn:
@@ -257,6 +356,99 @@ class Store:
             planned = [(row, move) for row in rows if (move := plan(row)) is not None]
             applied = self._apply_moves(conn, [move for _, move in planned])
             return [pair for pair, ok in zip(planned, applied, strict=True) if ok]
+
+    def job_mark_started(self, job_ids: Sequence[int], lease_token: str, now: datetime) -> set[int]:
+        """Record that these jobs' handlers are starting; only jobs still under the lease."""
+        if not job_ids:
+            return set()
+        stmt = (
+            update(jobs)
+            .where(jobs.c.id.in_(list(job_ids)), jobs.c.lease_token == lease_token)
+            .values(started_at=now)
+            .returning(jobs.c.id)
+        )
+        with self.write() as conn:
+            return {int(row[0]) for row in conn.execute(stmt)}
+
+    def lease_renew(
+        self, job_ids: Sequence[int], lease_token: str, expires_at: datetime
+    ) -> set[int]:
+        """Extend the lease of jobs still held under ``lease_token``; return the ones held."""
+        if not job_ids:
+            return set()
+        stmt = (
+            update(jobs)
+            .where(jobs.c.id.in_(list(job_ids)), jobs.c.lease_token == lease_token)
+            .values(lease_expires_at=expires_at)
+            .returning(jobs.c.id)
+        )
+        with self.write() as conn:
+            return {int(row[0]) for row in conn.execute(stmt)}
+
+    def job_waiting_by_kind(self, now: datetime) -> dict[str, int]:
+        """Due jobs per kind (to report kinds that no running worker handles)."""
+        stmt = (
+            select(jobs.c.kind, func.count())
+            .where(jobs.c.due_at.is_not(None), jobs.c.due_at <= now)
+            .group_by(jobs.c.kind)
+        )
+        with self.read() as conn:
+            return {row[0]: int(row[1]) for row in conn.execute(stmt)}
+
+    def job_prune(
+        self, *, finished_before: datetime, states: Sequence[str], now: datetime, limit: int = 5000
+    ) -> tuple[int, int]:
+        """Delete final jobs finished before a time, and expired keys of final jobs.
+
+        A pruned job's key row keeps its final state and result until the key expires, so
+        pruning never reopens a key early. Returns (jobs deleted, keys deleted).
+        """
+        doomed = (
+            select(jobs.c.id)
+            .where(
+                jobs.c.finished_at.is_not(None),
+                jobs.c.finished_at < finished_before,
+                jobs.c.state.in_(list(states)),
+            )
+            .limit(limit)
+        )
+        with self.write() as conn:
+            ids = [int(r[0]) for r in conn.execute(doomed)]
+            if ids:
+                final = select(jobs.c.id, jobs.c.state, jobs.c.result).where(jobs.c.id.in_(ids))
+                copies = [
+                    {"b_job": r.id, "final_state": r.state, "result": r.result}
+                    for r in conn.execute(final)
+                ]
+                conn.execute(
+                    update(idempotency_keys)
+                    .where(idempotency_keys.c.job_id == bindparam("b_job"))
+                    .values(final_state=bindparam("final_state"), result=bindparam("result")),
+                    copies,
+                )
+                conn.execute(delete(job_steps).where(job_steps.c.job_id.in_(ids)))
+                conn.execute(delete(job_events).where(job_events.c.job_id.in_(ids)))
+                conn.execute(delete(jobs).where(jobs.c.id.in_(ids)))
+            keys = conn.execute(
+                delete(idempotency_keys).where(
+                    idempotency_keys.c.expires_at <= now,
+                    or_(
+                        idempotency_keys.c.final_state.is_not(None),
+                        ~select(jobs.c.id)
+                        .where(jobs.c.id == idempotency_keys.c.job_id, jobs.c.finished_at.is_(None))
+                        .exists(),
+                    ),
+                )
+            ).rowcount
+        return len(ids), int(keys or 0)
+
+    def key_get(self, kind: str, key: str) -> Row[Any] | None:
+        """The dedupe row of (kind, key): job id, expiry, and final state once pruned."""
+        stmt = select(idempotency_keys).where(
+            idempotency_keys.c.kind == kind, idempotency_keys.c.key == key
+        )
+        with self.read() as conn:
+            return conn.execute(stmt).first()
 
     def job_transition_many(self, moves: Sequence[Move]) -> list[bool]:
         """Apply each move as a compare-and-set; return which applied (all in one transaction)."""
@@ -369,7 +561,7 @@ def _event_params(job_id: int, row: EventRow) -> dict[str, Any]:
     }
 
 
-def _make_engine(url: str) -> SAEngine:
+def _make_engine(url: str, busy_timeout: float) -> SAEngine:
     serializer = partial(json.dumps, allow_nan=False, separators=(",", ":"))
     if url.startswith("sqlite"):
         memory = url in ("sqlite://", "sqlite:///:memory:")
@@ -377,12 +569,12 @@ def _make_engine(url: str) -> SAEngine:
         if memory:
             kwargs.update(poolclass=StaticPool, connect_args={"check_same_thread": False})
         db = create_engine(url, **kwargs)
-        _configure_sqlite(db, memory)
+        _configure_sqlite(db, memory, int(busy_timeout * 1000))
         return db
     return create_engine(url, json_serializer=serializer, pool_pre_ping=True)
 
 
-def _configure_sqlite(db: SAEngine, memory: bool) -> None:
+def _configure_sqlite(db: SAEngine, memory: bool, busy_timeout_ms: int) -> None:
     """WAL + synchronous=FULL: a committed enqueue survives a crash or power loss."""
 
     @event.listens_for(db, "connect")
@@ -392,7 +584,7 @@ def _configure_sqlite(db: SAEngine, memory: bool) -> None:
         if not memory:
             cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=FULL")
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 

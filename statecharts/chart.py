@@ -89,6 +89,7 @@ class Effect(StrEnum):
     RECORD_ERROR = "record_error"  # keep class, message and a truncated traceback
     SCHEDULE_RETRY = "schedule_retry"  # due_at = now + backoff(attempt)
     RESET_ATTEMPTS = "reset_attempts"  # attempt = 0, due now (operator requeue)
+    UNDO_ATTEMPT = "undo_attempt"  # attempt -= 1, due now: the claimed handler never started
     QUARANTINE = "quarantine"  # keep the reason the job was set aside
     FINISH = "finish"  # stamp finished_at
 

@@ -1,7 +1,8 @@
 """The standard job lifecycle every simple job gets.
 
 pending -> running -> retry_wait -> running ... -> succeeded | quarantined, plus cancelled,
-lease expiry (running -> retry_wait | quarantined) and the operator's requeue.
+lease expiry (running -> retry_wait | quarantined), the release of a claim whose handler
+never started (running -> pending, the attempt not counted) and the operator's requeue.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class T(StrEnum):
     FAIL = "fail"
     FAIL_PERMANENT = "fail_permanent"
     EXPIRE = "expire"
+    RELEASE = "release"
     CANCEL = "cancel"
     REQUEUE = "requeue"
 
@@ -110,6 +112,13 @@ def lifecycle(name: str = LIFECYCLE_NAME) -> Chart:
                 S.QUARANTINED,
                 (ATTEMPTS_EXHAUSTED,),
                 (*_FAILED, Effect.QUARANTINE, Effect.FINISH),
+            ),
+            Transition(
+                T.RELEASE,
+                (S.RUNNING,),
+                S.PENDING,
+                (),
+                (Effect.UNDO_ATTEMPT, Effect.RELEASE_LEASE),
             ),
             Transition(
                 T.CANCEL,
