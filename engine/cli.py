@@ -107,7 +107,14 @@ def cli(log_level: str, log_format: str) -> None:
 @click.option("--concurrency", "-c", default=1, show_default=True, help="Handler threads.")
 @click.option("--poll", default=1.0, show_default=True, help="Longest idle sleep, seconds.")
 @click.option("--batch", default=None, type=int, help="Jobs claimed per tick.")
-@click.option("--max-ticks", default=None, type=int, help="Stop after this many ticks.")
+@click.option("--max-ticks", default=None, type=int, help="Stop after this many claim attempts.")
+@click.option("--until-idle", is_flag=True, help="Exit once nothing runs and nothing is due.")
+@click.option(
+    "--grace", default=30.0, show_default=True, help="Seconds running handlers get on SIGTERM."
+)
+@click.option(
+    "--lease", default=None, type=float, help="Lease length in seconds (renewed by heartbeat)."
+)
 def worker(
     app: str,
     db: str | None,
@@ -115,10 +122,17 @@ def worker(
     poll: float,
     batch: int | None,
     max_ticks: int | None,
+    until_idle: bool,
+    grace: float,
+    lease: float | None,
 ) -> None:
     """Run jobs: tick, sleep until the next due job; SIGINT/SIGTERM stop after running handlers."""
     engine = open_engine(app, db)
-    runner = Worker(engine, concurrency=concurrency, poll_interval=poll, batch_size=batch)
+    if lease is not None:
+        engine.lease_seconds = lease
+    runner = Worker(
+        engine, concurrency=concurrency, poll_interval=poll, batch_size=batch, grace=grace
+    )
     signals_seen: list[int] = []
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -133,7 +147,7 @@ def worker(
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        totals = runner.run(max_ticks=max_ticks)
+        totals = runner.run(max_ticks=max_ticks, until_idle=until_idle)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -1,26 +1,111 @@
-"""The worker: a loop of ticks that sleeps until the next due job and stops cleanly."""
+"""The worker: claim due jobs, run them on handler slots, commit their outcomes in batches.
+
+One coordinator thread owns every database call of the loop (claims, started marks,
+commits, lease heartbeats, rescue); handler slots only run handlers (and their ``ctx.step``
+writes). Every duty is a method called from the loop, so a hung handler, a lost lease or a
+database that goes away is handled in one place:
+
+- a handler past its kind's ``timeout`` is failed (retryable) at once and its slot replaced;
+  its late result is fenced out by the lease;
+- leases of running jobs are renewed every ``lease_seconds / 3``;
+- expired leases of other (crashed) workers are rescued every ``rescue_interval``;
+- database errors are logged and retried with backoff; outcomes not yet committed are kept;
+- stopping stops claiming, hands back claimed jobs that have not started, lets running
+  handlers finish within ``grace`` seconds, then hands back the rest (attempt counted).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import queue
 import threading
-from concurrent.futures import ThreadPoolExecutor
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 from sqlalchemy.exc import DBAPIError
 
-from engine.core import Engine, TickReport
+from engine.core import Batch, Engine, TickReport
+from engine.effects import Failure
+from engine.runner import Claimed, Outcome, run_attempt
+from statecharts import T
 
 logger = structlog.get_logger("jobcharts")
 
 MAX_ERROR_BACKOFF = 30.0
+HANDLER_TIMEOUT = "HandlerTimeout"
+WAVE_TARGET_SECONDS = 0.05  # a slot's wave of jobs should take about this long
+MAX_WAVE = 64
+
+
+@dataclass(eq=False)
+class InFlight:
+    """One claimed attempt from dispatch until its outcome is committed."""
+
+    claimed: Claimed
+    batch: Batch
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    started: float | None = None  # monotonic time the handler began
+    cancelled: bool = False  # handed back before it started
+    abandoned: bool = False  # timed out or handed back while running: drop its result
+
+    def begin(self) -> bool:
+        """Called by the slot: start unless the coordinator took the job back."""
+        with self.lock:
+            if self.cancelled:
+                return False
+            self.started = time.monotonic()
+            return True
+
+    def take_back(self) -> bool:
+        """Called by the coordinator: cancel if not started yet; True when cancelled."""
+        with self.lock:
+            if self.started is None:
+                self.cancelled = True
+            return self.cancelled
+
+
+class Slot:
+    """A handler thread that runs the waves of jobs it is given, one job at a time."""
+
+    def __init__(self, name: str, run: Callable[[InFlight], Outcome], done: Callable[..., None]):
+        self.inbox: queue.SimpleQueue[list[InFlight] | None] = queue.SimpleQueue()
+        self.current: InFlight | None = None
+        self.pending: list[InFlight] = []
+        self.retired = False
+        self._run = run
+        self._done = done
+        self.thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self.thread.start()
+
+    @property
+    def idle(self) -> bool:
+        return self.current is None and not self.pending and not self.retired
+
+    def give(self, wave: list[InFlight]) -> None:
+        self.pending = list(wave)
+        self.inbox.put(wave)
+
+    def _loop(self) -> None:
+        while True:
+            wave = self.inbox.get()
+            if wave is None:
+                return
+            for item in wave:
+                if not item.begin():
+                    continue
+                self.current = item
+                outcome = self._run(item)
+                self.current = None
+                self._done(item, outcome)
+            self.pending = []
+            self._done(None, None)  # wake the coordinator: this slot is idle
 
 
 class Worker:
-    """Runs ``engine.tick`` in a loop with handlers on a pool of ``concurrency`` threads.
-
-    ``stop()`` (or a set ``stop_event``) ends the loop after the running handlers finish
-    and their transitions commit: nothing is abandoned mid-attempt.
-    """
+    """Runs an engine's jobs until stopped; see the module docstring for the duties."""
 
     def __init__(
         self,
@@ -29,6 +114,8 @@ class Worker:
         concurrency: int = 1,
         poll_interval: float = 1.0,
         batch_size: int | None = None,
+        grace: float = 30.0,
+        rescue_interval: float | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {concurrency}")
@@ -36,52 +123,305 @@ class Worker:
         self.concurrency = concurrency
         self.poll_interval = poll_interval
         self.batch_size = batch_size or max(engine.batch_size, concurrency)
+        self.grace = grace
+        self.heartbeat_interval = engine.lease_seconds / 3
+        self.rescue_interval = rescue_interval or min(engine.lease_seconds / 2, 5.0)
         self.stop_event = threading.Event()
         self.totals = TickReport()
+        self._wake = threading.Event()
+        self._completed: queue.SimpleQueue[tuple[InFlight, Outcome]] = queue.SimpleQueue()
+        self._in_flight: dict[int, InFlight] = {}
+        self._uncommitted: list[tuple[InFlight, Outcome]] = []
+        self._slots: list[Slot] = []
+        self._slot_seq = 0
+        self._avg_duration = 0.005
+        self._error_backoff = 0.0
+
+    # -- control ---------------------------------------------------------------------------
 
     def stop(self) -> None:
+        """Stop claiming; running handlers finish (within ``grace``), then run() returns."""
         self.stop_event.set()
+        self._wake.set()
 
-    def run(self, *, max_ticks: int | None = None) -> TickReport:
-        """Tick until stopped (or ``max_ticks`` ticks); returns what was done in all."""
+    def run(self, *, max_ticks: int | None = None, until_idle: bool = False) -> TickReport:
+        """Loop until stopped; returns what was done in all.
+
+        ``max_ticks``: stop after that many claim attempts. ``until_idle``: stop once nothing
+        runs and nothing is due now. Both finish the jobs already dispatched; a stop()
+        hands back the ones that have not started.
+        """
+        engine = self.engine
         logger.info(
             "worker.started",
-            worker=self.engine.worker_id,
-            kinds=list(self.engine.registry.kinds),
+            worker=engine.worker_id,
+            kinds=list(engine.registry.kinds),
             concurrency=self.concurrency,
-            db=_redact(self.engine.url),
+            lease_seconds=engine.lease_seconds,
+            db=_redact(engine.url),
         )
-        pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="jobcharts")
+        self._slots = [self._new_slot() for _ in range(self.concurrency)]
+        next_heartbeat = next_rescue = time.monotonic()
         ticks = 0
-        error_backoff = 0.0
+        finish_all = False
         try:
             while not self.stop_event.is_set():
-                if max_ticks is not None and ticks >= max_ticks:
-                    break
-                ticks += 1
-                try:
-                    executor = pool if self.concurrency > 1 else None
-                    report = self.engine.tick(limit=self.batch_size, executor=executor)
-                    error_backoff = 0.0
-                except DBAPIError as error:
-                    # The database is locked or gone. A failed claim committed nothing; a
-                    # failed commit leaves its jobs running until their leases expire and
-                    # they are rescued. Either way nothing is lost: wait and try again.
-                    error_backoff = min(max(error_backoff * 2, 0.1), MAX_ERROR_BACKOFF)
-                    logger.warning("worker.db_error", error=str(error.orig), retry_in=error_backoff)
-                    self.stop_event.wait(error_backoff)
+                self._wake.clear()
+                if not self._guarded(self._commit_completed):
                     continue
-                self.totals.add(report)
-                if report.claimed == 0:
-                    try:
-                        pause = self.engine.sleep_for(self.poll_interval)
-                    except DBAPIError:
-                        pause = self.poll_interval
-                    self.stop_event.wait(pause)
+                self._enforce_timeouts()
+                now = time.monotonic()
+                if now >= next_heartbeat and self._guarded(self._heartbeat):
+                    next_heartbeat = now + self.heartbeat_interval
+                if now >= next_rescue and self._guarded(self._rescue):
+                    next_rescue = now + self.rescue_interval
+                claimed = 0
+                if any(slot.idle for slot in self._slots):
+                    if max_ticks is not None and ticks >= max_ticks:
+                        finish_all = True
+                        break
+                    ticks += 1
+                    result = self._guarded(self._claim_and_dispatch)
+                    claimed = result if isinstance(result, int) else 0
+                    if until_idle and claimed == 0 and self._idle_now():
+                        finish_all = True
+                        break
+                if claimed == 0:
+                    self._wake.wait(self._pause(next_heartbeat, next_rescue))
         finally:
-            pool.shutdown(wait=True)
-            logger.info("worker.stopped", worker=self.engine.worker_id, **vars(self.totals))
+            self._shutdown(hand_back_unstarted=not finish_all)
+            logger.info("worker.stopped", worker=engine.worker_id, **vars(self.totals))
         return self.totals
+
+    def _idle_now(self) -> bool:
+        """Nothing in flight, nothing to commit, and no job due now."""
+        if self._in_flight or self._uncommitted or not self._completed.empty():
+            return False
+        try:
+            return self.engine.sleep_for(1.0) > 0 or not self.engine.registry.kinds
+        except DBAPIError:
+            return False
+
+    # -- duties (each called from the coordinator loop) --------------------------------------
+
+    def _claim_and_dispatch(self) -> int:
+        idle = [slot for slot in self._slots if slot.idle]
+        wave = max(1, min(MAX_WAVE, int(WAVE_TARGET_SECONDS / max(self._avg_duration, 1e-6))))
+        limit = min(self.batch_size, len(idle) * wave)
+        engine = self.engine
+        batch = engine.claim(engine.clock.now(), limit)
+        if not batch.jobs:
+            return 0
+        self.totals.claimed += len(batch.jobs)
+        # A job whose started mark fails (lease lost, database error) is not run; its lease
+        # expires and rescue releases it without counting an attempt.
+        started = engine.start(batch, batch.jobs, engine.clock.now())
+        items = [InFlight(claimed, batch) for claimed in started]
+        for item in items:
+            self._in_flight[item.claimed.job_id] = item
+        per_slot = -(-len(items) // len(idle))  # ceiling division: spread over idle slots
+        for index, slot in enumerate(idle):
+            chunk = items[index * per_slot : (index + 1) * per_slot]
+            if chunk:
+                slot.give(chunk)
+        return len(batch.jobs)
+
+    def _commit_completed(self) -> None:
+        while True:
+            try:
+                item, outcome = self._completed.get_nowait()
+            except queue.Empty:
+                break
+            if item.abandoned:  # timed out or handed back: its result must not count
+                self._drop_late(item, outcome)
+            else:
+                self._uncommitted.append((item, outcome))
+        if not self._uncommitted:
+            return
+        # Kept until the commit succeeds: a database error here loses nothing.
+        report = self.engine.commit(
+            [outcome for _, outcome in self._uncommitted], self.engine.clock.now()
+        )
+        for item, outcome in self._uncommitted:
+            self._in_flight.pop(item.claimed.job_id, None)
+            self._avg_duration = 0.9 * self._avg_duration + 0.1 * outcome.duration
+        self._uncommitted = []
+        report.claimed = 0
+        self.totals.add(report)
+
+    def _drop_late(self, item: InFlight, outcome: Outcome) -> None:
+        self.totals.fenced += 1
+        self._in_flight.pop(item.claimed.job_id, None)
+        logger.warning(
+            "attempt.fenced_out",
+            job_id=item.claimed.job_id,
+            kind=item.claimed.kind,
+            attempt=item.claimed.attempt,
+            reason="the attempt timed out, lost its lease or was handed back before it returned",
+            outcome=outcome.trigger,
+        )
+
+    def _enforce_timeouts(self) -> None:
+        now = time.monotonic()
+        for slot in list(self._slots):
+            item = slot.current
+            if item is None or item.started is None or item.abandoned:
+                continue
+            timeout = item.claimed.spec.timeout
+            if now - item.started < timeout:
+                continue
+            item.abandoned = True
+            failure = Failure(
+                HANDLER_TIMEOUT,
+                f"the handler ran longer than its timeout of {timeout:g}s; its result, if it "
+                "ever returns, is discarded",
+            )
+            outcome = Outcome(item.claimed, T.FAIL, failure=failure, duration=now - item.started)
+            # Committed in place of the handler's result: a stand-in entry, because the real
+            # one is marked abandoned and whatever the handler returns later is dropped.
+            self._uncommitted.append((InFlight(item.claimed, item.batch), outcome))
+            logger.warning(
+                "attempt.timed_out",
+                job_id=item.claimed.job_id,
+                kind=item.claimed.kind,
+                attempt=item.claimed.attempt,
+                timeout=timeout,
+            )
+            # The thread cannot be killed: retire it (it exits once the handler returns),
+            # hand back the jobs queued behind it, and start a fresh slot in its place.
+            slot.retired = True
+            self._slots.remove(slot)
+            queued = [p for p in slot.pending if p is not item and p.take_back()]
+            self._hand_back(queued, started=False)
+            self._slots.append(self._new_slot())
+
+    def _heartbeat(self) -> None:
+        by_batch: dict[str, list[InFlight]] = {}
+        for item in self._in_flight.values():
+            if not item.abandoned:
+                by_batch.setdefault(item.batch.token, []).append(item)
+        now = self.engine.clock.now()
+        for token, items in by_batch.items():
+            held = self.engine.renew(token, [i.claimed.job_id for i in items], now)
+            for item in items:
+                if item.claimed.job_id not in held:
+                    item.abandoned = True  # rescued elsewhere: whatever it returns is fenced
+                    logger.warning(
+                        "attempt.lease_lost",
+                        job_id=item.claimed.job_id,
+                        kind=item.claimed.kind,
+                        attempt=item.claimed.attempt,
+                    )
+
+    def _rescue(self) -> None:
+        report = self.engine.rescue(self.engine.clock.now())
+        report.claimed = 0
+        self.totals.add(report)
+
+    # -- shutdown --------------------------------------------------------------------------
+
+    def _shutdown(self, *, hand_back_unstarted: bool) -> None:
+        """Hand back unstarted jobs now, wait ``grace`` for running ones, hand back the rest."""
+        if hand_back_unstarted:
+            unstarted = [
+                item
+                for item in list(self._in_flight.values())
+                if item.started is None and not item.cancelled and item.take_back()
+            ]
+            self._hand_back(unstarted, started=False)
+        deadline = time.monotonic() + self.grace
+        while self._running() and time.monotonic() < deadline:
+            self._wake.wait(min(0.05, max(deadline - time.monotonic(), 0)))
+            self._wake.clear()
+            self._guarded(self._commit_completed)
+        self._guarded(self._commit_completed)
+        stuck = self._running()
+        never = [item for item in stuck if item.take_back()]
+        self._hand_back(never, started=False)
+        running = [item for item in stuck if not item.cancelled]
+        for item in running:
+            item.abandoned = True
+        self._hand_back(running, started=True)
+        for _ in range(20):  # outcomes that could not be committed yet: keep trying briefly
+            if not self._uncommitted and self._completed.empty():
+                break
+            if not self._guarded(self._commit_completed):
+                time.sleep(0.1)
+        for slot in self._slots:
+            slot.inbox.put(None)
+
+    def _running(self) -> list[InFlight]:
+        """Dispatched attempts not yet finished (queued in a wave counts too)."""
+        finished = {item.claimed.job_id for item, _ in self._uncommitted}
+        return [
+            item
+            for item in self._in_flight.values()
+            if not item.abandoned and not item.cancelled and item.claimed.job_id not in finished
+        ]
+
+    def _hand_back(self, items: list[InFlight], *, started: bool) -> None:
+        if not items:
+            return
+        for item in items:
+            self._in_flight.pop(item.claimed.job_id, None)
+        try:
+            moved = self.engine.hand_back(
+                [i.claimed for i in items], started=started, now=self.engine.clock.now()
+            )
+        except DBAPIError as error:
+            logger.warning("worker.hand_back_failed", error=str(error.orig), jobs=len(items))
+            return  # their leases expire and rescue hands them on
+        if started:
+            self.totals.expired += moved
+        else:
+            self.totals.released += moved
+        logger.info("worker.handed_back", jobs=moved, started=started)
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _new_slot(self) -> Slot:
+        self._slot_seq += 1
+        engine = self.engine
+
+        def run(item: InFlight) -> Outcome:
+            return run_attempt(item.claimed, engine.store, engine.clock.now)
+
+        def done(item: InFlight | None, outcome: Outcome | None) -> None:
+            if item is not None and outcome is not None:
+                self._completed.put((item, outcome))
+            self._wake.set()
+
+        return Slot(f"jobcharts-slot-{self._slot_seq}", run, done)
+
+    def _guarded(self, duty: Callable[[], Any]) -> Any:
+        """Run a database duty; on a database error log it, back off, and report failure."""
+        try:
+            result = duty()
+        except DBAPIError as error:
+            self._error_backoff = min(max(self._error_backoff * 2, 0.1), MAX_ERROR_BACKOFF)
+            logger.warning(
+                "worker.db_error",
+                duty=getattr(duty, "__name__", "?").lstrip("_"),
+                error=str(error.orig),
+                retry_in=self._error_backoff,
+            )
+            self.stop_event.wait(self._error_backoff)
+            return False
+        self._error_backoff = 0.0
+        return True if result is None else result
+
+    def _pause(self, next_heartbeat: float, next_rescue: float) -> float:
+        """How long the coordinator may sleep before it has something to do."""
+        now = time.monotonic()
+        deadlines = [next_heartbeat - now, next_rescue - now, self.poll_interval]
+        for slot in self._slots:
+            item = slot.current
+            if item is not None and item.started is not None:
+                deadlines.append(item.started + item.claimed.spec.timeout - now)
+        if any(slot.idle for slot in self._slots):
+            with contextlib.suppress(DBAPIError):
+                deadlines.append(self.engine.sleep_for(self.poll_interval))
+        return max(min(deadlines), 0.0)
 
 
 def _redact(url: str) -> str:
