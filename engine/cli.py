@@ -105,6 +105,13 @@ def cli(log_level: str, log_format: str) -> None:
 @app_option(required=True)
 @db_option
 @click.option("--concurrency", "-c", default=1, show_default=True, help="Handler threads.")
+@click.option(
+    "--processes",
+    "-p",
+    default=1,
+    show_default=True,
+    help="Worker processes sharing the database (restarted if they crash).",
+)
 @click.option("--poll", default=1.0, show_default=True, help="Longest idle sleep, seconds.")
 @click.option("--batch", default=None, type=int, help="Jobs claimed per tick.")
 @click.option("--max-ticks", default=None, type=int, help="Stop after this many claim attempts.")
@@ -119,6 +126,7 @@ def worker(
     app: str,
     db: str | None,
     concurrency: int,
+    processes: int,
     poll: float,
     batch: int | None,
     max_ticks: int | None,
@@ -126,7 +134,22 @@ def worker(
     grace: float,
     lease: float | None,
 ) -> None:
-    """Run jobs: tick, sleep until the next due job; SIGINT/SIGTERM stop after running handlers."""
+    """Run jobs until SIGINT/SIGTERM: running handlers finish (within --grace) first."""
+    if processes > 1:
+        from engine.supervisor import supervise
+
+        root = click.get_current_context().find_root().params
+        child = ["--log-level", root["log_level"], "--log-format", root["log_format"], "worker"]
+        child += ["--app", app, "--concurrency", str(concurrency), "--poll", str(poll)]
+        child += ["--grace", str(grace)]
+        for flag, value in (("--db", db), ("--batch", batch), ("--lease", lease)):
+            if value is not None:
+                child += [flag, str(value)]
+        if max_ticks is not None:
+            child += ["--max-ticks", str(max_ticks)]
+        if until_idle:
+            child.append("--until-idle")
+        raise SystemExit(supervise(processes, child))
     engine = open_engine(app, db)
     if lease is not None:
         engine.lease_seconds = lease
@@ -348,6 +371,41 @@ def bench(db: str | None, n_jobs: int, batch: int, repeat: int) -> None:
     configure_logging("error")
     runs = bench_mod.run(n_jobs, batch, repeat, db)
     click.echo(bench_mod.summary(runs, batch, db))
+
+
+@cli.command()
+@app_option()
+@db_option
+@click.option(
+    "--older-than",
+    required=True,
+    help="Age of finished jobs to delete: seconds, or a number with s, m, h or d (e.g. 7d).",
+)
+@click.option("--include-quarantined", is_flag=True, help="Delete old quarantined jobs too.")
+def prune(app: str | None, db: str | None, older_than: str, include_quarantined: bool) -> None:
+    """Delete finished jobs (events, steps) older than an age; dedupe keys live to their TTL."""
+    engine = open_engine(app, db, existing=True)
+    try:
+        age = parse_age(older_than)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--older-than") from error
+    jobs_deleted, keys_deleted = engine.prune(age, include_quarantined=include_quarantined)
+    click.echo(f"pruned {jobs_deleted} jobs and {keys_deleted} expired dedupe keys")
+
+
+def parse_age(text: str) -> float:
+    """Seconds in ``"90"``, ``"90s"``, ``"15m"``, ``"12h"`` or ``"7d"``."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    text = text.strip().lower()
+    factor = units.get(text[-1:])
+    number = text[:-1] if factor else text
+    try:
+        value = float(number) * (factor or 1)
+    except ValueError:
+        raise ValueError(f"not an age: {text!r} (use e.g. 3600, 90m, 12h or 7d)") from None
+    if value < 0:
+        raise ValueError(f"an age cannot be negative: {text!r}")
+    return value
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

@@ -261,7 +261,12 @@ class Engine:
         if isinstance(connection, Session):
             connection = connection.connection()
         results = store.job_insert_many(items, connection=connection)
+        if len(items) > 1:
+            fresh = sum(1 for _, inserted in results if inserted)
+            logger.info("jobs.enqueued", kind=kind, jobs=fresh, deduplicated=len(items) - fresh)
         for (job, _), (job_id, inserted) in zip(items, results, strict=True):
+            if len(items) > 1:
+                break
             if inserted:
                 logger.info(
                     "job.enqueued",

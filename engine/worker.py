@@ -38,6 +38,7 @@ MAX_ERROR_BACKOFF = 30.0
 HANDLER_TIMEOUT = "HandlerTimeout"
 WAVE_TARGET_SECONDS = 0.05  # a slot's wave of jobs should take about this long
 MAX_WAVE = 64
+UNHANDLED_REPORT_INTERVAL = 60.0
 
 
 @dataclass(eq=False)
@@ -161,7 +162,7 @@ class Worker:
             db=_redact(engine.url),
         )
         self._slots = [self._new_slot() for _ in range(self.concurrency)]
-        next_heartbeat = next_rescue = time.monotonic()
+        next_heartbeat = next_rescue = next_report = time.monotonic()
         ticks = 0
         finish_all = False
         try:
@@ -175,6 +176,8 @@ class Worker:
                     next_heartbeat = now + self.heartbeat_interval
                 if now >= next_rescue and self._guarded(self._rescue):
                     next_rescue = now + self.rescue_interval
+                if now >= next_report and self._guarded(self._report_unhandled):
+                    next_report = now + UNHANDLED_REPORT_INTERVAL
                 claimed = 0
                 if any(slot.idle for slot in self._slots):
                     if max_ticks is not None and ticks >= max_ticks:
@@ -317,6 +320,17 @@ class Worker:
         report = self.engine.rescue(self.engine.clock.now())
         report.claimed = 0
         self.totals.add(report)
+
+    def _report_unhandled(self) -> None:
+        """Due jobs of kinds this worker has no handler for are left alone, and reported."""
+        waiting = self.engine.store.job_waiting_by_kind(self.engine.clock.now())
+        unhandled = {k: n for k, n in waiting.items() if k not in self.engine.registry.kinds}
+        if unhandled:
+            logger.warning(
+                "jobs.unhandled_kinds",
+                waiting=unhandled,
+                hint="no handler here: run a worker whose --app registers these kinds",
+            )
 
     # -- shutdown --------------------------------------------------------------------------
 
