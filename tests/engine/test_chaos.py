@@ -1,0 +1,26 @@
+"""The chaos harness, CI-sized: workers SIGKILLed at random lose nothing and repeat nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from engine.chaos import run
+
+
+def test_chaos_kills_lose_nothing_and_duplicate_no_keyed_effect(tmp_path: Path) -> None:
+    """SIGKILLs at random moments: every job final, no lost job, no duplicated effect."""
+    report = run(
+        directory=tmp_path / "chaos",
+        jobs_count=1200,
+        workers=3,
+        kills=12,
+        kill_interval=(0.2, 0.6),
+        lease=1.5,
+        seed=20261127,
+    )
+    print(report.summary())
+    assert report.ok, report.summary()
+    assert report.kills >= 5, "the workers were killed while there was work to interrupt"
+    assert report.states == {"succeeded": 1200}
+    assert report.expired >= 1, "at least one kill interrupted a running attempt"
+    assert report.effects == 1200 and report.duplicated_effects == 0
