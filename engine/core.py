@@ -261,12 +261,8 @@ class Engine:
         if isinstance(connection, Session):
             connection = connection.connection()
         results = store.job_insert_many(items, connection=connection)
-        if len(items) > 1:
-            fresh = sum(1 for _, inserted in results if inserted)
-            logger.info("jobs.enqueued", kind=kind, jobs=fresh, deduplicated=len(items) - fresh)
-        for (job, _), (job_id, inserted) in zip(items, results, strict=True):
-            if len(items) > 1:
-                break
+        if len(items) == 1:
+            (job, _), (job_id, inserted) = items[0], results[0]
             if inserted:
                 logger.info(
                     "job.enqueued",
@@ -282,6 +278,9 @@ class Engine:
                     kind=kind,
                     idempotency_key=job.idempotency_key,
                 )
+        elif items:
+            fresh = sum(1 for _, inserted in results if inserted)
+            logger.info("jobs.enqueued", kind=kind, jobs=fresh, deduplicated=len(items) - fresh)
         return [job_id for job_id, _ in results]
 
     # -- the tick ------------------------------------------------------------------------
@@ -754,6 +753,7 @@ def _view(row: Row[Any], events: list[Row[Any]]) -> JobView:
         queue=row.queue,
         due_at=row.due_at,
         lease_expires_at=row.lease_expires_at,
+        started_at=row.started_at,
         correlation_id=row.correlation_id,
         last_error=error,
         quarantine_reason=row.quarantine_reason,

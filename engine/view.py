@@ -52,6 +52,7 @@ class JobView:
     queue: str
     due_at: datetime | None
     lease_expires_at: datetime | None
+    started_at: datetime | None
     correlation_id: str
     last_error: ErrorInfo | None
     quarantine_reason: str | None
@@ -72,7 +73,20 @@ class JobView:
         if self.attempt == 0 and not starts:
             ran = "No: it has not started yet."
         elif kind is StateKind.WORK:
-            ran = f"Yes: attempt {self.attempt} of {self.max_attempts} is running now."
+            lease = self.lease_expires_at
+            if lease is not None and lease < now:
+                ran = (
+                    f"Attempt {self.attempt} of {self.max_attempts} was claimed, but its lease "
+                    f"expired at {_at(lease)}: the worker crashed, hung or lost the database. "
+                    "The next rescue hands it on"
+                    + (" (its handler never started)." if self.started_at is None else ".")
+                )
+            else:
+                started = "running" if self.started_at is not None else "claimed, starting"
+                ran = (
+                    f"Yes: attempt {self.attempt} of {self.max_attempts} is {started} now "
+                    f"(lease held until {_at(lease)})."
+                )
         else:
             ran = f"Yes: {_attempts(len(starts))} in all" + (
                 f", {self.attempt} since it was last requeued."
