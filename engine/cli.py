@@ -122,6 +122,13 @@ def cli(log_level: str, log_format: str) -> None:
 @click.option(
     "--lease", default=None, type=float, help="Lease length in seconds (renewed by heartbeat)."
 )
+@click.option(
+    "--isolation",
+    type=click.Choice(["thread", "process"]),
+    default="thread",
+    show_default=True,
+    help="Run handlers in threads, or in child processes that a timeout can kill.",
+)
 def worker(
     app: str,
     db: str | None,
@@ -133,15 +140,16 @@ def worker(
     until_idle: bool,
     grace: float,
     lease: float | None,
+    isolation: str,
 ) -> None:
     """Run jobs until SIGINT/SIGTERM: running handlers finish (within --grace) first."""
+    root = click.get_current_context().find_root().params
     if processes > 1:
         from engine.supervisor import supervise
 
-        root = click.get_current_context().find_root().params
         child = ["--log-level", root["log_level"], "--log-format", root["log_format"], "worker"]
         child += ["--app", app, "--concurrency", str(concurrency), "--poll", str(poll)]
-        child += ["--grace", str(grace)]
+        child += ["--grace", str(grace), "--isolation", isolation]
         for flag, value in (("--db", db), ("--batch", batch), ("--lease", lease)):
             if value is not None:
                 child += [flag, str(value)]
@@ -154,7 +162,14 @@ def worker(
     if lease is not None:
         engine.lease_seconds = lease
     runner = Worker(
-        engine, concurrency=concurrency, poll_interval=poll, batch_size=batch, grace=grace
+        engine,
+        concurrency=concurrency,
+        poll_interval=poll,
+        batch_size=batch,
+        grace=grace,
+        isolation=isolation,
+        app_spec=app,
+        log_args=["--log-level", root["log_level"], "--log-format", root["log_format"]],
     )
     signals_seen: list[int] = []
 

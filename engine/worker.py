@@ -71,8 +71,19 @@ class InFlight:
 class Slot:
     """A handler thread that runs the waves of jobs it is given, one job at a time."""
 
-    def __init__(self, name: str, run: Callable[[InFlight], Outcome], done: Callable[..., None]):
+    def __init__(
+        self,
+        name: str,
+        run: Callable[[InFlight], Outcome],
+        done: Callable[..., None],
+        kill: Callable[[], None] | None = None,
+        close: Callable[[], None] | None = None,
+        prepare: Callable[[], None] | None = None,
+    ):
         self.inbox: queue.SimpleQueue[list[InFlight] | None] = queue.SimpleQueue()
+        self.kill = kill  # set when the handler can really be stopped (process isolation)
+        self.close = close
+        self.prepare = prepare  # runs before each attempt's timeout clock starts
         self.current: InFlight | None = None
         self.pending: list[InFlight] = []
         self.retired = False
@@ -93,8 +104,12 @@ class Slot:
         while True:
             wave = self.inbox.get()
             if wave is None:
+                if self.close is not None:
+                    self.close()
                 return
             for item in wave:
+                if self.prepare is not None:
+                    self.prepare()
                 if not item.begin():
                     continue
                 self.current = item
@@ -117,9 +132,19 @@ class Worker:
         batch_size: int | None = None,
         grace: float = 30.0,
         rescue_interval: float | None = None,
+        isolation: str = "thread",
+        app_spec: str | None = None,
+        log_args: list[str] | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+        if isolation not in ("thread", "process"):
+            raise ValueError(f"isolation is 'thread' or 'process', got {isolation!r}")
+        if isolation == "process" and not app_spec:
+            raise ValueError("process isolation needs app_spec ('module:attribute') to import")
+        self.isolation = isolation
+        self.app_spec = app_spec
+        self.log_args = log_args or []
         self.engine = engine
         self.concurrency = concurrency
         self.poll_interval = poll_interval
@@ -290,8 +315,11 @@ class Worker:
                 attempt=item.claimed.attempt,
                 timeout=timeout,
             )
-            # The thread cannot be killed: retire it (it exits once the handler returns),
-            # hand back the jobs queued behind it, and start a fresh slot in its place.
+            # A thread cannot be killed: retire it (it exits once the handler returns). A
+            # handler process is killed now. Either way, hand back the jobs queued behind
+            # it and start a fresh slot in its place.
+            if slot.kill is not None:
+                slot.kill()
             slot.retired = True
             self._slots.remove(slot)
             queued = [p for p in slot.pending if p is not item and p.take_back()]
@@ -397,15 +425,28 @@ class Worker:
         self._slot_seq += 1
         engine = self.engine
 
-        def run(item: InFlight) -> Outcome:
-            return run_attempt(item.claimed, engine.store, engine.clock.now)
-
         def done(item: InFlight | None, outcome: Outcome | None) -> None:
             if item is not None and outcome is not None:
                 self._completed.put((item, outcome))
             self._wake.set()
 
-        return Slot(f"jobcharts-slot-{self._slot_seq}", run, done)
+        name = f"jobcharts-slot-{self._slot_seq}"
+        if self.isolation == "process":
+            from engine.procslot import ProcessRunner
+
+            assert self.app_spec is not None
+            runner = ProcessRunner(self.app_spec, engine.url, self.log_args)
+            return Slot(
+                name,
+                lambda item: runner.run(item.claimed, engine.store, engine.clock.now),
+                done,
+                kill=runner.kill,
+                close=runner.close,
+                prepare=runner.prepare,
+            )
+        return Slot(
+            name, lambda item: run_attempt(item.claimed, engine.store, engine.clock.now), done
+        )
 
     def _guarded(self, duty: Callable[[], Any]) -> Any:
         """Run a database duty; on a database error log it, back off, and report failure."""
