@@ -90,7 +90,7 @@ def test_many_jobs_with_concurrency_each_run_exactly_once(engine: Engine, calls:
     assert len(set(ids)) == 200
 
     worker = Worker(engine, concurrency=4, poll_interval=0.01, batch_size=32)
-    report = worker.run(max_ticks=10)  # ceil(200 / 32) = 7 busy ticks, then idle ones
+    report = worker.run(until_idle=True)
 
     assert (report.claimed, report.succeeded, report.retried, report.quarantined) == (
         200,
