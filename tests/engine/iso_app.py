@@ -1,0 +1,37 @@
+"""A test app for process isolation: a handler that hangs, one that dies, one that reports."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from pydantic import BaseModel
+
+from engine import Engine, RetryPolicy
+
+engine = Engine()
+RETRY = RetryPolicy(max_attempts=3, base=0, jitter=0)
+
+
+class Job(BaseModel):
+    n: int
+
+
+@engine.job(payload=Job, idempotency=lambda p: f"hang:{p.n}", timeout=0.5, retry=RETRY)
+def hang(ctx, p: Job) -> int:  # type: ignore[no-untyped-def]
+    if ctx.attempt == 1:
+        time.sleep(60)  # only a kill ends this
+    return os.getpid()
+
+
+@engine.job(payload=Job, idempotency=lambda p: f"die:{p.n}", timeout=5, retry=RETRY)
+def die(ctx, p: Job) -> int:  # type: ignore[no-untyped-def]
+    if ctx.attempt == 1:
+        os._exit(7)  # the handler takes its whole process down
+    return os.getpid()
+
+
+@engine.job(payload=Job, idempotency=lambda p: f"echo:{p.n}", timeout=5, retry=RETRY)
+def echo(ctx, p: Job) -> int:  # type: ignore[no-untyped-def]
+    print("a handler's print must not break the protocol")
+    return os.getpid()

@@ -1,0 +1,58 @@
+"""Process isolation: a hung handler is killed at its timeout, a dying one fails alone."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from engine.worker import Worker
+from tests.engine import iso_app
+
+
+@pytest.fixture
+def app(db_url: str) -> Iterator[object]:
+    iso_app.engine.close()
+    iso_app.engine.bind(db_url)
+    yield iso_app.engine
+    iso_app.engine.close()
+
+
+def test_process_isolation_kills_hung_handlers_and_survives_dying_ones(app: object) -> None:
+    """Hang: killed at 0.5 s then retried; os._exit: that attempt fails; the worker goes on."""
+    engine = iso_app.engine
+    hang = engine.enqueue("hang", {"n": 1})
+    die = engine.enqueue("die", {"n": 1})
+    echo = engine.enqueue("echo", {"n": 1})
+    worker = Worker(
+        engine,
+        concurrency=2,
+        poll_interval=0.05,
+        isolation="process",
+        app_spec="tests.engine.iso_app:engine",
+        log_args=["--log-level", "error"],
+    )
+    started = time.monotonic()
+    report = worker.run(until_idle=True)
+    elapsed = time.monotonic() - started
+    assert elapsed < 20, "the 60 s sleep was killed, not waited for"
+    views = {name: engine.get(i) for name, i in (("hang", hang), ("die", die), ("echo", echo))}
+    assert all(v.state == "succeeded" for v in views.values()), {
+        k: v.state for k, v in views.items()
+    }
+    assert views["hang"].attempt == 2 and views["die"].attempt == 2
+    errors = {
+        name: [e.detail["error"] for e in v.history if e.detail and "error" in e.detail]
+        for name, v in views.items()
+    }
+    assert errors == {"hang": ["HandlerTimeout"], "die": ["HandlerProcessDied"], "echo": []}
+    assert all(v.result != os.getpid() for v in views.values()), "handlers ran in children"
+    assert report.succeeded == 3
+
+
+def test_process_isolation_requires_the_app_spec(app: object) -> None:
+    """Process isolation without an importable app spec is refused up front."""
+    with pytest.raises(ValueError, match="app_spec"):
+        Worker(iso_app.engine, isolation="process")

@@ -1,0 +1,116 @@
+"""Rescue of expired leases: never-started claims are released, started ones expire."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+
+from engine import Engine, FrozenClock, RetryPolicy
+from statecharts import lifecycle, path_errors
+
+
+class Item(BaseModel):
+    n: int
+
+
+def make(db_url: str, clock: FrozenClock, max_attempts: int = 3) -> tuple[Engine, list[int]]:
+    engine = Engine(db_url, clock=clock, lease_seconds=10, seed=1)
+    calls: list[int] = []
+    engine.job(
+        payload=Item,
+        idempotency=lambda p: f"i:{p.n}",
+        retry=RetryPolicy(max_attempts=max_attempts, base=1, jitter=0),
+        kind="item",
+    )(lambda ctx, p: calls.append(p.n))
+    return engine, calls
+
+
+def test_claim_that_never_started_is_released_without_counting(
+    db_url: str, clock: FrozenClock
+) -> None:
+    """A claimed job whose handler never started goes back to pending, attempt undone."""
+    engine, calls = make(db_url, clock)
+    job_id = engine.enqueue("item", {"n": 1})
+    batch = engine.claim(clock.now(), 10)  # the worker "crashes" before starting it
+    assert [c.job_id for c in batch.jobs] == [job_id]
+    assert engine.get(job_id).attempt == 1
+    clock.advance(5)
+    assert engine.rescue(clock.now()).released == 0, "the lease has not expired yet"
+    clock.advance(6)
+    report = engine.rescue(clock.now())
+    view = engine.get(job_id)
+    assert (report.released, report.expired) == (1, 0)
+    assert view.state == "pending" and view.attempt == 0 and view.last_error is None
+    assert engine.run_until_idle().succeeded == 1 and calls == [1]
+    assert engine.get(job_id).attempt == 1
+    assert path_errors(lifecycle(), engine.get(job_id).path) == []
+
+
+def test_started_attempt_whose_lease_expired_is_counted(db_url: str, clock: FrozenClock) -> None:
+    """A started job whose lease expired goes to retry_wait with a LeaseExpired error."""
+    engine, calls = make(db_url, clock)
+    job_id = engine.enqueue("item", {"n": 2})
+    batch = engine.claim(clock.now(), 10)
+    assert engine.start(batch, batch.jobs, clock.now()) == batch.jobs
+    clock.advance(11)
+    report = engine.rescue(clock.now())
+    view = engine.get(job_id)
+    assert (report.released, report.expired, report.retried) == (0, 1, 1)
+    assert view.state == "retry_wait" and view.attempt == 1
+    assert view.last_error is not None and view.last_error.error_class == "LeaseExpired"
+    assert view.history[-1].trigger == "expire" and "lease_expired_at" in view.history[-1].detail
+    clock.advance(1)
+    engine.run_until_idle()
+    assert engine.get(job_id).state == "succeeded" and engine.get(job_id).attempt == 2
+    assert calls == [2]
+
+
+def test_expiry_on_the_last_attempt_quarantines(db_url: str, clock: FrozenClock) -> None:
+    """A worker that keeps dying on a job ends in quarantine: expiry counts toward the bound."""
+    engine, calls = make(db_url, clock, max_attempts=2)
+    job_id = engine.enqueue("item", {"n": 3})
+    for _ in range(2):
+        clock.advance(5)
+        batch = engine.claim(clock.now(), 10)
+        engine.start(batch, batch.jobs, clock.now())
+        clock.advance(11)
+        engine.rescue(clock.now())
+    view = engine.get(job_id)
+    assert view.state == "quarantined" and view.quarantine_reason == "exhausted"
+    assert view.attempt == 2 and calls == []
+    assert [e.trigger for e in view.history].count("expire") == 2
+
+
+def test_heartbeat_keeps_a_lease_and_a_takeover_ends_it(db_url: str, clock: FrozenClock) -> None:
+    """Renewing keeps a job from rescue; after a takeover the old holder renews nothing."""
+    engine, _ = make(db_url, clock)
+    job_id = engine.enqueue("item", {"n": 4})
+    batch = engine.claim(clock.now(), 10)
+    engine.start(batch, batch.jobs, clock.now())
+    for _ in range(3):
+        clock.advance(8)
+        assert engine.renew(batch.token, [job_id], clock.now()) == {job_id}
+        assert engine.rescue(clock.now()).expired == 0
+    clock.advance(11)
+    assert engine.rescue(clock.now()).expired == 1
+    assert engine.renew(batch.token, [job_id], clock.now()) == set()
+
+
+def test_tick_rescues_before_it_claims(db_url: str, clock: FrozenClock) -> None:
+    """One tick rescues an expired never-started claim and runs it in the same pass."""
+    engine, calls = make(db_url, clock)
+    engine.enqueue("item", {"n": 5})
+    engine.claim(clock.now(), 10)
+    clock.advance(11)
+    report = engine.tick()
+    assert (report.released, report.claimed, report.succeeded) == (1, 1, 1)
+    assert calls == [5]
+
+
+def test_inspect_explains_an_expired_lease(db_url: str, clock: FrozenClock) -> None:
+    """inspect says a job's lease expired and whether its handler ever started."""
+    engine, _ = make(db_url, clock)
+    job_id = engine.enqueue("item", {"n": 6})
+    engine.claim(clock.now(), 10)
+    clock.advance(11)
+    answer = engine.get(job_id).explain(lifecycle(), clock.now())["did it run"]
+    assert "lease expired" in answer and "never started" in answer
