@@ -293,6 +293,16 @@ class Store:
         with self.read() as conn:
             return int(conn.execute(stmt).scalar_one())
 
+    def job_count_active(self, kinds: Sequence[str], now: datetime) -> int:
+        """Unfinished jobs of ``kinds`` that are due now or held by a worker."""
+        stmt = select(func.count()).where(
+            jobs.c.kind.in_(list(kinds)),
+            jobs.c.finished_at.is_(None),
+            or_(jobs.c.due_at.is_(None), jobs.c.due_at <= now),
+        )
+        with self.read() as conn:
+            return int(conn.execute(stmt).scalar_one())
+
     def job_claim_due(
         self,
         *,

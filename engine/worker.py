@@ -189,7 +189,7 @@ class Worker:
         self._slots = [self._new_slot() for _ in range(self.concurrency)]
         next_heartbeat = next_rescue = next_report = time.monotonic()
         ticks = 0
-        finish_all = False
+        draining = False  # max_ticks reached: no more claims, finish what is in flight
         try:
             while not self.stop_event.is_set():
                 self._wake.clear()
@@ -203,30 +203,43 @@ class Worker:
                     next_rescue = now + self.rescue_interval
                 if now >= next_report and self._guarded(self._report_unhandled):
                     next_report = now + UNHANDLED_REPORT_INTERVAL
+                if draining and not self._busy():
+                    break
                 claimed = 0
-                if any(slot.idle for slot in self._slots):
+                if not draining and any(slot.idle for slot in self._slots):
                     if max_ticks is not None and ticks >= max_ticks:
-                        finish_all = True
-                        break
+                        draining = True
+                        continue
                     ticks += 1
                     result = self._guarded(self._claim_and_dispatch)
                     claimed = result if isinstance(result, int) else 0
                     if until_idle and claimed == 0 and self._idle_now():
-                        finish_all = True
                         break
                 if claimed == 0:
                     self._wake.wait(self._pause(next_heartbeat, next_rescue))
         finally:
-            self._shutdown(hand_back_unstarted=not finish_all)
+            self._shutdown()
             logger.info("worker.stopped", worker=engine.worker_id, **vars(self.totals))
         return self.totals
 
+    def _busy(self) -> bool:
+        return bool(self._in_flight or self._uncommitted or not self._completed.empty())
+
     def _idle_now(self) -> bool:
-        """Nothing in flight, nothing to commit, and no job due now."""
-        if self._in_flight or self._uncommitted or not self._completed.empty():
+        """Nothing in flight here, and no job of ours due now or held by any worker.
+
+        A job held by a worker that died counts as busy until its lease expires and rescue
+        hands it on, so ``until_idle`` really drains the queue.
+        """
+        if self._busy():
             return False
         try:
-            return self.engine.sleep_for(1.0) > 0 or not self.engine.registry.kinds
+            return (
+                self.engine.store.job_count_active(
+                    self.engine.registry.kinds, self.engine.clock.now()
+                )
+                == 0
+            )
         except DBAPIError:
             return False
 
@@ -271,15 +284,21 @@ class Worker:
             [outcome for _, outcome in self._uncommitted], self.engine.clock.now()
         )
         for item, outcome in self._uncommitted:
-            self._in_flight.pop(item.claimed.job_id, None)
+            self._forget(item)
             self._avg_duration = 0.9 * self._avg_duration + 0.1 * outcome.duration
         self._uncommitted = []
         report.claimed = 0
         self.totals.add(report)
 
+    def _forget(self, item: InFlight) -> None:
+        """Stop tracking ``item``'s attempt (never a later attempt of the same job)."""
+        current = self._in_flight.get(item.claimed.job_id)
+        if current is not None and current.claimed is item.claimed:
+            del self._in_flight[item.claimed.job_id]
+
     def _drop_late(self, item: InFlight, outcome: Outcome) -> None:
         self.totals.fenced += 1
-        self._in_flight.pop(item.claimed.job_id, None)
+        self._forget(item)
         logger.warning(
             "attempt.fenced_out",
             job_id=item.claimed.job_id,
@@ -362,15 +381,17 @@ class Worker:
 
     # -- shutdown --------------------------------------------------------------------------
 
-    def _shutdown(self, *, hand_back_unstarted: bool) -> None:
-        """Hand back unstarted jobs now, wait ``grace`` for running ones, hand back the rest."""
-        if hand_back_unstarted:
-            unstarted = [
-                item
-                for item in list(self._in_flight.values())
-                if item.started is None and not item.cancelled and item.take_back()
-            ]
-            self._hand_back(unstarted, started=False)
+    def _shutdown(self) -> None:
+        """Hand back unstarted jobs now, wait ``grace`` for running ones, hand back the rest.
+
+        Reached with work in flight only when a stop was requested (or the loop failed).
+        """
+        unstarted = [
+            item
+            for item in list(self._in_flight.values())
+            if item.started is None and not item.cancelled and item.take_back()
+        ]
+        self._hand_back(unstarted, started=False)
         deadline = time.monotonic() + self.grace
         while self._running() and time.monotonic() < deadline:
             self._wake.wait(min(0.05, max(deadline - time.monotonic(), 0)))
@@ -405,7 +426,7 @@ class Worker:
         if not items:
             return
         for item in items:
-            self._in_flight.pop(item.claimed.job_id, None)
+            self._forget(item)
         try:
             moved = self.engine.hand_back(
                 [i.claimed for i in items], started=started, now=self.engine.clock.now()
