@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 import os
 import signal
 import sys
@@ -22,6 +23,7 @@ from engine.logs import configure_logging
 from engine.view import JobView
 from engine.worker import Worker
 
+MAX_AGE_SECONDS = 100 * 365 * 86400
 APP_HELP = "The engine to use, as module:attribute (default attribute: engine)."
 DB_HELP = "Database URL (default: $JOBCHARTS_DB or sqlite:///jobcharts.db)."
 
@@ -418,8 +420,12 @@ def parse_age(text: str) -> float:
         value = float(number) * (factor or 1)
     except ValueError:
         raise ValueError(f"not an age: {text!r} (use e.g. 3600, 90m, 12h or 7d)") from None
+    if not math.isfinite(value):
+        raise ValueError(f"not an age: {text!r} (use e.g. 3600, 90m, 12h or 7d)")
     if value < 0:
         raise ValueError(f"an age cannot be negative: {text!r}")
+    if value > MAX_AGE_SECONDS:
+        raise ValueError(f"an age of more than 100 years is not an age: {text!r}")
     return value
 
 

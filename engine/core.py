@@ -690,7 +690,18 @@ class Engine:
             {"by": "operator"},
         )
         move = Move(row.id, row.state, row.version, row.lease_token, written.values, event)
-        if not self.store.job_transition_many([move])[0]:
+        if trigger == T.REQUEUE:
+            ttl = spec.key_ttl if spec else DEFAULT_KEY_TTL
+            holder = self.store.job_requeue(move, row.kind, row.idempotency_key, now + ttl)
+            if holder not in (0, job_id):
+                raise TransitionNotAllowed(
+                    f"cannot requeue job {job_id}: its idempotency key {row.idempotency_key!r} "
+                    f"now belongs to job {holder}, which is not finished; that job does the work"
+                )
+            applied = holder == job_id
+        else:
+            applied = self.store.job_transition_many([move])[0]
+        if not applied:
             raise TransitionNotAllowed(f"job {job_id} changed while applying {trigger}; try again")
         logger.info(
             f"job.{trigger}",

@@ -30,7 +30,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.types import TypeEngine
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 ID = BigInteger().with_variant(Integer(), "sqlite")  # SQLite: a rowid alias, autoincrementing
 
@@ -138,6 +138,8 @@ jobs = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     Column("finished_at", UTCDateTime, nullable=True),
+    # Never reuse the id of a pruned job: dedupe keys may still point at it.
+    sqlite_autoincrement=True,
 )
 
 Index("ix_jobs_kind_key", jobs.c.kind, jobs.c.idempotency_key)

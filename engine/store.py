@@ -26,6 +26,7 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    inspect,
     or_,
     select,
     update,
@@ -130,19 +131,30 @@ class Store:
         self.db.dispose()
 
     def schema_create(self) -> None:
-        """Create the tables on first use and refuse a database of another schema version."""
+        """Create the tables on first use and refuse a database of another schema version.
+
+        Checked with a read first: opening the store inside a caller's open write
+        transaction (transactional enqueue) must not wait for that very transaction.
+        """
+        with self.read() as conn:
+            if self._schema_version(conn) == SCHEMA_VERSION:
+                return
         with self.write() as conn:
             metadata.create_all(conn, checkfirst=True)
-            found = conn.execute(
-                select(meta.c.value).where(meta.c.key == "schema_version")
-            ).scalar()
+            found = self._schema_version(conn)
             if found is None:
                 conn.execute(insert(meta).values(key="schema_version", value=str(SCHEMA_VERSION)))
-            elif int(found) != SCHEMA_VERSION:
+            elif found != SCHEMA_VERSION:
                 raise SchemaMismatch(
                     f"{self.url} has jobcharts schema version {found} but this code uses "
                     f"{SCHEMA_VERSION}; migrate it (or recreate it) before running this version"
                 )
+
+    def _schema_version(self, conn: Connection) -> int | None:
+        if not inspect(conn).has_table(meta.name):
+            return None
+        found = conn.execute(select(meta.c.value).where(meta.c.key == "schema_version")).scalar()
+        return None if found is None else int(found)
 
     # -- jobs ----------------------------------------------------------------------------
 
@@ -202,23 +214,85 @@ class Store:
             "updated_at": job.created_at,
         }
         job_id = int(conn.execute(insert(jobs).values(values).returning(jobs.c.id)).scalar_one())
-        if job.idempotency_key is not None:
-            key_values = {
-                "job_id": job_id,
-                "created_at": job.created_at,
-                "expires_at": job.key_expires_at or job.created_at,
-                "final_state": None,
-                "result": None,
-            }
-            stmt = self._insert(idempotency_keys).values(
-                kind=job.kind, key=job.idempotency_key, **key_values
-            )
-            # The key was absent or expired (checked above, under the write lock / row lock):
-            # take it over. On PostgreSQL a concurrent insert of the same key makes this
-            # upsert wait, then win or lose as one statement.
-            stmt = stmt.on_conflict_do_update(index_elements=["kind", "key"], set_=key_values)
-            conn.execute(stmt)
+        if job.idempotency_key is None:
+            return job_id, True
+        holder = self._take_key(
+            conn, job.kind, job.idempotency_key, job_id, job.created_at, job.key_expires_at
+        )
+        if holder != job_id:
+            # A concurrent transaction took the key first (possible when the caller's
+            # transaction began before that one committed): this job must not exist.
+            conn.execute(delete(jobs).where(jobs.c.id == job_id))
+            return holder, False
         return job_id, True
+
+    def _take_key(
+        self,
+        conn: Connection,
+        kind: str,
+        key: str,
+        job_id: int,
+        now: datetime,
+        expires_at: datetime | None,
+    ) -> int:
+        """Give (kind, key) to ``job_id`` unless another job holds it live; return the holder.
+
+        A key is live until it has expired *and* its job is final (or pruned). The takeover
+        is one conditional upsert, so two racing writers cannot both win it.
+        """
+        key_values = {
+            "job_id": job_id,
+            "created_at": now,
+            "expires_at": expires_at or now,
+            "final_state": None,
+            "result": None,
+        }
+        unfinished = (
+            select(jobs.c.id)
+            .where(jobs.c.id == idempotency_keys.c.job_id, jobs.c.finished_at.is_(None))
+            .exists()
+        )
+        stmt = (
+            self._insert(idempotency_keys)
+            .values(kind=kind, key=key, **key_values)
+            .on_conflict_do_update(
+                index_elements=["kind", "key"],
+                set_=key_values,
+                where=or_(
+                    idempotency_keys.c.job_id == job_id,
+                    and_(idempotency_keys.c.expires_at <= now, ~unfinished),
+                ),
+            )
+            .returning(idempotency_keys.c.job_id)
+        )
+        taken = conn.execute(stmt).scalar()
+        if taken is not None:
+            return int(taken)
+        holder = conn.execute(
+            select(idempotency_keys.c.job_id).where(
+                idempotency_keys.c.kind == kind, idempotency_keys.c.key == key
+            )
+        ).scalar_one()
+        return int(holder)
+
+    def job_requeue(self, move: Move, kind: str, key: str | None, expires_at: datetime) -> int:
+        """Apply an operator requeue; a keyed job first takes its key back.
+
+        Returns the job id that holds the key afterwards: ``move.job_id`` when the requeue
+        applied, another job's id when that job now holds the key live (nothing applied),
+        or 0 when the job changed meanwhile.
+        """
+        try:
+            with self.write() as conn:
+                if key is not None:
+                    holder = self._take_key(conn, kind, key, move.job_id, move.event.at, expires_at)
+                    if holder != move.job_id:
+                        return holder
+                if not self._apply_moves(conn, [move])[0]:
+                    raise _Undo  # the key stays with whoever held it
+                return move.job_id
+        except _Undo:
+            return 0
 
     def _live_key(self, conn: Connection, job: NewJob) -> int | None:
         """The job id holding (kind, key), unless the key expired and its job is final."""
@@ -417,7 +491,7 @@ class Store:
             select(jobs.c.id)
             .where(
                 jobs.c.finished_at.is_not(None),
-                jobs.c.finished_at < finished_before,
+                jobs.c.finished_at <= finished_before,
                 jobs.c.state.in_(list(states)),
             )
             .limit(limit)
@@ -535,6 +609,10 @@ class Store:
 
     def _insert(self, table: Any) -> Any:
         return (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(table)
+
+
+class _Undo(Exception):
+    """Roll back the current write transaction and report that nothing applied."""
 
 
 def _cas_update(columns: tuple[str, ...], check_lease: bool) -> Any:
