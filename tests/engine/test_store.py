@@ -108,7 +108,7 @@ def test_duplicate_key_returns_first_id(db_url: str) -> None:
     assert first == (first[0], True) and second == (first[0], False)
 
 
-def test_sqlite_runs_in_wal_with_full_sync(db_url: str) -> None:
+def test_sqlite_runs_in_wal_with_full_sync(db_url: str, sqlite_only: None) -> None:
     """The embedded database uses WAL and synchronous=FULL so commits survive a crash."""
     store = Store(db_url)
     with store.read() as conn:

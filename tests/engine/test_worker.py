@@ -6,7 +6,6 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from pydantic import BaseModel
@@ -60,8 +59,9 @@ def counting_engine(url: str, calls: Calls, **kw: object) -> Engine:
 
 
 @pytest.fixture
-def url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'worker.db'}"
+def url(db_url: str) -> str:
+    """The worker tests run on both backends."""
+    return db_url
 
 
 @pytest.fixture
