@@ -1,6 +1,6 @@
 """Run statecharts as persisted jobs: the public surface of jobcharts' engine."""
 
-from engine.clock import Clock, FrozenClock, SystemClock
+from engine.clock import Clock, FrozenClock, OffsetClock, SystemClock
 from engine.context import JobContext
 from engine.core import Engine, TickReport
 from engine.errors import (
@@ -32,6 +32,7 @@ __all__ = [
     "JobchartsError",
     "LeaseLost",
     "NoPayload",
+    "OffsetClock",
     "Permanent",
     "RegistrationError",
     "RetryPolicy",

@@ -279,7 +279,7 @@ def inspect(job_id: int, app: str | None, db: str | None, as_json: bool) -> None
         view = engine.get(job_id)
     except JobchartsError as error:
         raise click.ClickException(str(error)) from error
-    answers = view.explain(engine.chart_of(view.chart), engine.clock.now())
+    answers = view.explain(engine.chart_of(view.chart), engine.now())
     if as_json:
         click.echo(json.dumps(_view_json(view, answers), indent=2, default=str))
         return
@@ -370,9 +370,7 @@ def demo(db: str | None, verbose: bool) -> None:
     worst = next((v for v in views if v.quarantine_reason == "exhausted"), None)
     if worst is not None:
         click.echo(f"\njobcharts inspect {worst.id}:")
-        for question, answer in worst.explain(
-            engine.chart_of(worst.chart), engine.clock.now()
-        ).items():
+        for question, answer in worst.explain(engine.chart_of(worst.chart), engine.now()).items():
             click.echo(f"  {question + '?':<17} {answer}")
 
 

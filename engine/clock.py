@@ -44,3 +44,13 @@ class FrozenClock:
             raise ValueError("FrozenClock needs an aware datetime")
         with self._lock:
             self._now = when
+
+
+class OffsetClock:
+    """The wall clock shifted by ``seconds``: a worker whose clock is wrong (for tests)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.offset = timedelta(seconds=seconds)
+
+    def now(self) -> datetime:
+        return datetime.now(UTC) + self.offset

@@ -92,7 +92,20 @@ class Engine:
         lease_seconds: float = 30.0,
         start_wave: int = 64,
         busy_timeout: float = 30.0,
+        time_source: str | None = None,
     ) -> None:
+        """Bind to ``url`` (opened on first use).
+
+        ``time_source``: ``"database"`` takes every time that leases, claims and due dates
+        depend on from the database server's clock, so workers with skewed clocks cannot
+        steal or keep leases; ``"local"`` uses ``clock``. The default is the database on
+        PostgreSQL unless a ``clock`` is given (tests drive time), and local on SQLite
+        (one machine, one clock).
+        """
+        if time_source not in (None, "database", "local"):
+            raise ValueError(f"time_source is 'database' or 'local', got {time_source!r}")
+        self._time_source = time_source
+        self._clock_given = clock is not None
         if lease_seconds <= 0:
             raise ValueError(f"lease_seconds must be > 0, got {lease_seconds}")
         self._url = url
@@ -118,6 +131,18 @@ class Engine:
         if self._store is None:
             self._store = Store(self._url, busy_timeout=self.busy_timeout)
         return self._store
+
+    def now(self) -> datetime:
+        """The current time by this engine's time source (see ``time_source``)."""
+        if self._uses_db_time:
+            return self.store.db_now()
+        return self.clock.now()
+
+    @property
+    def _uses_db_time(self) -> bool:
+        if self._time_source is not None:
+            return self._time_source == "database"
+        return not self._clock_given and self.store.dialect == "postgresql"
 
     def bind(self, url: str) -> None:
         """Point the engine at another database before it is first used (CLI ``--db``)."""
@@ -234,7 +259,7 @@ class Engine:
         spec = self.registry.get(kind)
         models = [_validate(spec, payload) for payload in payloads]
         keys = [spec.key_for(model) for model in models]
-        now = self.clock.now()
+        now = self.now()
         due = _due_time(now, delay, run_at)
         initial = spec.chart.initial.name
         items = [
@@ -298,11 +323,11 @@ class Engine:
         runs, so a crash leaves the rest of the batch "claimed, never started".
         """
         fixed = now
-        report = self.rescue(fixed or self.clock.now())
-        batch = self.claim(fixed or self.clock.now(), limit or self.batch_size)
+        report = self.rescue(fixed or self.now())
+        batch = self.claim(fixed or self.now(), limit or self.batch_size)
         if not batch.jobs:
             return report
-        clock_now: Callable[[], datetime] = (lambda: fixed) if fixed else self.clock.now
+        clock_now: Callable[[], datetime] = (lambda: fixed) if fixed else self.now
         store = self.store
         outcomes: list[Outcome] = []
         wave = max(self.start_wave, 1)
@@ -312,7 +337,7 @@ class Engine:
                 outcomes += [run_attempt(c, store, clock_now) for c in started]
             else:
                 outcomes += executor.map(lambda c: run_attempt(c, store, clock_now), started)
-        committed = self.commit(outcomes, fixed or self.clock.now())
+        committed = self.commit(outcomes, fixed or self.now())
         committed.claimed = len(batch.jobs)
         committed.fenced += len(batch.jobs) - len(outcomes)
         report.add(committed)
@@ -596,7 +621,7 @@ class Engine:
         nxt = self.store.job_next_due(self.registry.kinds)
         if nxt is None:
             return ceiling
-        return min(max((nxt - self.clock.now()).total_seconds(), 0.0), ceiling)
+        return min(max((nxt - self.now()).total_seconds(), 0.0), ceiling)
 
     # -- operators -----------------------------------------------------------------------
 
@@ -610,7 +635,7 @@ class Engine:
         Returns (jobs deleted, expired keys deleted).
         """
         age = older_than if isinstance(older_than, timedelta) else timedelta(seconds=older_than)
-        now = self.clock.now()
+        now = self.now()
         states = {
             state.name
             for chart in [*self.registry.charts, lifecycle()]
@@ -666,7 +691,7 @@ class Engine:
             raise ChartError(f"job {job_id} uses chart {row.chart!r}, which this app does not know")
         spec = self.registry.find(row.kind)
         compiled = spec.compiled if spec else _compiled_lifecycle()
-        now = self.clock.now()
+        now = self.now()
         facts = Facts(row.attempt, row.max_attempts, now=now, due_at=row.due_at)
         transition: Transition | None = compiled.fire(row.state, trigger, facts)
         if transition is None:

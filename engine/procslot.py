@@ -127,7 +127,7 @@ def serve(app_spec: str, url: str, requests: IO[str], replies: IO[str]) -> None:
         request = json.loads(line)
         spec = engine.registry.get(request.pop("kind"))
         claimed = Claimed(kind=spec.kind, spec=spec, **request)
-        outcome = run_attempt(claimed, store, engine.clock.now)
+        outcome = run_attempt(claimed, store, engine.now)
         failure = outcome.failure
         reply = {
             "trigger": outcome.trigger,

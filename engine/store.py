@@ -367,6 +367,16 @@ class Store:
         with self.read() as conn:
             return int(conn.execute(stmt).scalar_one())
 
+    def db_now(self) -> datetime:
+        """The database server's current time (PostgreSQL ``clock_timestamp()``)."""
+        if self.dialect == "sqlite":
+            now = func.strftime("%Y-%m-%d %H:%M:%f", "now")
+        else:
+            now = func.clock_timestamp()
+        with self.db.connect() as conn:
+            value = conn.execute(select(now)).scalar_one()
+        return as_utc(datetime.fromisoformat(value) if isinstance(value, str) else value)
+
     def job_count_active(self, kinds: Sequence[str], now: datetime) -> int:
         """Unfinished jobs of ``kinds`` that are due now or held by a worker."""
         stmt = select(func.count()).where(

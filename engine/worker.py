@@ -235,9 +235,7 @@ class Worker:
             return False
         try:
             return (
-                self.engine.store.job_count_active(
-                    self.engine.registry.kinds, self.engine.clock.now()
-                )
+                self.engine.store.job_count_active(self.engine.registry.kinds, self.engine.now())
                 == 0
             )
         except DBAPIError:
@@ -250,13 +248,13 @@ class Worker:
         wave = max(1, min(MAX_WAVE, int(WAVE_TARGET_SECONDS / max(self._avg_duration, 1e-6))))
         limit = min(self.batch_size, len(idle) * wave)
         engine = self.engine
-        batch = engine.claim(engine.clock.now(), limit)
+        batch = engine.claim(engine.now(), limit)
         if not batch.jobs:
             return 0
         self.totals.claimed += len(batch.jobs)
         # A job whose started mark fails (lease lost, database error) is not run; its lease
         # expires and rescue releases it without counting an attempt.
-        started = engine.start(batch, batch.jobs, engine.clock.now())
+        started = engine.start(batch, batch.jobs, engine.now())
         items = [InFlight(claimed, batch) for claimed in started]
         for item in items:
             self._in_flight[item.claimed.job_id] = item
@@ -281,7 +279,7 @@ class Worker:
             return
         # Kept until the commit succeeds: a database error here loses nothing.
         report = self.engine.commit(
-            [outcome for _, outcome in self._uncommitted], self.engine.clock.now()
+            [outcome for _, outcome in self._uncommitted], self.engine.now()
         )
         for item, outcome in self._uncommitted:
             self._forget(item)
@@ -350,7 +348,7 @@ class Worker:
         for item in self._in_flight.values():
             if not item.abandoned:
                 by_batch.setdefault(item.batch.token, []).append(item)
-        now = self.engine.clock.now()
+        now = self.engine.now()
         for token, items in by_batch.items():
             held = self.engine.renew(token, [i.claimed.job_id for i in items], now)
             for item in items:
@@ -364,13 +362,13 @@ class Worker:
                     )
 
     def _rescue(self) -> None:
-        report = self.engine.rescue(self.engine.clock.now())
+        report = self.engine.rescue(self.engine.now())
         report.claimed = 0
         self.totals.add(report)
 
     def _report_unhandled(self) -> None:
         """Due jobs of kinds this worker has no handler for are left alone, and reported."""
-        waiting = self.engine.store.job_waiting_by_kind(self.engine.clock.now())
+        waiting = self.engine.store.job_waiting_by_kind(self.engine.now())
         unhandled = {k: n for k, n in waiting.items() if k not in self.engine.registry.kinds}
         if unhandled:
             logger.warning(
@@ -429,7 +427,7 @@ class Worker:
             self._forget(item)
         try:
             moved = self.engine.hand_back(
-                [i.claimed for i in items], started=started, now=self.engine.clock.now()
+                [i.claimed for i in items], started=started, now=self.engine.now()
             )
         except DBAPIError as error:
             logger.warning("worker.hand_back_failed", error=str(error.orig), jobs=len(items))
@@ -459,15 +457,13 @@ class Worker:
             runner = ProcessRunner(self.app_spec, engine.url, self.log_args)
             return Slot(
                 name,
-                lambda item: runner.run(item.claimed, engine.store, engine.clock.now),
+                lambda item: runner.run(item.claimed, engine.store, engine.now),
                 done,
                 kill=runner.kill,
                 close=runner.close,
                 prepare=runner.prepare,
             )
-        return Slot(
-            name, lambda item: run_attempt(item.claimed, engine.store, engine.clock.now), done
-        )
+        return Slot(name, lambda item: run_attempt(item.claimed, engine.store, engine.now), done)
 
     def _guarded(self, duty: Callable[[], Any]) -> Any:
         """Run a database duty; on a database error log it, back off, and report failure."""

@@ -1,0 +1,52 @@
+"""Leases on the database's clock: a worker whose clock is wrong cannot steal or lose them."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import BaseModel
+
+from engine import Engine, Invariant, OffsetClock, SystemClock
+
+HOUR = 3600.0
+
+
+class Item(BaseModel):
+    n: int
+
+
+def make(url: str, clock: object, time_source: str) -> Engine:
+    engine = Engine(url, clock=clock, time_source=time_source, lease_seconds=30)  # type: ignore[arg-type]
+    engine.job(payload=Item, idempotency=Invariant("test"), kind="item")(lambda ctx, p: None)
+    return engine
+
+
+def test_database_time_keeps_skewed_workers_honest(db_url: str, backend: str) -> None:
+    """A worker an hour fast cannot steal a live lease, nor one an hour slow lose its own."""
+    if backend != "postgresql":
+        pytest.skip("database time matters where workers on many hosts share a server")
+    holder = make(db_url, OffsetClock(-HOUR), "database")  # an hour slow
+    job_id = holder.enqueue("item", {"n": 1})
+    batch = holder.claim(holder.now(), 10)
+    holder.start(batch, batch.jobs, holder.now())
+    lease = holder.get(job_id).lease_expires_at
+    assert lease is not None
+    assert abs((lease - SystemClock().now()).total_seconds() - 30) < 5, "lease on server time"
+
+    thief = make(db_url, OffsetClock(+HOUR), "database")  # an hour fast
+    assert thief.rescue(thief.now()).expired == 0
+    assert thief.run_until_idle().claimed == 0
+    assert holder.get(job_id).state == "running"
+
+    # Without database time the fast worker's clock says the lease ran out long ago.
+    naive = make(db_url, OffsetClock(+HOUR), "local")
+    assert naive.rescue(naive.now()).expired == 1, "local time lets a skewed clock steal"
+    for engine in (holder, thief, naive):
+        engine.close()
+
+
+def test_database_time_is_the_server_clock(db_url: str) -> None:
+    """engine.now() with time_source='database' reads the server, not the local clock."""
+    engine = make(db_url, OffsetClock(+HOUR), "database")
+    assert abs((engine.now() - SystemClock().now()).total_seconds()) < 5
+    assert abs((engine.clock.now() - SystemClock().now()).total_seconds() - HOUR) < 5
+    engine.close()
