@@ -161,8 +161,8 @@ def test_stop_waits_for_the_running_handler_to_finish_and_commit(url: str) -> No
         worker = Worker(engine, concurrency=2, poll_interval=0.01, batch_size=1)
         thread, _ = run_in_thread(worker)
         assert entered.wait(5)
-        second = engine.enqueue("block", {"n": 2})  # due now, but must not be started
         worker.stop()
+        second = engine.enqueue("block", {"n": 2})  # due now, but the worker is stopping
         time.sleep(0.2)
         assert thread.is_alive(), "run returned while a handler was still running"
         assert engine.get(first).state == "running"
