@@ -46,6 +46,7 @@ from engine.schema import (
     meta,
     metadata,
 )
+from engine.wakeup import notify
 
 DEFAULT_URL = "sqlite:///jobcharts.db"
 
@@ -190,6 +191,8 @@ class Store:
                 events.append(_event_params(job_id, created))
         if events:
             conn.execute(insert(job_events), events)
+            if self.dialect == "postgresql":
+                notify(conn, "enqueue")
         return results
 
     def _insert_job(self, conn: Connection, job: NewJob) -> tuple[int, bool]:
@@ -549,7 +552,13 @@ class Store:
         if not moves:
             return []
         with self.write() as conn:
-            return self._apply_moves(conn, moves)
+            applied = self._apply_moves(conn, moves)
+            if self.dialect == "postgresql" and any(
+                ok and move.values.get("due_at") is not None
+                for move, ok in zip(moves, applied, strict=True)
+            ):
+                notify(conn, "due")  # a retry, a release or a requeue may be due now
+            return applied
 
     def _apply_moves(self, conn: Connection, moves: Sequence[Move]) -> list[bool]:
         applied = [False] * len(moves)

@@ -187,6 +187,11 @@ class Worker:
             db=_redact(engine.url),
         )
         self._slots = [self._new_slot() for _ in range(self.concurrency)]
+        listener = None
+        if engine.store.dialect == "postgresql":
+            from engine.wakeup import Listener
+
+            listener = Listener(engine.store, self._wake.set).start()
         next_heartbeat = next_rescue = next_report = time.monotonic()
         ticks = 0
         draining = False  # max_ticks reached: no more claims, finish what is in flight
@@ -219,6 +224,8 @@ class Worker:
                     self._wake.wait(self._pause(next_heartbeat, next_rescue))
         finally:
             self._shutdown()
+            if listener is not None:
+                listener.stop()
             logger.info("worker.stopped", worker=engine.worker_id, **vars(self.totals))
         return self.totals
 

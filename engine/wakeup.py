@@ -1,0 +1,70 @@
+"""Wake-ups on PostgreSQL: an enqueue NOTIFYs, idle workers LISTEN and claim at once.
+
+Polling stays as the fallback: a lost notification (or a listener reconnecting) only
+delays a job until the worker's next poll.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from sqlalchemy import Connection, text
+
+if TYPE_CHECKING:
+    from engine.store import Store
+
+logger = structlog.get_logger("jobcharts")
+
+CHANNEL = "jobcharts_wakeup"
+RECONNECT_DELAY = 1.0
+
+
+def notify(conn: Connection, reason: str) -> None:
+    """Queue a wake-up for listeners; PostgreSQL delivers it when the transaction commits."""
+    conn.execute(
+        text("SELECT pg_notify(:channel, :reason)"), {"channel": CHANNEL, "reason": reason}
+    )
+
+
+class Listener:
+    """A thread holding one connection that LISTENs and calls ``on_wake`` per notification."""
+
+    def __init__(self, store: Store, on_wake: Callable[[], None]) -> None:
+        self.store = store
+        self.on_wake = on_wake
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="jobcharts-listen", daemon=True)
+
+    def start(self) -> Listener:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            raw: Any = None
+            try:
+                raw = self.store.db.raw_connection()
+                driver = raw.driver_connection
+                driver.autocommit = True
+                driver.execute(f"LISTEN {CHANNEL}")
+                logger.debug("listener.listening", channel=CHANNEL)
+                while not self._stop.is_set():
+                    for _ in driver.notifies(timeout=0.5):
+                        self.on_wake()
+            except Exception as error:  # the server went away: poll meanwhile, then retry
+                logger.warning("listener.disconnected", error=str(error).splitlines()[0])
+                self._stop.wait(RECONNECT_DELAY)
+            finally:
+                if raw is not None:
+                    # Never hand a LISTENing connection back to the pool; closing a broken
+                    # connection may fail too.
+                    with contextlib.suppress(Exception):
+                        raw.invalidate()
