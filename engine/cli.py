@@ -389,6 +389,25 @@ def bench(db: str | None, n_jobs: int, batch: int, repeat: int) -> None:
 
 
 @cli.command()
+@db_option
+@click.option("--to", "target", default="head", show_default=True, help="Target revision.")
+def migrate(db: str | None, target: str) -> None:
+    """Bring the database schema to this jobcharts' revision (Alembic; SQLite and PostgreSQL)."""
+    from engine import migrate as migrations
+    from engine.store import Store, resolve_url
+
+    store = Store(resolve_url(db), create=False)
+    try:
+        before, after = store.migrate(target)
+    finally:
+        store.close()
+    if before == after:
+        click.echo(f"schema already at {after} (head {migrations.head()})")
+    else:
+        click.echo(f"schema migrated from {before or '(empty)'} to {after}")
+
+
+@cli.command()
 @app_option()
 @db_option
 @click.option(
@@ -477,7 +496,11 @@ def _view_json(view: JobView, answers: dict[str, str]) -> dict[str, Any]:
 
 
 def main() -> None:
-    cli(prog_name="jobcharts")
+    try:
+        cli(prog_name="jobcharts")
+    except JobchartsError as error:  # a refused schema, say: a message, not a traceback
+        click.echo(f"Error: {error}", err=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
-"""The tables: jobs (one row per job), job_events (append-only history), job_steps (ledger),
-idempotency_keys (dedupe that outlives job rows) and jobcharts_meta (the schema version).
+"""The tables: jobs (one row per job), job_events (append-only history), job_steps (ledger)
+and idempotency_keys (dedupe that outlives job rows). Alembic migrations (engine/migrations)
+create and change them; ``alembic_version`` records the revision.
 
 Column meaning, not state names: lifecycle state names never appear here. ``due_at`` is set
 only while a job waits to be claimed (NULL while it runs or once it is final), so one
@@ -29,8 +30,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.types import TypeEngine
-
-SCHEMA_VERSION = 3
 
 ID = BigInteger().with_variant(Integer(), "sqlite")  # SQLite: a rowid alias, autoincrementing
 
@@ -103,12 +102,6 @@ class JSONDocument(TypeDecorator[Any]):
 
 metadata = MetaData()
 
-meta = Table(
-    "jobcharts_meta",
-    metadata,
-    Column("key", String(64), primary_key=True),
-    Column("value", String(200), nullable=False),
-)
 
 jobs = Table(
     "jobs",

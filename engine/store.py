@@ -26,7 +26,6 @@ from sqlalchemy import (
     event,
     func,
     insert,
-    inspect,
     or_,
     select,
     update,
@@ -35,16 +34,13 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine as SAEngine
 from sqlalchemy.pool import StaticPool
 
-from engine.errors import SchemaMismatch
+from engine import migrate
 from engine.schema import (
-    SCHEMA_VERSION,
     as_utc,
     idempotency_keys,
     job_events,
     job_steps,
     jobs,
-    meta,
-    metadata,
 )
 from engine.wakeup import notify
 
@@ -104,13 +100,16 @@ class Move:
 class Store:
     """All persistence for one database URL (SQLite file or PostgreSQL)."""
 
-    def __init__(self, url: str | None = None, *, busy_timeout: float = 30.0) -> None:
+    def __init__(
+        self, url: str | None = None, *, busy_timeout: float = 30.0, create: bool = True
+    ) -> None:
         self.url = resolve_url(url)
         self.db: SAEngine = _make_engine(self.url, busy_timeout)
         self.dialect = self.db.dialect.name
         # executemany rowcounts tell whether every compare-and-set of a batch applied.
         self._sane_multi_rowcount = bool(self.db.dialect.supports_sane_multi_rowcount)
-        self.schema_create()
+        if create:
+            self.schema_create()
 
     # -- connection handling -------------------------------------------------------------
 
@@ -132,30 +131,25 @@ class Store:
         self.db.dispose()
 
     def schema_create(self) -> None:
-        """Create the tables on first use and refuse a database of another schema version.
+        """Create the schema of a fresh database; refuse one at another revision.
 
         Checked with a read first: opening the store inside a caller's open write
         transaction (transactional enqueue) must not wait for that very transaction.
         """
         with self.read() as conn:
-            if self._schema_version(conn) == SCHEMA_VERSION:
+            if migrate.check(conn, self.url) == "ok":
                 return
-        with self.write() as conn:
-            metadata.create_all(conn, checkfirst=True)
-            found = self._schema_version(conn)
-            if found is None:
-                conn.execute(insert(meta).values(key="schema_version", value=str(SCHEMA_VERSION)))
-            elif found != SCHEMA_VERSION:
-                raise SchemaMismatch(
-                    f"{self.url} has jobcharts schema version {found} but this code uses "
-                    f"{SCHEMA_VERSION}; migrate it (or recreate it) before running this version"
-                )
+        with self.write() as conn:  # fresh: create it (racing processes migrate once)
+            if migrate.check(conn, self.url) == "fresh":
+                migrate.upgrade(conn)
 
-    def _schema_version(self, conn: Connection) -> int | None:
-        if not inspect(conn).has_table(meta.name):
-            return None
-        found = conn.execute(select(meta.c.value).where(meta.c.key == "schema_version")).scalar()
-        return None if found is None else int(found)
+    def migrate(self, target: str = "head") -> tuple[str | None, str | None]:
+        """Bring the schema to ``target``; returns (revision before, revision after)."""
+        with self.write() as conn:
+            before = migrate.current(conn)
+            migrate.upgrade(conn, target)
+            after = migrate.current(conn)
+        return before, after
 
     # -- jobs ----------------------------------------------------------------------------
 
