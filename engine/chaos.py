@@ -19,12 +19,14 @@ import sqlite3
 import subprocess
 import sys
 import time
+import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from sqlalchemy import select
+from sqlalchemy import create_engine, select, text
+from sqlalchemy.engine import make_url
 
 from engine.chaos_app import EFFECTS_ENV, MAX_ATTEMPTS, effects_schema
 from engine.core import Engine
@@ -36,6 +38,7 @@ from statecharts import Step, lifecycle, path_errors
 class ChaosReport:
     """What a chaos run did and what it found."""
 
+    backend: str = "sqlite"
     jobs: int = 0
     workers: int = 0
     kills: int = 0
@@ -60,7 +63,8 @@ class ChaosReport:
     def summary(self) -> str:
         succeeded = self.states.get("succeeded", 0)
         lines = [
-            f"chaos: {self.jobs} jobs, {self.workers} worker processes, {self.kills} SIGKILLs, "
+            f"chaos on {self.backend}: {self.jobs} jobs, {self.workers} worker processes, "
+            f"{self.kills} SIGKILLs, "
             f"{self.seconds:.1f}s",
             f"final states: {dict(sorted(self.states.items()))}",
             f"lost jobs (missing or not final): {self.lost}",
@@ -89,14 +93,21 @@ def run(
     kill_interval: tuple[float, float] = (0.2, 1.0),
     settle_timeout: float = 300.0,
     seed: int | None = None,
+    db: str | None = None,
+    fresh: bool = True,
 ) -> ChaosReport:
-    """Run one chaos experiment in ``directory`` and check its outcome."""
+    """Run one chaos experiment in ``directory`` and check its outcome.
+
+    The jobs live in a fresh SQLite file in ``directory``, or, when ``db`` is a PostgreSQL
+    URL, in a fresh schema of that database (``fresh=False``: ``db`` is empty already and
+    is used as it is). The effects always go to a SQLite file.
+    """
     rng = random.Random(seed)
     directory.mkdir(parents=True, exist_ok=True)
     db_path, effects_path = directory / "jobs.db", directory / "effects.db"
     for path in directory.glob("*.db*"):
         path.unlink()
-    url = f"sqlite:///{db_path}"
+    url = (fresh_database(db) if fresh else db) if db else f"sqlite:///{db_path}"
     with sqlite3.connect(effects_path) as conn:
         effects_schema(conn)
     env = {
@@ -123,7 +134,7 @@ def run(
         logs.append(log)
         return subprocess.Popen(command, env=env, stdout=log, stderr=log)  # noqa: S603
 
-    report = ChaosReport(jobs=jobs_count, workers=workers)
+    report = ChaosReport(backend=make_url(url).get_backend_name(), jobs=jobs_count, workers=workers)
     started = time.monotonic()
     procs = [spawn(i) for i in range(workers)]
     try:
@@ -154,6 +165,21 @@ def run(
     _check(report, chaos_app.engine, effects_path, jobs_count)
     chaos_app.engine.close()
     return report
+
+
+def fresh_database(url: str) -> str:
+    """A new, empty schema in the PostgreSQL database at ``url``; returns its URL."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "postgresql":
+        raise ValueError(f"--db takes a PostgreSQL URL (SQLite runs use --dir): {url}")
+    schema = f"chaos_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    admin.dispose()
+    return parsed.update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(
+        hide_password=False
+    )
 
 
 def _unfinished(engine: Engine) -> int:
@@ -222,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lease", type=float, default=2.0)
     parser.add_argument("--dir", type=Path, default=Path("chaos-run"))
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--db", default=None, help="a PostgreSQL URL (default: SQLite in --dir)")
     args = parser.parse_args(argv)
     report = run(
         directory=args.dir,
@@ -231,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         concurrency=args.concurrency,
         lease=args.lease,
         seed=args.seed,
+        db=args.db,
     )
     print(report.summary())
     return 0 if report.ok else 1

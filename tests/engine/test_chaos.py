@@ -7,7 +7,9 @@ from pathlib import Path
 from engine.chaos import run
 
 
-def test_chaos_kills_lose_nothing_and_duplicate_no_keyed_effect(tmp_path: Path) -> None:
+def test_chaos_kills_lose_nothing_and_duplicate_no_keyed_effect(
+    tmp_path: Path, db_url: str, backend: str
+) -> None:
     """SIGKILLs at random moments: every job final, no lost job, no duplicated effect."""
     report = run(
         directory=tmp_path / "chaos",
@@ -17,6 +19,8 @@ def test_chaos_kills_lose_nothing_and_duplicate_no_keyed_effect(tmp_path: Path) 
         kill_interval=(0.2, 0.6),
         lease=1.5,
         seed=20261127,
+        db=db_url if backend == "postgresql" else None,
+        fresh=False,
     )
     print(report.summary())
     assert report.ok, report.summary()
