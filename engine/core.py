@@ -93,6 +93,8 @@ class Engine:
         start_wave: int = 64,
         busy_timeout: float = 30.0,
         time_source: str | None = None,
+        pool_size: int = 5,
+        max_overflow: int = 10,
     ) -> None:
         """Bind to ``url`` (opened on first use).
 
@@ -105,6 +107,7 @@ class Engine:
         if time_source not in (None, "database", "local"):
             raise ValueError(f"time_source is 'database' or 'local', got {time_source!r}")
         self._time_source = time_source
+        self._pool = (pool_size, max_overflow)
         self._clock_given = clock is not None
         if lease_seconds <= 0:
             raise ValueError(f"lease_seconds must be > 0, got {lease_seconds}")
@@ -129,7 +132,12 @@ class Engine:
     def store(self) -> Store:
         """The database, opened (and its schema created) on first use."""
         if self._store is None:
-            self._store = Store(self._url, busy_timeout=self.busy_timeout)
+            self._store = Store(
+                self._url,
+                busy_timeout=self.busy_timeout,
+                pool_size=self._pool[0],
+                max_overflow=self._pool[1],
+            )
         return self._store
 
     def now(self) -> datetime:

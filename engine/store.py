@@ -101,10 +101,16 @@ class Store:
     """All persistence for one database URL (SQLite file or PostgreSQL)."""
 
     def __init__(
-        self, url: str | None = None, *, busy_timeout: float = 30.0, create: bool = True
+        self,
+        url: str | None = None,
+        *,
+        busy_timeout: float = 30.0,
+        create: bool = True,
+        pool_size: int = 5,
+        max_overflow: int = 10,
     ) -> None:
         self.url = resolve_url(url)
-        self.db: SAEngine = _make_engine(self.url, busy_timeout)
+        self.db: SAEngine = _make_engine(self.url, busy_timeout, pool_size, max_overflow)
         self.dialect = self.db.dialect.name
         # executemany rowcounts tell whether every compare-and-set of a batch applied.
         self._sane_multi_rowcount = bool(self.db.dialect.supports_sane_multi_rowcount)
@@ -662,7 +668,13 @@ def _event_params(job_id: int, row: EventRow) -> dict[str, Any]:
     }
 
 
-def _make_engine(url: str, busy_timeout: float) -> SAEngine:
+def _make_engine(
+    url: str,
+    busy_timeout: float,
+    pool_size: int = 5,
+    max_overflow: int = 10,
+    pool_timeout: float = 30.0,
+) -> SAEngine:
     serializer = partial(json.dumps, allow_nan=False, separators=(",", ":"))
     if url.startswith("sqlite"):
         memory = url in ("sqlite://", "sqlite:///:memory:")
@@ -672,7 +684,15 @@ def _make_engine(url: str, busy_timeout: float) -> SAEngine:
         db = create_engine(url, **kwargs)
         _configure_sqlite(db, memory, int(busy_timeout * 1000))
         return db
-    return create_engine(url, json_serializer=serializer, pool_pre_ping=True)
+    # pool_pre_ping: a connection broken by a server restart is replaced, not used.
+    return create_engine(
+        url,
+        json_serializer=serializer,
+        pool_pre_ping=True,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        pool_timeout=pool_timeout,
+    )
 
 
 def _configure_sqlite(db: SAEngine, memory: bool, busy_timeout_ms: int) -> None:

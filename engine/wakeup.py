@@ -11,8 +11,10 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import psycopg
 import structlog
 from sqlalchemy import Connection, text
+from sqlalchemy.engine import make_url
 
 if TYPE_CHECKING:
     from engine.store import Store
@@ -48,23 +50,22 @@ class Listener:
         self.thread.join(timeout=5)
 
     def _run(self) -> None:
+        # Its own connection, outside the pool: a LISTEN holds a connection for good, and
+        # the pool's connections are for the tick and the handlers.
+        conninfo = make_url(self.store.url).set(drivername="postgresql").render_as_string(False)
         while not self._stop.is_set():
-            raw: Any = None
+            conn: Any = None
             try:
-                raw = self.store.db.raw_connection()
-                driver = raw.driver_connection
-                driver.autocommit = True
-                driver.execute(f"LISTEN {CHANNEL}")
+                conn = psycopg.connect(conninfo, autocommit=True)
+                conn.execute(f"LISTEN {CHANNEL}")
                 logger.debug("listener.listening", channel=CHANNEL)
                 while not self._stop.is_set():
-                    for _ in driver.notifies(timeout=0.5):
+                    for _ in conn.notifies(timeout=0.5):
                         self.on_wake()
             except Exception as error:  # the server went away: poll meanwhile, then retry
                 logger.warning("listener.disconnected", error=str(error).splitlines()[0])
                 self._stop.wait(RECONNECT_DELAY)
             finally:
-                if raw is not None:
-                    # Never hand a LISTENing connection back to the pool; closing a broken
-                    # connection may fail too.
-                    with contextlib.suppress(Exception):
-                        raw.invalidate()
+                if conn is not None:
+                    with contextlib.suppress(Exception):  # closing a broken connection
+                        conn.close()
