@@ -48,8 +48,9 @@ class TickReport:
     """What one tick (or a run of them) did.
 
     ``released``: claims whose handler never started, handed back without counting an
-    attempt. ``expired``: attempts whose lease ran out (also counted in retried or
-    quarantined). ``fenced``: results discarded because the lease was lost.
+    attempt. ``expired``: attempts whose lease ran out or were handed back while running
+    (also counted in retried or quarantined). ``fenced``: results discarded because their
+    attempt had lost its lease (timed out, rescued elsewhere, or handed back).
     """
 
     claimed: int = 0
@@ -145,6 +146,14 @@ class Engine:
         if self._uses_db_time:
             return self.store.db_now()
         return self.clock.now()
+
+    def _lease_base(self, now: datetime, tx_time: datetime | None) -> datetime:
+        """When a lease taken now starts: the database's time inside the claim (database
+        time), the clock read after the lock was granted (local time), or the caller's
+        ``now`` when a clock was injected (tests drive time)."""
+        if self._uses_db_time:
+            return tx_time or self.now()
+        return now if self._clock_given else self.clock.now()
 
     @property
     def _uses_db_time(self) -> bool:
@@ -358,18 +367,27 @@ class Engine:
         if not specs or limit <= 0:
             return Batch(token, [])
         states = sorted({s for spec in specs for s in spec.claim_states})
+        leased_at: list[datetime] = []
 
-        def plan(row: Row[Any]) -> Move | None:
+        def plan(row: Row[Any], tx_time: datetime | None) -> Move | None:
             spec = self.registry.find(row.kind)
             if spec is None:
                 return None
             facts = Facts(row.attempt, row.max_attempts, now=now, due_at=row.due_at)
-            transition = spec.compiled.fire(row.state, T.START, facts)
+            try:
+                transition = spec.compiled.fire(row.state, T.START, facts)
+            except ChartError as error:  # a state its chart no longer has
+                logger.error("job.unclaimable", job_id=row.id, kind=row.kind, error=str(error))
+                return None
             if transition is None:
                 return None
+            if not leased_at:
+                # Read inside the claim's transaction, after its lock was granted: a wait
+                # for the lock must not eat into the lease.
+                leased_at.append(self._lease_base(now, tx_time))
             written = write_transition(
                 transition,
-                now=now,
+                now=leased_at[0],
                 attempt=row.attempt,
                 retry=spec.retry,
                 rng=self.rng,
@@ -416,23 +434,30 @@ class Engine:
             )
         return [c for c in jobs if c.job_id in held]
 
-    def rescue(self, now: datetime, limit: int | None = None) -> TickReport:
+    def rescue(
+        self, now: datetime, limit: int | None = None, exclude: Sequence[int] = ()
+    ) -> TickReport:
         """Hand on jobs whose lease expired: never started -> released, else expired.
 
         A released job goes back to pending and its attempt is not counted (its handler
         never ran). An expired one may have run, so the attempt counts: retry_wait after
-        the backoff, or quarantined when attempts are exhausted.
+        the backoff, or quarantined when attempts are exhausted. ``exclude``: jobs the
+        caller itself holds (a worker renews those rather than rescuing itself).
         """
         report = TickReport()
 
-        def plan(row: Row[Any]) -> Move | None:
+        def plan(row: Row[Any], _tx_time: datetime | None) -> Move | None:
             spec = self.registry.find(row.kind)
             if spec is None:
                 return None
             never_started = row.started_at is None
             trigger = T.RELEASE if never_started else T.EXPIRE
             facts = Facts(row.attempt, row.max_attempts, now=now)
-            transition = spec.compiled.fire(row.state, trigger, facts)
+            try:
+                transition = spec.compiled.fire(row.state, trigger, facts)
+            except ChartError as error:  # a state its chart no longer has
+                logger.error("job.unrescuable", job_id=row.id, kind=row.kind, error=str(error))
+                return None
             if transition is None:
                 return None
             failure = None
@@ -459,7 +484,11 @@ class Engine:
             return Move(row.id, row.state, row.version, row.lease_token, written.values, event)
 
         for row, move in self.store.job_rescue_expired(
-            now=now, limit=limit or self.batch_size, kinds=self.registry.kinds, plan=plan
+            now=now,
+            limit=limit or self.batch_size,
+            kinds=self.registry.kinds,
+            plan=plan,
+            exclude=exclude,
         ):
             trigger = move.event.trigger
             logger.warning(
@@ -481,13 +510,14 @@ class Engine:
                 report.retried += 1
         return report
 
-    def hand_back(self, jobs: Iterable[Claimed], *, started: bool, now: datetime) -> int:
-        """Give up held jobs at once (a worker shutting down); returns how many moved.
+    def hand_back(self, jobs: Iterable[Claimed], *, started: bool, now: datetime) -> TickReport:
+        """Give up held jobs at once (a worker shutting down); reports what moved.
 
         Jobs whose handler never started are released (attempt not counted); jobs still
         running past the grace period expire now (attempt counted, due at once). Their late
         results are fenced out by the lease.
         """
+        report = TickReport()
         moves = []
         for claimed in jobs:
             trigger = T.EXPIRE if started else T.RELEASE
@@ -526,7 +556,18 @@ class Engine:
                     event,
                 )
             )
-        return sum(self.store.job_transition_many(moves))
+        for move, ok in zip(moves, self.store.job_transition_many(moves), strict=True):
+            if not ok:
+                continue
+            if not started:
+                report.released += 1
+                continue
+            report.expired += 1
+            if move.values.get("quarantine_reason"):
+                report.quarantined += 1
+            else:
+                report.retried += 1
+        return report
 
     def renew(self, batch_token: str, job_ids: list[int], now: datetime) -> set[int]:
         """Heartbeat: extend the lease of running jobs; returns the ids still held."""
@@ -542,7 +583,16 @@ class Engine:
                 report.fenced += 1
                 log_finished(outcome, committed=False, dest=None, next_due=None)
                 continue
-            moves.append(self._outcome_move(outcome, now))
+            try:
+                moves.append(self._outcome_move(outcome, now))
+            except ChartError as error:  # the chart has no enabled edge for this outcome
+                logger.error(
+                    "attempt.no_transition",
+                    job_id=outcome.claimed.job_id,
+                    kind=outcome.claimed.kind,
+                    outcome=outcome.trigger,
+                    error=str(error),
+                )
         applied = self.store.job_transition_many(moves)
         for move, ok in zip(moves, applied, strict=True):
             done: Outcome = move.tag[0]
@@ -729,7 +779,8 @@ class Engine:
             if holder not in (0, job_id):
                 raise TransitionNotAllowed(
                     f"cannot requeue job {job_id}: its idempotency key {row.idempotency_key!r} "
-                    f"now belongs to job {holder}, which is not finished; that job does the work"
+                    f"now belongs to job {holder}, and stays with it until the key's TTL has "
+                    "passed and that job is final; that job does the work"
                 )
             applied = holder == job_id
         else:

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict
 
 from engine.errors import IdempotencyRequired, RegistrationError, UnknownJobKind
 from engine.retry import RetryPolicy
-from statecharts import Chart, CompiledChart, StateKind, T, compile_chart, lifecycle
+from statecharts import Chart, CompiledChart, Facts, StateKind, T, compile_chart, lifecycle
 
 
 @dataclass(frozen=True)
@@ -133,8 +133,8 @@ class Registry:
                 raise RegistrationError(
                     f"two different charts are named {chart.name!r}; chart names must be unique"
                 )
-            _check_runnable(chart)
             compiled = compile_chart(chart)
+            _check_runnable(compiled)
             self._compiled[chart.name] = compiled
         spec = JobSpec(
             kind=name,
@@ -179,8 +179,14 @@ class Registry:
         return tuple(self._specs.values())
 
 
-def _check_runnable(chart: Chart) -> None:
-    """The standard lifecycle's triggers must exist for this engine to drive the chart."""
+def _check_runnable(compiled: CompiledChart) -> None:
+    """Refuse a chart the engine could get stuck in.
+
+    From every state a claim leads to, each outcome (succeed, fail, fail_permanent) and each
+    lease event (expire, release) must have an enabled transition whatever the attempt
+    count; otherwise a job could be left running with nowhere to go.
+    """
+    chart = compiled.chart
     triggers = set(chart.triggers)
     missing = [t for t in (T.START, T.SUCCEED, T.FAIL, T.FAIL_PERMANENT) if t not in triggers]
     if missing:
@@ -190,3 +196,18 @@ def _check_runnable(chart: Chart) -> None:
         )
     if not chart.states_of(StateKind.FINAL):
         raise RegistrationError(f"chart {chart.name!r} has no final state")
+    running = {t.dest for t in chart.transitions if t.trigger == T.START}
+    samples = [Facts(1, 1), Facts(1, 3), Facts(2, 3), Facts(3, 3)]
+    gaps = sorted(
+        f"{state} --{trigger}--> ? (attempt {facts.attempt} of {facts.max_attempts})"
+        for state in running
+        for trigger in (T.SUCCEED, T.FAIL, T.FAIL_PERMANENT, T.EXPIRE, T.RELEASE)
+        for facts in samples
+        if compiled.fire(state, trigger, facts) is None
+    )
+    if gaps:
+        raise RegistrationError(
+            f"chart {chart.name!r} can leave a running job with nowhere to go: "
+            + "; ".join(gaps[:6])
+            + (" ..." if len(gaps) > 6 else "")
+        )

@@ -397,7 +397,7 @@ class Store:
         limit: int,
         kinds: Sequence[str],
         states: Sequence[str],
-        plan: Callable[[Row[Any]], Move | None],
+        plan: Callable[[Row[Any], datetime | None], Move | None],
     ) -> list[tuple[Row[Any], Move]]:
         """Claim up to ``limit`` due jobs (priority, then due_at) in one transaction.
 
@@ -425,7 +425,8 @@ class Store:
         now: datetime,
         limit: int,
         kinds: Sequence[str],
-        plan: Callable[[Row[Any]], Move | None],
+        plan: Callable[[Row[Any], datetime | None], Move | None],
+        exclude: Sequence[int] = (),
     ) -> list[tuple[Row[Any], Move]]:
         """Apply ``plan``'s move to up to ``limit`` jobs whose lease expired before ``now``."""
         if limit <= 0 or not kinds:
@@ -436,6 +437,7 @@ class Store:
                 jobs.c.lease_expires_at.is_not(None),
                 jobs.c.lease_expires_at < now,
                 jobs.c.kind.in_(list(kinds)),
+                jobs.c.id.not_in(list(exclude)),
             )
             .order_by(jobs.c.lease_expires_at, jobs.c.id)
             .limit(limit)
@@ -443,14 +445,21 @@ class Store:
         return self._select_and_apply(stmt, plan)
 
     def _select_and_apply(
-        self, stmt: Any, plan: Callable[[Row[Any]], Move | None]
+        self, stmt: Any, plan: Callable[[Row[Any], datetime | None], Move | None]
     ) -> list[tuple[Row[Any], Move]]:
-        """Select rows (locked), plan a move for each, apply the moves: one transaction."""
+        """Select rows (locked), plan a move for each, apply the moves: one transaction.
+
+        ``plan`` also gets the database's time read once the rows are locked (PostgreSQL;
+        None on SQLite, whose write lock is taken before the select), on the same connection.
+        """
+        tx_time = None
         if self.dialect == "postgresql":
             stmt = stmt.with_for_update(skip_locked=True)
         with self.write() as conn:
             rows = list(conn.execute(stmt))
-            planned = [(row, move) for row in rows if (move := plan(row)) is not None]
+            if rows and self.dialect == "postgresql":
+                tx_time = as_utc(conn.execute(select(func.clock_timestamp())).scalar_one())
+            planned = [(row, move) for row in rows if (move := plan(row, tx_time)) is not None]
             applied = self._apply_moves(conn, [move for _, move in planned])
             return [pair for pair, ok in zip(planned, applied, strict=True) if ok]
 
@@ -512,29 +521,33 @@ class Store:
         with self.write() as conn:
             ids = [int(r[0]) for r in conn.execute(doomed)]
             if ids:
-                final = select(jobs.c.id, jobs.c.state, jobs.c.result).where(jobs.c.id.in_(ids))
-                copies = [
-                    {"b_job": r.id, "final_state": r.state, "result": r.result}
-                    for r in conn.execute(final)
-                ]
-                conn.execute(
-                    update(idempotency_keys)
-                    .where(idempotency_keys.c.job_id == bindparam("b_job"))
-                    .values(final_state=bindparam("final_state"), result=bindparam("result")),
-                    copies,
-                )
-                conn.execute(delete(job_steps).where(job_steps.c.job_id.in_(ids)))
-                conn.execute(delete(job_events).where(job_events.c.job_id.in_(ids)))
-                conn.execute(delete(jobs).where(jobs.c.id.in_(ids)))
+                # Re-checked as it deletes: a job requeued since the select stays. Events
+                # and steps go with their job (ON DELETE CASCADE).
+                gone = conn.execute(
+                    delete(jobs)
+                    .where(
+                        jobs.c.id.in_(ids),
+                        jobs.c.finished_at.is_not(None),
+                        jobs.c.finished_at <= finished_before,
+                        jobs.c.state.in_(list(states)),
+                    )
+                    .returning(jobs.c.id, jobs.c.state, jobs.c.result)
+                ).all()
+                copies = [{"b_job": r.id, "final_state": r.state, "result": r.result} for r in gone]
+                if copies:
+                    conn.execute(
+                        update(idempotency_keys)
+                        .where(idempotency_keys.c.job_id == bindparam("b_job"))
+                        .values(final_state=bindparam("final_state"), result=bindparam("result")),
+                        copies,
+                    )
+                ids = [r.id for r in gone]
+            # A key goes only once expired and its job pruned: a kept job (quarantined,
+            # say) can still be requeued and must find its key.
             keys = conn.execute(
                 delete(idempotency_keys).where(
                     idempotency_keys.c.expires_at <= now,
-                    or_(
-                        idempotency_keys.c.final_state.is_not(None),
-                        ~select(jobs.c.id)
-                        .where(jobs.c.id == idempotency_keys.c.job_id, jobs.c.finished_at.is_(None))
-                        .exists(),
-                    ),
+                    ~select(jobs.c.id).where(jobs.c.id == idempotency_keys.c.job_id).exists(),
                 )
             ).rowcount
         return len(ids), int(keys or 0)

@@ -5,11 +5,12 @@ commits, lease heartbeats, rescue); handler slots only run handlers (and their `
 writes). Every duty is a method called from the loop, so a hung handler, a lost lease or a
 database that goes away is handled in one place:
 
-- a handler past its kind's ``timeout`` is failed (retryable) at once and its slot replaced;
-  its late result is fenced out by the lease;
-- leases of running jobs are renewed every ``lease_seconds / 3``;
+- a handler past its kind's ``timeout`` is failed (retryable) at once and its slot retired
+  and replaced; in process isolation its child is killed; its late result is fenced out;
+- leases of running jobs are renewed every ``lease_seconds / 3``, also while stopping;
 - expired leases of other (crashed) workers are rescued every ``rescue_interval``;
-- database errors are logged and retried with backoff; outcomes not yet committed are kept;
+- database errors are logged and retried with backoff; outcomes not yet committed are kept,
+  and an outcome the database refuses for good is replaced by a permanent failure;
 - stopping stops claiming, hands back claimed jobs that have not started, lets running
   handlers finish within ``grace`` seconds, then hands back the rest (attempt counted).
 """
@@ -21,103 +22,26 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
-from engine.core import Batch, Engine, TickReport
+from engine.core import Engine, TickReport
 from engine.effects import Failure
-from engine.runner import Claimed, Outcome, run_attempt
+from engine.runner import Outcome, run_attempt
+from engine.slots import InFlight, Slot
 from statecharts import T
 
 logger = structlog.get_logger("jobcharts")
 
 MAX_ERROR_BACKOFF = 30.0
 HANDLER_TIMEOUT = "HandlerTimeout"
+UNSTORABLE = "UnstorableOutcome"
 WAVE_TARGET_SECONDS = 0.01  # a wave should take about 25x one started-mark transaction
 MAX_WAVE = 64
 UNHANDLED_REPORT_INTERVAL = 60.0
-
-
-@dataclass(eq=False)
-class InFlight:
-    """One claimed attempt from dispatch until its outcome is committed."""
-
-    claimed: Claimed
-    batch: Batch
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    started: float | None = None  # monotonic time the handler began
-    cancelled: bool = False  # handed back before it started
-    abandoned: bool = False  # timed out or handed back while running: drop its result
-
-    def begin(self) -> bool:
-        """Called by the slot: start unless the coordinator took the job back."""
-        with self.lock:
-            if self.cancelled:
-                return False
-            self.started = time.monotonic()
-            return True
-
-    def take_back(self) -> bool:
-        """Called by the coordinator: cancel if not started yet; True when cancelled."""
-        with self.lock:
-            if self.started is None:
-                self.cancelled = True
-            return self.cancelled
-
-
-class Slot:
-    """A handler thread that runs the waves of jobs it is given, one job at a time."""
-
-    def __init__(
-        self,
-        name: str,
-        run: Callable[[InFlight], Outcome],
-        done: Callable[..., None],
-        kill: Callable[[], None] | None = None,
-        close: Callable[[], None] | None = None,
-        prepare: Callable[[], None] | None = None,
-    ):
-        self.inbox: queue.SimpleQueue[list[InFlight] | None] = queue.SimpleQueue()
-        self.kill = kill  # set when the handler can really be stopped (process isolation)
-        self.close = close
-        self.prepare = prepare  # runs before each attempt's timeout clock starts
-        self.current: InFlight | None = None
-        self.pending: list[InFlight] = []
-        self.retired = False
-        self._run = run
-        self._done = done
-        self.thread = threading.Thread(target=self._loop, name=name, daemon=True)
-        self.thread.start()
-
-    @property
-    def idle(self) -> bool:
-        return self.current is None and not self.pending and not self.retired
-
-    def give(self, wave: list[InFlight]) -> None:
-        self.pending = list(wave)
-        self.inbox.put(wave)
-
-    def _loop(self) -> None:
-        while True:
-            wave = self.inbox.get()
-            if wave is None:
-                if self.close is not None:
-                    self.close()
-                return
-            for item in wave:
-                if self.prepare is not None:
-                    self.prepare()
-                if not item.begin():
-                    continue
-                self.current = item
-                outcome = self._run(item)
-                self.current = None
-                self._done(item, outcome)
-            self.pending = []
-            self._done(None, None)  # wake the coordinator: this slot is idle
+IDLE_CLAIM_FLOOR = 0.01  # never spin when a due job cannot be claimed
 
 
 class Worker:
@@ -154,14 +78,17 @@ class Worker:
         self.rescue_interval = rescue_interval or min(engine.lease_seconds / 2, 5.0)
         self.stop_event = threading.Event()
         self.totals = TickReport()
+        self._lock = threading.Lock()  # shared with the slots: who started what
         self._wake = threading.Event()
         self._completed: queue.SimpleQueue[tuple[InFlight, Outcome]] = queue.SimpleQueue()
         self._in_flight: dict[int, InFlight] = {}
         self._uncommitted: list[tuple[InFlight, Outcome]] = []
         self._slots: list[Slot] = []
+        self._retired: list[Slot] = []
         self._slot_seq = 0
         self._avg_duration = 0.005
         self._error_backoff = 0.0
+        self._next_heartbeat = 0.0
 
     # -- control ---------------------------------------------------------------------------
 
@@ -183,6 +110,7 @@ class Worker:
             worker=engine.worker_id,
             kinds=list(engine.registry.kinds),
             concurrency=self.concurrency,
+            isolation=self.isolation,
             lease_seconds=engine.lease_seconds,
             db=_redact(engine.url),
         )
@@ -192,25 +120,23 @@ class Worker:
             from engine.wakeup import Listener
 
             listener = Listener(engine.store, self._wake.set).start()
-        next_heartbeat = next_rescue = next_report = time.monotonic()
+        self._next_heartbeat = next_rescue = next_report = time.monotonic()
         ticks = 0
         draining = False  # max_ticks reached: no more claims, finish what is in flight
         try:
             while not self.stop_event.is_set():
                 self._wake.clear()
-                if not self._guarded(self._commit_completed):
-                    continue
-                self._enforce_timeouts()
+                self._maintain()
                 now = time.monotonic()
-                if now >= next_heartbeat and self._guarded(self._heartbeat):
-                    next_heartbeat = now + self.heartbeat_interval
-                if now >= next_rescue and self._guarded(self._rescue):
+                # Commit (and renew) what we hold before rescuing others: after an outage our
+                # own leases may look expired while their outcomes wait here.
+                if now >= next_rescue and not self._uncommitted and self._guarded(self._rescue):
                     next_rescue = now + self.rescue_interval
                 if now >= next_report and self._guarded(self._report_unhandled):
                     next_report = now + UNHANDLED_REPORT_INTERVAL
                 if draining and not self._busy():
                     break
-                claimed = 0
+                claimed: int | None = None
                 if not draining and any(slot.idle for slot in self._slots):
                     if max_ticks is not None and ticks >= max_ticks:
                         draining = True
@@ -220,14 +146,25 @@ class Worker:
                     claimed = result if isinstance(result, int) else 0
                     if until_idle and claimed == 0 and self._idle_now():
                         break
-                if claimed == 0:
-                    self._wake.wait(self._pause(next_heartbeat, next_rescue))
+                if not claimed:
+                    pause = self._pause(next_rescue)
+                    if claimed == 0:
+                        pause = max(pause, IDLE_CLAIM_FLOOR)
+                    self._wake.wait(pause)
         finally:
             self._shutdown()
             if listener is not None:
                 listener.stop()
             logger.info("worker.stopped", worker=engine.worker_id, **vars(self.totals))
         return self.totals
+
+    def _maintain(self) -> None:
+        """The duties that keep running attempts safe: commit, timeouts, slots, heartbeat."""
+        self._guarded(self._commit_completed)
+        self._guarded(self._enforce_timeouts)
+        self._guarded(self._replace_dead_slots)
+        if time.monotonic() >= self._next_heartbeat and self._guarded(self._heartbeat):
+            self._next_heartbeat = time.monotonic() + self.heartbeat_interval
 
     def _busy(self) -> bool:
         return bool(self._in_flight or self._uncommitted or not self._completed.empty())
@@ -241,10 +178,8 @@ class Worker:
         if self._busy():
             return False
         try:
-            return (
-                self.engine.store.job_count_active(self.engine.registry.kinds, self.engine.now())
-                == 0
-            )
+            engine = self.engine
+            return engine.store.job_count_active(engine.registry.kinds, engine.now()) == 0
         except DBAPIError:
             return False
 
@@ -259,8 +194,9 @@ class Worker:
         if not batch.jobs:
             return 0
         self.totals.claimed += len(batch.jobs)
-        # A job whose started mark fails (lease lost, database error) is not run; its lease
-        # expires and rescue releases it without counting an attempt.
+        # Everything claimed is handed to an idle slot now, so the claim is marked started
+        # in one statement. A job whose mark fails (lease lost, database error) is not
+        # run; its lease expires and rescue releases it without counting an attempt.
         started = engine.start(batch, batch.jobs, engine.now())
         items = [InFlight(claimed, batch) for claimed in started]
         for item in items:
@@ -278,22 +214,50 @@ class Worker:
                 item, outcome = self._completed.get_nowait()
             except queue.Empty:
                 break
-            if item.abandoned:  # timed out or handed back: its result must not count
+            if item.abandoned:  # timed out, lease lost or handed back: its result is void
                 self._drop_late(item, outcome)
             else:
                 self._uncommitted.append((item, outcome))
         if not self._uncommitted:
             return
-        # Kept until the commit succeeds: a database error here loses nothing.
-        report = self.engine.commit(
-            [outcome for _, outcome in self._uncommitted], self.engine.now()
-        )
+        now = self.engine.now()
+        try:
+            report = self.engine.commit([outcome for _, outcome in self._uncommitted], now)
+        except DBAPIError as error:
+            if _transient(error):
+                raise  # kept in _uncommitted; committed once the database is back
+            report = self._commit_one_by_one(now)
         for item, outcome in self._uncommitted:
             self._forget(item)
             self._avg_duration = 0.9 * self._avg_duration + 0.1 * outcome.duration
         self._uncommitted = []
         report.claimed = 0
         self.totals.add(report)
+
+    def _commit_one_by_one(self, now: Any) -> TickReport:
+        """The batch was refused for good: commit each outcome alone, replacing any the
+        database will not store (say a NUL byte in a PostgreSQL text) by a permanent failure.
+        """
+        report = TickReport()
+        for _, outcome in self._uncommitted:
+            try:
+                report.add(self.engine.commit([outcome], now))
+                continue
+            except DBAPIError as error:
+                if _transient(error):
+                    raise
+                reason = str(error.orig)[:500]
+            logger.error("attempt.unstorable", job_id=outcome.claimed.job_id, error=reason)
+            failure = Failure(UNSTORABLE, f"the attempt's outcome could not be stored: {reason}")
+            replacement = Outcome(outcome.claimed, T.FAIL_PERMANENT, failure=failure)
+            try:
+                report.add(self.engine.commit([replacement], now))
+            except DBAPIError as error:
+                if _transient(error):
+                    raise
+                # Not even that: forget it; its lease expires and rescue counts the attempt.
+                logger.error("attempt.uncommittable", job_id=outcome.claimed.job_id)
+        return report
 
     def _forget(self, item: InFlight) -> None:
         """Stop tracking ``item``'s attempt (never a later attempt of the same job)."""
@@ -302,53 +266,78 @@ class Worker:
             del self._in_flight[item.claimed.job_id]
 
     def _drop_late(self, item: InFlight, outcome: Outcome) -> None:
-        self.totals.fenced += 1
         self._forget(item)
+        self.totals.fenced += 1  # a discarded result (its timeout counted as the attempt)
         logger.warning(
             "attempt.fenced_out",
             job_id=item.claimed.job_id,
             kind=item.claimed.kind,
             attempt=item.claimed.attempt,
-            reason="the attempt timed out, lost its lease or was handed back before it returned",
+            reason=(
+                "the handler returned after its timeout"
+                if item.timed_out
+                else "the attempt lost its lease or was handed back before it returned"
+            ),
             outcome=outcome.trigger,
         )
 
     def _enforce_timeouts(self) -> None:
         now = time.monotonic()
         for slot in list(self._slots):
-            item = slot.current
-            if item is None or item.started is None or item.abandoned:
-                continue
-            timeout = item.claimed.spec.timeout
-            if now - item.started < timeout:
-                continue
+            with self._lock:
+                item = slot.current
+                if item is None or item.started is None:
+                    continue
+                timeout = item.claimed.spec.timeout
+                if now - item.started < timeout:
+                    continue
+            if not item.abandoned:
+                # Commit the timeout in place of the handler's result: a stand-in entry,
+                # because the real one is abandoned and dropped whenever it returns.
+                failure = Failure(
+                    HANDLER_TIMEOUT,
+                    f"the handler ran longer than its timeout of {timeout:g}s; its result, "
+                    "if it ever returns, is discarded",
+                )
+                stand_in = Outcome(
+                    item.claimed, T.FAIL, failure=failure, duration=now - item.started
+                )
+                self._uncommitted.append((InFlight(item.claimed, item.batch), stand_in))
+                item.timed_out = True
+                logger.warning(
+                    "attempt.timed_out",
+                    job_id=item.claimed.job_id,
+                    kind=item.claimed.kind,
+                    attempt=item.claimed.attempt,
+                    timeout=timeout,
+                )
             item.abandoned = True
-            failure = Failure(
-                HANDLER_TIMEOUT,
-                f"the handler ran longer than its timeout of {timeout:g}s; its result, if it "
-                "ever returns, is discarded",
-            )
-            outcome = Outcome(item.claimed, T.FAIL, failure=failure, duration=now - item.started)
-            # Committed in place of the handler's result: a stand-in entry, because the real
-            # one is marked abandoned and whatever the handler returns later is dropped.
-            self._uncommitted.append((InFlight(item.claimed, item.batch), outcome))
-            logger.warning(
-                "attempt.timed_out",
-                job_id=item.claimed.job_id,
-                kind=item.claimed.kind,
-                attempt=item.claimed.attempt,
-                timeout=timeout,
-            )
-            # A thread cannot be killed: retire it (it exits once the handler returns). A
-            # handler process is killed now. Either way, hand back the jobs queued behind
-            # it and start a fresh slot in its place.
-            if slot.kill is not None:
-                slot.kill()
-            slot.retired = True
-            self._slots.remove(slot)
-            queued = [p for p in slot.pending if p is not item and p.take_back()]
-            self._hand_back(queued, started=False)
-            self._slots.append(self._new_slot())
+            self._retire(slot)
+
+    def _retire(self, slot: Slot) -> None:
+        """Replace a slot whose handler cannot be trusted to return: kill it if possible,
+        hand back what was queued behind it, start a fresh slot in its place."""
+        if slot not in self._slots:
+            return
+        self._slots.remove(slot)
+        taken = slot.retire()
+        if slot.kill is not None:
+            slot.kill()  # a process: really stopped
+        else:
+            self._retired.append(slot)  # a thread: it exits when its handler returns
+        self._hand_back(taken, started=False)
+        self._slots.append(self._new_slot())
+
+    def _replace_dead_slots(self) -> None:
+        for slot in list(self._slots):
+            if not slot.thread.is_alive():
+                logger.error("slot.died", slot=slot.thread.name)
+                current = slot.current
+                if current is not None:
+                    current.abandoned = True
+                    self._forget(current)  # its lease expires; rescue counts the attempt
+                self._retire(slot)
+        self._retired = [slot for slot in self._retired if slot.thread.is_alive()]
 
     def _heartbeat(self) -> None:
         by_batch: dict[str, list[InFlight]] = {}
@@ -360,16 +349,23 @@ class Worker:
             held = self.engine.renew(token, [i.claimed.job_id for i in items], now)
             for item in items:
                 if item.claimed.job_id not in held:
-                    item.abandoned = True  # rescued elsewhere: whatever it returns is fenced
-                    logger.warning(
-                        "attempt.lease_lost",
-                        job_id=item.claimed.job_id,
-                        kind=item.claimed.kind,
-                        attempt=item.claimed.attempt,
-                    )
+                    self._lease_lost(item)
+
+    def _lease_lost(self, item: InFlight) -> None:
+        """Rescued elsewhere: whatever this attempt returns is void; stop it if we can."""
+        item.abandoned = True
+        logger.warning(
+            "attempt.lease_lost",
+            job_id=item.claimed.job_id,
+            kind=item.claimed.kind,
+            attempt=item.claimed.attempt,
+        )
+        for slot in list(self._slots):
+            if slot.current is item and slot.kill is not None:
+                self._retire(slot)
 
     def _rescue(self) -> None:
-        report = self.engine.rescue(self.engine.now())
+        report = self.engine.rescue(self.engine.now(), exclude=list(self._in_flight))
         report.claimed = 0
         self.totals.add(report)
 
@@ -390,41 +386,47 @@ class Worker:
         """Hand back unstarted jobs now, wait ``grace`` for running ones, hand back the rest.
 
         Reached with work in flight only when a stop was requested (or the loop failed).
+        Leases are renewed and timeouts enforced while waiting.
         """
-        unstarted = [
-            item
-            for item in list(self._in_flight.values())
-            if item.started is None and not item.cancelled and item.take_back()
-        ]
-        self._hand_back(unstarted, started=False)
-        deadline = time.monotonic() + self.grace
-        while self._running() and time.monotonic() < deadline:
-            self._wake.wait(min(0.05, max(deadline - time.monotonic(), 0)))
-            self._wake.clear()
+        try:
+            with self._lock:
+                unstarted = []
+                for item in self._in_flight.values():
+                    if item.started is None and not item.cancelled:
+                        item.cancelled = True
+                        unstarted.append(item)
+            self._hand_back(unstarted, started=False)
+            deadline = time.monotonic() + self.grace
+            while self._running() and time.monotonic() < deadline:
+                self._wake.wait(min(0.05, max(deadline - time.monotonic(), 0)))
+                self._wake.clear()
+                self._maintain()
             self._guarded(self._commit_completed)
-        self._guarded(self._commit_completed)
-        stuck = self._running()
-        never = [item for item in stuck if item.take_back()]
-        self._hand_back(never, started=False)
-        running = [item for item in stuck if not item.cancelled]
-        for item in running:
-            item.abandoned = True
-        self._hand_back(running, started=True)
-        for _ in range(20):  # outcomes that could not be committed yet: keep trying briefly
-            if not self._uncommitted and self._completed.empty():
-                break
-            if not self._guarded(self._commit_completed):
-                time.sleep(0.1)
-        for slot in self._slots:
-            slot.inbox.put(None)
+            running = self._running()
+            for item in running:
+                item.abandoned = True
+            for slot in list(self._slots):
+                if slot.current in running and slot.kill is not None:
+                    slot.kill()  # no handler process outlives its worker
+            self._hand_back(running, started=True)
+            for _ in range(20):  # outcomes that could not be committed yet: keep trying
+                if not self._uncommitted and self._completed.empty():
+                    break
+                if not self._guarded(self._commit_completed):
+                    time.sleep(0.1)
+        except Exception as error:
+            logger.error("worker.shutdown_failed", error=repr(error))
+        finally:
+            for slot in [*self._slots, *self._retired]:
+                slot.inbox.put(None)
 
     def _running(self) -> list[InFlight]:
         """Dispatched attempts not yet finished (queued in a wave counts too)."""
-        finished = {item.claimed.job_id for item, _ in self._uncommitted}
+        finished = {id(item.claimed) for item, _ in self._uncommitted}
         return [
             item
             for item in self._in_flight.values()
-            if not item.abandoned and not item.cancelled and item.claimed.job_id not in finished
+            if not item.abandoned and not item.cancelled and id(item.claimed) not in finished
         ]
 
     def _hand_back(self, items: list[InFlight], *, started: bool) -> None:
@@ -433,17 +435,14 @@ class Worker:
         for item in items:
             self._forget(item)
         try:
-            moved = self.engine.hand_back(
+            report = self.engine.hand_back(
                 [i.claimed for i in items], started=started, now=self.engine.now()
             )
         except DBAPIError as error:
             logger.warning("worker.hand_back_failed", error=str(error.orig), jobs=len(items))
             return  # their leases expire and rescue hands them on
-        if started:
-            self.totals.expired += moved
-        else:
-            self.totals.released += moved
-        logger.info("worker.handed_back", jobs=moved, started=started)
+        self.totals.add(report)
+        logger.info("worker.handed_back", jobs=report.released + report.expired, started=started)
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -464,16 +463,22 @@ class Worker:
             runner = ProcessRunner(self.app_spec, engine.url, self.log_args)
             return Slot(
                 name,
+                self._lock,
                 lambda item: runner.run(item.claimed, engine.store, engine.now),
                 done,
                 kill=runner.kill,
                 close=runner.close,
                 prepare=runner.prepare,
             )
-        return Slot(name, lambda item: run_attempt(item.claimed, engine.store, engine.now), done)
+        return Slot(
+            name,
+            self._lock,
+            lambda item: run_attempt(item.claimed, engine.store, engine.now),
+            done,
+        )
 
     def _guarded(self, duty: Callable[[], Any]) -> Any:
-        """Run a database duty; on a database error log it, back off, and report failure."""
+        """Run a duty; on an error log it, back off, and report failure (never raise)."""
         try:
             result = duty()
         except DBAPIError as error:
@@ -486,21 +491,36 @@ class Worker:
             )
             self.stop_event.wait(self._error_backoff)
             return False
+        except Exception as error:  # a bug or a broken chart: keep the other duties alive
+            self._error_backoff = min(max(self._error_backoff * 2, 0.1), MAX_ERROR_BACKOFF)
+            logger.exception(
+                "worker.duty_failed",
+                duty=getattr(duty, "__name__", "?").lstrip("_"),
+                error=repr(error),
+            )
+            self.stop_event.wait(self._error_backoff)
+            return False
         self._error_backoff = 0.0
         return True if result is None else result
 
-    def _pause(self, next_heartbeat: float, next_rescue: float) -> float:
+    def _pause(self, next_rescue: float) -> float:
         """How long the coordinator may sleep before it has something to do."""
         now = time.monotonic()
-        deadlines = [next_heartbeat - now, next_rescue - now, self.poll_interval]
-        for slot in self._slots:
-            item = slot.current
-            if item is not None and item.started is not None:
+        deadlines = [self._next_heartbeat - now, next_rescue - now, self.poll_interval]
+        with self._lock:
+            running = [s.current for s in self._slots if s.current is not None]
+        for item in running:
+            if item.started is not None and not item.abandoned:
                 deadlines.append(item.started + item.claimed.spec.timeout - now)
         if any(slot.idle for slot in self._slots):
             with contextlib.suppress(DBAPIError):
                 deadlines.append(self.engine.sleep_for(self.poll_interval))
         return max(min(deadlines), 0.0)
+
+
+def _transient(error: DBAPIError) -> bool:
+    """Locked, disconnected, restarting: worth retrying as is (unlike a refused value)."""
+    return isinstance(error, OperationalError) or bool(error.connection_invalidated)
 
 
 def _redact(url: str) -> str:

@@ -184,12 +184,12 @@ def test_enqueue_with_delay_is_not_run_before_it_is_due(run: Invoke, reader: Eng
 
 
 def test_worker_runs_jobs_to_their_states_and_jobs_lists_them(run: Invoke, reader: Engine) -> None:
-    """``worker --max-ticks`` runs each kind to its state; ``jobs --state`` filters by it."""
+    """``worker --until-idle`` runs each kind to its state; ``jobs --state`` filters by it."""
     shipped = [enqueue(run, "ship", {"order_id": n}) for n in (1, 2)]
     rejected = enqueue(run, "reject", {"address": "nowhere"})
     failing = enqueue(run, "always_fails", {"order_id": 3})
 
-    out = ok(run("worker", "--max-ticks", "3", "--poll", "0.01"))
+    out = ok(run("worker", "--until-idle", "--poll", "0.01"))
     assert "worker stopped: claimed 5, succeeded 2, retried 1, quarantined 2" in out
 
     assert [reader.get(i).state for i in shipped] == ["succeeded", "succeeded"]

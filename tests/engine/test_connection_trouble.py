@@ -44,7 +44,7 @@ def test_an_exhausted_pool_does_not_deadlock_the_worker(pg_url: str) -> None:
     engine.enqueue_many("item", [{"n": n} for n in range(60)])
     worker = Worker(engine, concurrency=4, poll_interval=0.05)
     done: list[object] = []
-    thread = threading.Thread(target=lambda: done.append(worker.run(until_idle=True)))
+    thread = threading.Thread(target=lambda: done.append(worker.run(until_idle=True)), daemon=True)
     thread.start()
     thread.join(timeout=60)
     assert not thread.is_alive(), "the worker deadlocked on its pool"
@@ -79,7 +79,7 @@ def test_workers_reconnect_after_the_server_restarts(pg_url: str) -> None:
 
     engine.enqueue_many("slow", [{"n": n} for n in range(300)])
     worker = Worker(engine, concurrency=3, poll_interval=0.1)
-    thread = threading.Thread(target=lambda: worker.run(until_idle=True))
+    thread = threading.Thread(target=lambda: worker.run(until_idle=True), daemon=True)
     with capture_logs() as logs:
         thread.start()
         time.sleep(1.0)

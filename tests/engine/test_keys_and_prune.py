@@ -285,10 +285,8 @@ def test_prune_never_deletes_unfinished_jobs(engine: Engine, clock: FrozenClock)
         assert count(engine, job_events, job_id=job_id) >= 1
 
 
-def test_prune_deletes_expired_keys_only_of_final_or_gone_jobs(
-    engine: Engine, clock: FrozenClock
-) -> None:
-    """Expired keys of pruned or final jobs are deleted and counted; a pending job's stays."""
+def test_prune_deletes_expired_keys_only_of_pruned_jobs(engine: Engine, clock: FrozenClock) -> None:
+    """Expired keys of pruned jobs are deleted and counted; kept jobs keep theirs."""
     register(engine, ttl=timedelta(days=1))
     done = engine.enqueue(KIND, {"n": 1})
     stuck = engine.enqueue(KIND, {"n": 2, "mode": "permanent"})
@@ -298,12 +296,12 @@ def test_prune_deletes_expired_keys_only_of_final_or_gone_jobs(
     clock.advance(DAY - 1)
     assert engine.prune(0) == (1, 0), "keys not expired yet: only the job goes"
     clock.advance(2)
-    assert engine.prune(0) == (0, 2), "pruned job's key and quarantined job's key"
+    assert engine.prune(0) == (0, 1), "the pruned job's key only"
     assert engine.key_holder(KIND, "task:1") is None
-    assert engine.key_holder(KIND, "task:2") is None
+    assert engine.key_holder(KIND, "task:2") == stuck, "a kept (quarantined) job keeps its key"
     assert engine.key_holder(KIND, "task:3") == later
     assert engine.get(stuck).state == "quarantined", "its job row is kept"
-    assert count(engine, idempotency_keys) == 1
+    assert count(engine, idempotency_keys) == 2
     assert engine.prune(0) == (0, 0)
     assert done not in {r.id for r in engine.store.job_list()}
 
@@ -584,8 +582,9 @@ def test_prune_command_deletes_by_age_and_reports_counts(db_url: str) -> None:
     assert left() == {old, stuck, recent}
 
     steps = [
-        (["--older-than", "7d"], 1, 2, {stuck, recent}),  # old job; its key and stuck's expired
-        (["--older-than", "7d", "--include-quarantined"], 1, 0, {recent}),
+        (["--older-than", "7d"], 1, 1, {stuck, recent}),  # old job and its expired key
+        # stuck goes now, and its expired key with it
+        (["--older-than", "7d", "--include-quarantined"], 1, 1, {recent}),
         (["--older-than", "0"], 1, 0, set()),  # recent's key lives on (TTL 7 days)
         (["--older-than", "0"], 0, 0, set()),
     ]

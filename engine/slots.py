@@ -1,0 +1,160 @@
+"""Handler slots: the threads (each optionally driving a child process) that run attempts.
+
+A slot receives a *wave* of claimed attempts and runs them one after another. The
+coordinator and the slot agree on what has started through one lock shared by the worker:
+an attempt begins only if it was not taken back, and a retired slot begins nothing more.
+Whatever a handler does (raise anything, break its runner), the slot turns it into an
+outcome and carries on.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import structlog
+
+from engine.core import Batch
+from engine.effects import Failure
+from engine.runner import Claimed, Outcome
+from statecharts import T
+
+logger = structlog.get_logger("jobcharts")
+
+SLOT_CRASHED = "SlotCrashed"  # the runner itself failed (not the handler)
+RUNNER_FAILED = "RunnerFailedToStart"  # e.g. the handler process could not be started
+
+
+@dataclass(eq=False)
+class InFlight:
+    """One claimed attempt from dispatch until its outcome is committed (or dropped)."""
+
+    claimed: Claimed
+    batch: Batch
+    started: float | None = None  # monotonic time the handler began
+    cancelled: bool = False  # taken back before it started
+    abandoned: bool = False  # timed out, lease lost or handed back: drop its late result
+    timed_out: bool = False
+
+
+class Slot:
+    """A handler thread that runs the waves of attempts it is given, one at a time."""
+
+    def __init__(
+        self,
+        name: str,
+        lock: threading.Lock,
+        run: Callable[[InFlight], Outcome],
+        done: Callable[[InFlight | None, Outcome | None], None],
+        *,
+        kill: Callable[[], None] | None = None,
+        close: Callable[[], None] | None = None,
+        prepare: Callable[[], None] | None = None,
+    ) -> None:
+        self.lock = lock
+        self.inbox: queue.SimpleQueue[list[InFlight] | None] = queue.SimpleQueue()
+        self.kill = kill  # set when a running handler can really be stopped (processes)
+        self.close = close
+        self.prepare = prepare  # readies the runner before an attempt's clock starts
+        self.current: InFlight | None = None
+        self.pending: list[InFlight] = []
+        self.retired = False
+        self._run = run
+        self._done = done
+        self.thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self.thread.start()
+
+    @property
+    def idle(self) -> bool:
+        return self.current is None and not self.pending and not self.retired
+
+    def give(self, wave: list[InFlight]) -> None:
+        self.pending = list(wave)
+        self.inbox.put(wave)
+
+    def retire(self) -> list[InFlight]:
+        """Begin nothing more; return the queued attempts taken back (never started).
+
+        The call holds the shared lock, so an attempt either began before it (and is
+        ``current``) or never will.
+        """
+        with self.lock:
+            self.retired = True
+            taken = []
+            for item in self.pending:
+                if item.started is None and not item.cancelled:
+                    item.cancelled = True
+                    taken.append(item)
+        self.inbox.put(None)  # the thread exits once its current handler returns
+        return taken
+
+    def _loop(self) -> None:
+        try:
+            while True:
+                wave = self.inbox.get()
+                if wave is None:
+                    return
+                for item in wave:
+                    self._one(item)
+                with self.lock:
+                    self.pending = []
+                self._done(None, None)  # wake the coordinator: this slot is idle
+        finally:
+            if self.close is not None:
+                try:
+                    self.close()
+                except Exception as error:
+                    logger.warning("slot.close_failed", error=repr(error))
+
+    def _one(self, item: InFlight) -> None:
+        if not self._may_begin(item):
+            return
+        not_ready = self._prepare()  # outside the lock: starting a process takes a while
+        with self.lock:
+            if not self._may_begin(item, locked=True):
+                return
+            item.started = time.monotonic()
+            self.current = item
+        try:
+            if not_ready is not None:  # counted: a runner that never starts must not loop
+                outcome = _crashed(item.claimed, not_ready, RUNNER_FAILED)
+            else:
+                outcome = self._run(item)
+        except BaseException as error:  # a broken runner must not take the slot with it
+            outcome = _crashed(item.claimed, error, SLOT_CRASHED)
+        with self.lock:
+            self.current = None
+        self._done(item, outcome)
+
+    def _may_begin(self, item: InFlight, locked: bool = False) -> bool:
+        """Not retired and not taken back (checked again under the lock before starting)."""
+        if locked:
+            return not (self.retired or item.cancelled)
+        with self.lock:
+            return not (self.retired or item.cancelled)
+
+    def _prepare(self) -> BaseException | None:
+        """Ready the runner; returns the error when it cannot start."""
+        if self.prepare is None:
+            return None
+        try:
+            self.prepare()
+        except BaseException as error:
+            return error
+        return None
+
+
+def _crashed(claimed: Claimed, error: BaseException, error_class: str) -> Outcome:
+    try:
+        message = f"{type(error).__name__}: {error}"
+    except Exception:  # an exception whose __str__ itself fails
+        message = type(error).__name__
+    failure = Failure(error_class, message[:2000], "".join(traceback.format_exception(error)))
+    logger.error(
+        "slot.crashed", job_id=claimed.job_id, kind=claimed.kind, cause=error_class, error=message
+    )
+    return Outcome(claimed, T.FAIL, failure=failure)
