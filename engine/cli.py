@@ -24,6 +24,7 @@ from engine.view import JobView
 from engine.worker import Worker
 
 MAX_AGE_SECONDS = 100 * 365 * 86400
+SECOND_SIGNAL_AFTER = 1.0  # a repeat within this is the same stop, delivered twice
 APP_HELP = "The engine to use, as module:attribute (default attribute: engine)."
 DB_HELP = "Database URL (default: $JOBCHARTS_DB or sqlite:///jobcharts.db)."
 
@@ -173,16 +174,20 @@ def worker(
         app_spec=app,
         log_args=["--log-level", root["log_level"], "--log-format", root["log_format"]],
     )
-    signals_seen: list[int] = []
+    first_signal: list[float] = []
 
     def on_signal(signum: int, _frame: Any) -> None:
-        signals_seen.append(signum)
-        if len(signals_seen) > 1:
+        # systemd signals every process of the service and the supervisor forwards too:
+        # the same stop can arrive twice within moments, which is not a second request.
+        now = time.monotonic()
+        if first_signal and now - first_signal[0] > SECOND_SIGNAL_AFTER:
             click.echo("second signal: exiting now; unfinished leases will expire", err=True)
             os._exit(128 + signum)
-        click.echo(
-            "stopping after the running handlers finish (signal again to exit now)", err=True
-        )
+        if not first_signal:
+            first_signal.append(now)
+            click.echo(
+                "stopping after the running handlers finish (signal again to exit now)", err=True
+            )
         runner.stop()
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}

@@ -14,11 +14,15 @@ stdout; the handler's own prints go to stderr).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import select
+import signal
 import subprocess
 import sys
 import threading
+import time
 from typing import IO, Any
 
 from engine.effects import Failure
@@ -32,7 +36,10 @@ PROCESS_DIED = "HandlerProcessDied"
 class ProcessRunner:
     """Runs attempts in a child process, restarting it after it dies or is killed."""
 
-    def __init__(self, app_spec: str, url: str, log_args: list[str]) -> None:
+    def __init__(
+        self, app_spec: str, url: str, log_args: list[str], start_timeout: float = 60.0
+    ) -> None:
+        self.start_timeout = start_timeout
         self.command = [
             sys.executable, "-m", "engine.procslot", "--app", app_spec, "--db", url, *log_args,
         ]  # fmt: skip
@@ -40,26 +47,43 @@ class ProcessRunner:
         self._lock = threading.Lock()
 
     def _child(self) -> subprocess.Popen[str]:
-        if self._proc is None or self._proc.poll() is not None:
+        """The running child, started (and waited for) if needed; kill() can stop the wait."""
+        with self._lock:
+            proc = self._proc
+            if proc is not None and proc.poll() is None:
+                return proc
             # Our own interpreter and module; the arguments come from the worker's own CLI.
+            # A session of its own: a Ctrl-C or SIGTERM to the worker's group does not reach
+            # the handler; the worker decides when its children stop.
             proc = subprocess.Popen(  # noqa: S603
-                self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+                self.command,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+                start_new_session=True,
             )
-            assert proc.stdout is not None
-            proc.stdout.readline()  # "ready": the app is imported, so timeouts count from here
             self._proc = proc
-        return self._proc
+        assert proc.stdout is not None
+        ready, _, _ = select.select([proc.stdout], [], [], self.start_timeout)
+        line = proc.stdout.readline() if ready else ""
+        if not line:  # the app import hung, failed or the child was killed meanwhile
+            with contextlib.suppress(OSError):
+                proc.kill()
+            proc.wait()
+            raise RuntimeError(
+                f"the handler process did not start within {self.start_timeout:g}s "
+                f"(exit status {proc.returncode}); see its stderr"
+            )
+        return proc
 
     def prepare(self) -> None:
         """Start the child (if it is not running) before an attempt's clock starts."""
-        with self._lock:
-            self._child()
+        self._child()
 
     def run(self, claimed: Claimed, store: Any, now: Any) -> Outcome:
         if isinstance(claimed.payload, CorruptJSON):
             return run_attempt(claimed, store, now)  # never reaches a handler
-        with self._lock:
-            proc = self._child()
+        proc = self._child()
         request = {
             "job_id": claimed.job_id,
             "kind": claimed.kind,
@@ -140,6 +164,18 @@ def serve(app_spec: str, url: str, requests: IO[str], replies: IO[str]) -> None:
         replies.flush()
 
 
+def _exit_with_parent() -> None:
+    """Exit when the worker that started us is gone (it was SIGKILLed, say)."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(70)
+
+    threading.Thread(target=watch, name="jobcharts-parent-watch", daemon=True).start()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="jobcharts handler process (internal)")
     parser.add_argument("--app", required=True)
@@ -150,6 +186,11 @@ def main() -> None:
     from engine.logs import configure_logging
 
     configure_logging(args.log_level, args.log_format)
+    # The worker stops its children (it kills a hung one); signals meant for the worker's
+    # process group are not for us. If the worker dies, we follow it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _exit_with_parent()
     protocol = os.fdopen(os.dup(sys.stdout.fileno()), "w")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # handler prints must not break it
     serve(args.app, args.db, sys.stdin, protocol)

@@ -38,7 +38,9 @@ def supervise(processes: int, child_args: list[str]) -> int:
 
     def spawn(slot: int, event: str) -> None:
         # Our own interpreter running our own module; the arguments came from our CLI.
-        children[slot] = subprocess.Popen(command)  # noqa: S603
+        # A session of its own: a terminal's Ctrl-C reaches the supervisor only, which
+        # forwards it once.
+        children[slot] = subprocess.Popen(command, start_new_session=True)  # noqa: S603
         logger.info(event, slot=slot, pid=children[slot].pid)
 
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}

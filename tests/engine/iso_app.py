@@ -35,3 +35,12 @@ def die(ctx, p: Job) -> int:  # type: ignore[no-untyped-def]
 def echo(ctx, p: Job) -> int:  # type: ignore[no-untyped-def]
     print("a handler's print must not break the protocol")
     return os.getpid()
+
+
+@engine.job(payload=Job, idempotency=lambda p: f"slow:{p.n}", timeout=30, retry=RETRY)
+def slow(ctx, p: Job) -> int:  # type: ignore[no-untyped-def]
+    marker = os.environ.get("ISO_STARTED_MARKER")
+    if marker:
+        open(marker, "w").close()
+    time.sleep(1.5)
+    return os.getpid()

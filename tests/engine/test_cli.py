@@ -487,7 +487,7 @@ def test_worker_stops_cleanly_on_signal_after_the_running_handler_finishes(
 def test_worker_second_signal_exits_at_once(
     run: Invoke, reader: Engine, url: str, tmp_path: Path
 ) -> None:
-    """A second SIGTERM exits immediately with 128+15, leaving the attempt's lease to expire."""
+    """A second SIGTERM (a second apart) exits at once with 128+15; the lease will expire."""
     marker = tmp_path / "slow.done"
     slow = enqueue(run, "slow", {"marker": str(marker), "seconds": 5.0})
     proc, _out, err = _start_worker(url, tmp_path)
@@ -495,6 +495,7 @@ def test_worker_second_signal_exits_at_once(
         _wait_for(lambda: reader.get(slow).state == "running", 15.0, "the slow job to run")
         proc.send_signal(signal.SIGTERM)
         _wait_for(lambda: "stopping after" in err.read_text(), 5.0, "the first signal's notice")
+        time.sleep(1.2)  # a repeat within a second is the same stop delivered twice
         proc.send_signal(signal.SIGTERM)
         returncode = proc.wait(timeout=3)
     finally:
@@ -505,6 +506,27 @@ def test_worker_second_signal_exits_at_once(
     assert "exiting now" in err.read_text()
     assert not marker.exists()
     assert reader.get(slow).state == "running"  # its lease expires; nothing was committed
+
+
+def test_worker_takes_a_signal_delivered_twice_as_one_stop(
+    run: Invoke, reader: Engine, url: str, tmp_path: Path
+) -> None:
+    """Two SIGTERMs at once (systemd plus a supervisor's forward) still stop gracefully."""
+    marker = tmp_path / "slow.done"
+    slow = enqueue(run, "slow", {"marker": str(marker), "seconds": 1.0})
+    proc, _out, err = _start_worker(url, tmp_path)
+    try:
+        _wait_for(lambda: reader.get(slow).state == "running", 15.0, "the slow job to run")
+        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signal.SIGTERM)
+        returncode = proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert returncode == 0, err.read_text()
+    assert "exiting now" not in err.read_text()
+    assert marker.exists() and reader.get(slow).state == "succeeded"
 
 
 def test_read_commands_refuse_a_missing_database_file(tmp_path: Path) -> None:

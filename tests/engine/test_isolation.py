@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -56,3 +60,41 @@ def test_process_isolation_requires_the_app_spec(app: object) -> None:
     """Process isolation without an importable app spec is refused up front."""
     with pytest.raises(ValueError, match="app_spec"):
         Worker(iso_app.engine, isolation="process")
+
+
+def test_a_signal_to_the_whole_group_stops_gracefully_in_process_mode(
+    app: object, db_url: str, backend: str, tmp_path: Path
+) -> None:
+    """SIGTERM to the worker's process group (systemd, Ctrl-C) lets the handler finish."""
+    if backend != "sqlite":
+        pytest.skip("one backend is enough for signal handling")
+    engine = iso_app.engine
+    job = engine.enqueue("slow", {"n": 1})
+    marker = tmp_path / "handler.started"
+    proc = subprocess.Popen(
+        [
+            sys.executable, "-m", "engine.cli", "--log-level", "warning", "worker",
+            "--app", "tests.engine.iso_app:engine", "--db", db_url,
+            "--isolation", "process", "--grace", "10", "--poll", "0.05",
+        ],
+        cwd=Path(__file__).resolve().parents[2],
+        start_new_session=True,  # its own group, which we then signal as a whole
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "ISO_STARTED_MARKER": str(marker)},
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 20
+        while not marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert marker.exists(), "the handler never began"
+        os.killpg(proc.pid, signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    view = engine.get(job)
+    assert view.state == "succeeded" and view.attempt == 1, [
+        (e.trigger, e.detail) for e in view.history
+    ]
