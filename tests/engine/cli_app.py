@@ -49,6 +49,7 @@ def always_fails(ctx: JobContext, p: Order) -> None:
 
 @engine.job(payload=Slow, idempotency=lambda p: f"slow:{p.marker}", timeout=60.0)
 def slow(ctx: JobContext, p: Slow) -> str:
+    Path(p.marker + ".started").write_text("started\n")  # the handler has really begun
     time.sleep(p.seconds)
     Path(p.marker).write_text("finished\n")
     return p.marker

@@ -465,7 +465,8 @@ def test_worker_stops_cleanly_on_signal_after_the_running_handler_finishes(
     slow = enqueue(run, "slow", {"marker": str(marker), "seconds": 1.5})
     proc, out, err = _start_worker(url, tmp_path)
     try:
-        _wait_for(lambda: reader.get(slow).state == "running", 15.0, "the slow job to run")
+        started = Path(str(marker) + ".started")
+        _wait_for(started.exists, 15.0, "the slow handler to begin")
         # Due now, but the worker must not start it once it has been told to stop.
         queued = enqueue(run, "ship", {"order_id": 1})
         assert not marker.exists(), "the handler finished before the signal: test is too slow"
@@ -492,7 +493,8 @@ def test_worker_second_signal_exits_at_once(
     slow = enqueue(run, "slow", {"marker": str(marker), "seconds": 5.0})
     proc, _out, err = _start_worker(url, tmp_path)
     try:
-        _wait_for(lambda: reader.get(slow).state == "running", 15.0, "the slow job to run")
+        started = Path(str(marker) + ".started")
+        _wait_for(started.exists, 15.0, "the slow handler to begin")
         proc.send_signal(signal.SIGTERM)
         _wait_for(lambda: "stopping after" in err.read_text(), 5.0, "the first signal's notice")
         time.sleep(1.2)  # a repeat within a second is the same stop delivered twice
@@ -516,7 +518,8 @@ def test_worker_takes_a_signal_delivered_twice_as_one_stop(
     slow = enqueue(run, "slow", {"marker": str(marker), "seconds": 1.0})
     proc, _out, err = _start_worker(url, tmp_path)
     try:
-        _wait_for(lambda: reader.get(slow).state == "running", 15.0, "the slow job to run")
+        started = Path(str(marker) + ".started")
+        _wait_for(started.exists, 15.0, "the slow handler to begin")
         proc.send_signal(signal.SIGTERM)
         proc.send_signal(signal.SIGTERM)
         returncode = proc.wait(timeout=10)
