@@ -91,3 +91,64 @@ def summary(runs: list[BenchRun], batch: int, url: str | None) -> str:
         + f"  (median {enqueue:,.0f}, in transactions of 1000)",
     ]
     return "\n".join(lines)
+
+
+def claim_cost(
+    url: str, rows: int, *, due: int = 2000, batch: int = 100, repeat: int = 30
+) -> float:
+    """Median milliseconds to claim ``batch`` due jobs from a table of ``rows`` jobs.
+
+    The table holds ``rows - due`` finished jobs (history waiting to be pruned) and ``due``
+    pending ones. Each measured claim is handed back (released) so the next finds as many.
+    """
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import insert
+
+    from engine.schema import jobs as jobs_table
+
+    engine = Engine(url, batch_size=batch)
+    engine.job(payload=Noop, idempotency=Invariant("a no-op"), kind="noop")(lambda ctx, p: None)
+    now = datetime.now(UTC)
+    base = {
+        "kind": "noop",
+        "chart": "lifecycle",
+        "payload": {"n": 0},
+        "attempt": 1,
+        "max_attempts": 5,
+        "priority": 0,
+        "queue": "default",
+        "version": 2,
+        "correlation_id": "bench",
+        "created_at": now,
+        "updated_at": now,
+    }
+    finished = {**base, "state": "succeeded", "due_at": None, "finished_at": now}
+    pending = {**base, "state": "pending", "attempt": 0, "version": 0, "finished_at": None}
+    chunk = 10_000
+    with engine.store.write() as conn:
+        for first in range(0, rows - due, chunk):
+            count = min(chunk, rows - due - first)
+            conn.execute(insert(jobs_table), [finished] * count)
+        conn.execute(
+            insert(jobs_table),
+            [{**pending, "due_at": now - timedelta(seconds=i % 60)} for i in range(due)],
+        )
+    samples = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        claimed = engine.claim(engine.now(), batch)
+        samples.append((time.perf_counter() - started) * 1000)
+        engine.hand_back(claimed.jobs, started=False, now=engine.now())
+    engine.close()
+    return statistics.median(samples)
+
+
+def claim_cost_fresh(rows: int, db: str | None) -> float:
+    """``claim_cost`` in a fresh SQLite file, or a fresh schema of the PostgreSQL ``db``."""
+    if db:
+        from engine.chaos import fresh_database
+
+        return claim_cost(fresh_database(db), rows)
+    with tempfile.TemporaryDirectory() as tmp:
+        return claim_cost(f"sqlite:///{Path(tmp) / 'claim.db'}", rows)

@@ -384,11 +384,22 @@ def demo(db: str | None, verbose: bool) -> None:
 @click.option("--jobs", "n_jobs", default=20_000, show_default=True, help="Jobs per run.")
 @click.option("--batch", default=500, show_default=True, help="Jobs claimed per tick.")
 @click.option("--repeat", default=3, show_default=True, help="Runs; the median is reported.")
-def bench(db: str | None, n_jobs: int, batch: int, repeat: int) -> None:
+@click.option(
+    "--claim-rows",
+    default=None,
+    help="Instead: time one claim of 100 due jobs in tables of these sizes, e.g. 1000,1000000 "
+    "(each in a fresh database: a SQLite file, or a new schema of the --db PostgreSQL).",
+)
+def bench(db: str | None, n_jobs: int, batch: int, repeat: int, claim_rows: str | None) -> None:
     """Measure enqueue and drain throughput (logs off; fresh SQLite file per run by default)."""
     from engine import bench as bench_mod
 
     configure_logging("error")
+    if claim_rows:
+        for rows in (int(r) for r in claim_rows.split(",")):
+            ms = bench_mod.claim_cost_fresh(rows, db)
+            click.echo(f"claim 100 of {rows:>9,} rows: median {ms:.2f} ms")
+        return
     runs = bench_mod.run(n_jobs, batch, repeat, db)
     click.echo(bench_mod.summary(runs, batch, db))
 
