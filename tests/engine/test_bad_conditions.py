@@ -60,8 +60,9 @@ def db_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def url(db_path: Path) -> str:
-    return f"sqlite:///{db_path}"
+def url(db_url: str) -> str:
+    """Most bad conditions are checked on both backends."""
+    return db_url
 
 
 class Calls:
@@ -125,8 +126,11 @@ def jobcharts_command() -> list[str]:
 # -- 1. the database is locked mid-run ------------------------------------------------------
 
 
-def test_database_locked_mid_run_is_retried_and_nothing_is_lost(url: str, db_path: Path) -> None:
+def test_database_locked_mid_run_is_retried_and_nothing_is_lost(
+    sqlite_only: None, db_path: Path
+) -> None:
     """A 1.5 s exclusive lock mid-run is logged and outlasted; every job succeeds exactly once."""
+    url = f"sqlite:///{db_path}"
     # Checks Worker._guarded (database errors are logged as worker.db_error and retried with
     # backoff) and _commit_completed keeping outcomes until their commit succeeds. Without
     # the first the worker thread dies on "database is locked" and jobs stay unfinished;
@@ -229,8 +233,9 @@ def test_a_kind_no_worker_knows_stays_pending_untouched_and_is_reported(url: str
 # -- 3. a corrupt payload row ----------------------------------------------------------------
 
 
-def test_a_corrupt_payload_quarantines_only_its_own_job(url: str, db_path: Path) -> None:
+def test_a_corrupt_payload_quarantines_only_its_own_job(sqlite_only: None, db_path: Path) -> None:
     """Invalid JSON in one payload quarantines just that job (CorruptPayload); the rest succeed."""
+    url = f"sqlite:///{db_path}"
     # Checks JSONDocument reading unparseable text as CorruptJSON (without it the claim
     # query of the whole batch raises) and run_attempt's CorruptJSON branch (without it the
     # error class is pydantic's ValidationError, not CorruptPayload).
