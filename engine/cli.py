@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import click
@@ -22,6 +23,7 @@ from engine.errors import JobchartsError
 from engine.logs import configure_logging
 from engine.view import JobView
 from engine.worker import Worker
+from statecharts import Chart
 
 MAX_AGE_SECONDS = 100 * 365 * 86400
 SECOND_SIGNAL_AFTER = 1.0  # a repeat within this is the same stop, delivered twice
@@ -402,6 +404,63 @@ def bench(db: str | None, n_jobs: int, batch: int, repeat: int, claim_rows: str 
         return
     runs = bench_mod.run(n_jobs, batch, repeat, db)
     click.echo(bench_mod.summary(runs, batch, db))
+
+
+@cli.command()
+@click.argument("name", required=False)
+@app_option()
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["dot", "svg", "png", "mermaid", "md"]),
+    default="dot",
+    show_default=True,
+)
+@click.option("--out", type=click.Path(dir_okay=False), help="Write here instead of stdout.")
+def render(name: str | None, app: str | None, fmt: str, out: str | None) -> None:
+    """Draw a chart (by job kind or chart name; default: every chart of the app)."""
+    from statecharts import lifecycle
+    from statecharts.render import RenderError
+    from statecharts.render import render as draw
+
+    charts = _charts(load_app(app) if app else None, name) if (app or name) else [lifecycle()]
+    if not charts:
+        raise click.ClickException("the app registers no job kinds")
+    if fmt in ("svg", "png") and len(charts) > 1 and not name:
+        raise click.UsageError(f"name one chart to draw as {fmt.upper()}")
+    try:
+        parts = [draw(chart, fmt) for chart in charts]
+    except RenderError as error:
+        raise click.ClickException(str(error)) from error
+    data = b"\n".join(parts)
+    if out:
+        Path(out).write_bytes(data)
+        click.echo(f"wrote {out}", err=True)
+    elif fmt in ("svg", "png") and sys.stdout.isatty():
+        raise click.UsageError(f"{fmt.upper()} is binary: pass --out FILE")
+    else:
+        stream: Any = click.get_binary_stream("stdout")
+        stream.write(data)
+
+
+def _charts(engine: Engine | None, name: str | None) -> list[Chart]:
+    """The charts to draw: one named by job kind or chart name, or all the app's."""
+    from statecharts import lifecycle
+
+    if engine is None:
+        if name in (None, "lifecycle"):
+            return [lifecycle()]
+        raise click.UsageError(f"unknown chart {name!r} (pass --app to name an app's kinds)")
+    if name is None:
+        return list(engine.registry.charts)
+    spec = engine.registry.find(name)
+    if spec is not None:
+        return [spec.chart]
+    chart = engine.chart_of(name)
+    if chart is None:
+        known = sorted({*engine.registry.kinds, *(c.name for c in engine.registry.charts)})
+        raise click.UsageError(f"no job kind or chart named {name!r}; known: {', '.join(known)}")
+    return [chart]
 
 
 @cli.command()
