@@ -439,8 +439,12 @@ def render(name: str | None, app: str | None, fmt: str, out: str | None) -> None
     elif fmt in ("svg", "png") and sys.stdout.isatty():
         raise click.UsageError(f"{fmt.upper()} is binary: pass --out FILE")
     else:
-        stream: Any = click.get_binary_stream("stdout")
-        stream.write(data)
+        buffer = getattr(sys.stdout, "buffer", None)
+        if buffer is None:
+            click.echo(data.decode(), nl=False)
+        else:
+            buffer.write(data)
+            buffer.flush()
 
 
 def _charts(engine: Engine | None, name: str | None) -> list[Chart]:
