@@ -1,0 +1,107 @@
+"""Diagrams: golden DOT, Mermaid and Markdown for two charts; images; deterministic output."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from engine.cli import cli
+from statecharts import Chart, lifecycle
+from statecharts.render import RenderError, render, to_dot, to_markdown, to_mermaid
+from tests.statecharts.charts import payout
+
+GOLDEN = Path(__file__).with_name("golden")
+CHARTS = {"lifecycle": lifecycle, "payout": payout}
+WRITERS = {"dot": to_dot, "mmd": to_mermaid, "md": to_markdown}
+
+
+@pytest.mark.parametrize("chart_name", sorted(CHARTS))
+@pytest.mark.parametrize("suffix", sorted(WRITERS))
+def test_output_matches_its_golden_file(chart_name: str, suffix: str) -> None:
+    """Each chart renders byte for byte as its reviewed golden file (UPDATE_GOLDEN=1 rewrites)."""
+    text = WRITERS[suffix](CHARTS[chart_name]())
+    path = GOLDEN / f"{chart_name}.{suffix}"
+    if os.environ.get("UPDATE_GOLDEN"):
+        path.write_text(text)
+    assert text == path.read_text(), f"{path} is stale: review the diff, then UPDATE_GOLDEN=1"
+
+
+@pytest.mark.parametrize("chart_name", sorted(CHARTS))
+def test_output_is_deterministic(chart_name: str) -> None:
+    """Two renderings of equal charts are identical, so committed diagrams can be checked."""
+    for writer in WRITERS.values():
+        assert writer(CHARTS[chart_name]()) == writer(CHARTS[chart_name]())
+
+
+MERMAID_LINE = re.compile(
+    r"^(stateDiagram-v2"
+    r"|    %% .*"
+    r"|    (\[\*\]|[A-Za-z_][A-Za-z0-9_]*) --> (\[\*\]|[A-Za-z_][A-Za-z0-9_]*)( : [^:<>]+)?"
+    r"|    classDef [a-z]+ [^;]+"
+    r"|    class [A-Za-z_][A-Za-z0-9_,]* [a-z]+)$"
+)
+
+
+@pytest.mark.parametrize("chart_name", sorted(CHARTS))
+def test_mermaid_uses_only_valid_statements(chart_name: str) -> None:
+    """Every Mermaid line is a statement of stateDiagram-v2 with escaped label characters."""
+    text = to_mermaid(CHARTS[chart_name]())
+    bad = [line for line in text.splitlines() if not MERMAID_LINE.match(line)]
+    assert bad == []
+    chart: Chart = CHARTS[chart_name]()
+    edges = [line for line in text.splitlines() if " --> " in line and "[*]" not in line]
+    assert len(edges) == sum(len(t.sources) for t in chart.transitions)
+
+
+def test_styles_follow_the_kind_of_state() -> None:
+    """Work, wait, success and failure states are told apart in DOT and in Mermaid."""
+    dot, mermaid = to_dot(payout()), to_mermaid(payout())
+    assert re.search(r"charge \[.*shape=box.*filled", dot)
+    assert re.search(r"awaiting_settlement \[.*dashed", dot)
+    assert re.search(r"paid \[.*doublecircle", dot) and "#dcfce7" in dot
+    assert (
+        "class notify,refund,charge work" in mermaid or "class charge,notify,refund work" in mermaid
+    )
+    assert "class refunded,quarantined failure" in mermaid
+    assert 'label="poll [not (now >= deadline)]"' in dot
+    assert 'quarantined -> requested [label=requeue color="#6b7280" style=dashed]' in dot
+
+
+def test_images_render_with_graphviz() -> None:
+    """SVG and PNG come from Graphviz's dot (installed by .ci/run; required in CI)."""
+    if shutil.which("dot") is None:
+        if os.environ.get("JOBCHARTS_CI"):
+            pytest.fail("Graphviz's dot is required in CI")
+        pytest.skip("Graphviz's dot is not installed")
+    svg = render(lifecycle(), "svg")
+    assert svg.lstrip().startswith(b"<?xml") and b"retry_wait" in svg
+    assert render(payout(), "png").startswith(b"\x89PNG")
+
+
+def test_missing_dot_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without dot, SVG says what to install while DOT, Mermaid and Markdown still work."""
+    monkeypatch.setenv("PATH", "")
+    with pytest.raises(RenderError, match="apt-get install graphviz"):
+        render(lifecycle(), "svg")
+    assert render(lifecycle(), "dot").startswith(b"//")
+
+
+def test_cli_render_prints_and_writes(tmp_path: Path) -> None:
+    """`jobcharts render` prints text formats, writes images with --out, names unknowns."""
+    runner = CliRunner()
+    result = runner.invoke(cli, ["render", "--format", "mermaid"])
+    assert result.exit_code == 0 and result.output == to_mermaid(lifecycle())
+    app = ["--app", "tests.engine.cli_app:engine"]
+    result = runner.invoke(cli, ["render", "ship", *app, "--format", "md"])
+    assert result.exit_code == 0 and "### Chart `lifecycle`" in result.output
+    unknown = runner.invoke(cli, ["render", "shipp", *app])
+    assert unknown.exit_code != 0 and "ship" in unknown.output
+    if shutil.which("dot"):
+        out = tmp_path / "ship.svg"
+        result = runner.invoke(cli, ["render", "ship", *app, "--format", "svg", "--out", str(out)])
+        assert result.exit_code == 0 and out.read_bytes().lstrip().startswith(b"<?xml")
