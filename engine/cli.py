@@ -468,6 +468,30 @@ def _charts(engine: Engine | None, name: str | None) -> list[Chart]:
 
 
 @cli.command()
+@app_option()
+def check(app: str | None) -> None:
+    """Run the static checks on every chart of the app (exit 1 when one fails)."""
+    from statecharts import lifecycle
+    from statecharts.checks import check_chart
+
+    charts = list(load_app(app).registry.charts) if app else [lifecycle()]
+    failed = 0
+    for chart in charts:
+        click.echo(f"chart {chart.name}:")
+        for finding in check_chart(chart):
+            if finding.ok:
+                click.echo(f"  ok      {finding.check}")
+            elif finding.waived:
+                click.echo(f"  waived  {finding.check}: {finding.message}")
+                click.echo(f"          reason: {finding.waived}")
+            else:
+                failed += 1
+                click.echo(f"  FAIL    {finding.check}: {finding.message}")
+    if failed:
+        raise click.ClickException(f"{failed} check(s) failed")
+
+
+@cli.command()
 @db_option
 @click.option("--to", "target", default="head", show_default=True, help="Target revision.")
 def migrate(db: str | None, target: str) -> None:

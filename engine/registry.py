@@ -135,6 +135,7 @@ class Registry:
                 )
             compiled = compile_chart(chart)
             _check_runnable(compiled)
+            _check_static(chart)
             self._compiled[chart.name] = compiled
         spec = JobSpec(
             kind=name,
@@ -177,6 +178,19 @@ class Registry:
     @property
     def specs(self) -> tuple[JobSpec, ...]:
         return tuple(self._specs.values())
+
+
+def _check_static(chart: Chart) -> None:
+    """The static checks (statecharts.checks) run at registration; waivers need a reason."""
+    from statecharts.checks import failures
+
+    failed = failures(chart)
+    if failed:
+        raise RegistrationError(
+            f"chart {chart.name!r} fails its static checks: "
+            + "; ".join(f"{f.check}: {f.message}" for f in failed)
+            + ". Fix the chart, or waive a check with Waiver(check, reason)."
+        )
 
 
 def _check_runnable(compiled: CompiledChart) -> None:

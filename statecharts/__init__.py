@@ -13,6 +13,7 @@ from statecharts.chart import (
     State,
     StateKind,
     Transition,
+    Waiver,
 )
 from statecharts.lifecycle import ATTEMPTS_EXHAUSTED, ATTEMPTS_LEFT, DUE, S, T, lifecycle
 from statecharts.machine import CompiledChart, compile_chart
@@ -34,6 +35,7 @@ __all__ = [
     "Step",
     "T",
     "Transition",
+    "Waiver",
     "compile_chart",
     "is_path",
     "lifecycle",

@@ -120,6 +120,18 @@ class Transition:
 
 
 @dataclass(frozen=True)
+class Waiver:
+    """Skips one static check for one chart; the reason is printed wherever it applies."""
+
+    check: str
+    reason: str
+
+    def __post_init__(self) -> None:
+        if not self.reason.strip():
+            raise ChartError(f"waiving {self.check!r} needs a written reason")
+
+
+@dataclass(frozen=True)
 class Chart:
     """A named set of states and transitions, checked for consistency when created."""
 
@@ -127,6 +139,7 @@ class Chart:
     states: tuple[State, ...]
     transitions: tuple[Transition, ...]
     description: str = ""
+    waivers: tuple[Waiver, ...] = ()
 
     def __post_init__(self) -> None:
         _validate(self)

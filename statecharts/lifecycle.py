@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from statecharts.chart import Chart, Effect, Facts, Guard, State, StateKind, Transition
+from statecharts.chart import Chart, Effect, Facts, Guard, State, StateKind, Transition, Waiver
 
 
 class S(StrEnum):
@@ -58,6 +58,14 @@ def lifecycle(name: str = LIFECYCLE_NAME) -> Chart:
     return Chart(
         name=name,
         description="The standard lifecycle: run, retry with backoff, succeed or quarantine.",
+        waivers=(
+            Waiver(
+                "bounded_cycles",
+                "running -> pending (release) happens only when a claimed handler never "
+                "started: no handler ran, so no work repeats; it is bounded by worker "
+                "crashes, not by anything the job does",
+            ),
+        ),
         states=(
             State(S.PENDING, StateKind.INITIAL, description="enqueued, waiting for a worker"),
             State(S.RUNNING, StateKind.WORK, description="a worker holds the lease"),
