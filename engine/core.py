@@ -41,6 +41,7 @@ CREATED = "enqueue"  # the trigger recorded for a job's creation event
 
 LEASE_EXPIRED = "LeaseExpired"  # the error class recorded when a lease runs out
 SHUTDOWN = "WorkerShutdown"  # ... and when a stopping worker gives up a running handler
+UNSTORABLE = "UnstorableOutcome"  # ... and when an outcome cannot be turned into a transition
 
 
 @dataclass
@@ -157,9 +158,11 @@ class Engine:
 
     @property
     def _uses_db_time(self) -> bool:
+        if self.store.dialect != "postgresql":
+            return False  # SQLite: one machine, one clock; its time is the local time
         if self._time_source is not None:
             return self._time_source == "database"
-        return not self._clock_given and self.store.dialect == "postgresql"
+        return not self._clock_given
 
     def bind(self, url: str) -> None:
         """Point the engine at another database before it is first used (CLI ``--db``)."""
@@ -585,14 +588,22 @@ class Engine:
                 continue
             try:
                 moves.append(self._outcome_move(outcome, now))
-            except ChartError as error:  # the chart has no enabled edge for this outcome
+            except Exception as error:  # no enabled edge, a due date out of range, ...
                 logger.error(
-                    "attempt.no_transition",
+                    "attempt.unstorable",
                     job_id=outcome.claimed.job_id,
                     kind=outcome.claimed.kind,
                     outcome=outcome.trigger,
-                    error=str(error),
+                    error=repr(error),
                 )
+                failure = Failure(
+                    UNSTORABLE, f"the attempt's outcome could not be stored: {error!r}"[:2000]
+                )
+                replacement = Outcome(outcome.claimed, T.FAIL_PERMANENT, failure=failure)
+                try:
+                    moves.append(self._outcome_move(replacement, now))
+                except Exception:  # not even that: the lease expires and rescue counts it
+                    logger.exception("attempt.uncommittable", job_id=outcome.claimed.job_id)
         applied = self.store.job_transition_many(moves)
         for move, ok in zip(moves, applied, strict=True):
             done: Outcome = move.tag[0]

@@ -6,6 +6,8 @@ import math
 import random
 from dataclasses import dataclass, field
 
+MAX_CAP = 10 * 365 * 86400.0
+
 
 @dataclass(frozen=True)
 class RetryPolicy:
@@ -41,6 +43,8 @@ class RetryPolicy:
                 problems.append(f"factor must be >= 1 (backoff never shrinks), got {self.factor}")
             if self.jitter > 1:
                 problems.append(f"jitter is a fraction in [0, 1], got {self.jitter}")
+            if self.cap > MAX_CAP:
+                problems.append(f"cap is at most {MAX_CAP:g} s (ten years), got {self.cap:g}")
         if problems:
             raise ValueError("invalid RetryPolicy: " + "; ".join(problems))
 

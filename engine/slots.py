@@ -76,13 +76,16 @@ class Slot:
         self.pending = list(wave)
         self.inbox.put(wave)
 
-    def retire(self) -> list[InFlight]:
+    def retire(self, expected: InFlight | None = None) -> list[InFlight] | None:
         """Begin nothing more; return the queued attempts taken back (never started).
 
-        The call holds the shared lock, so an attempt either began before it (and is
-        ``current``) or never will.
+        With ``expected``, retire only if that attempt is still the one running (else
+        None: it returned meanwhile and the slot moved on). The call holds the shared
+        lock, so an attempt either began before it (and is ``current``) or never will.
         """
         with self.lock:
+            if expected is not None and self.current is not expected:
+                return None
             self.retired = True
             taken = []
             for item in self.pending:

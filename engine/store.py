@@ -29,6 +29,7 @@ from sqlalchemy import (
     insert,
     or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -196,8 +197,20 @@ class Store:
                 notify(conn, "enqueue")
         return results
 
+    def _lock_key(self, conn: Connection, kind: str, key: str) -> None:
+        """PostgreSQL: serialize writers of one (kind, key) for the rest of the transaction,
+        so every check below sees committed state (READ COMMITTED snapshots per statement
+        would otherwise let a racing writer read a job that is not committed yet as absent).
+        SQLite needs nothing: its write transactions are serialized already."""
+        if self.dialect == "postgresql":
+            conn.execute(
+                text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"),
+                {"k": f"{kind}\x1f{key}"},
+            )
+
     def _insert_job(self, conn: Connection, job: NewJob) -> tuple[int, bool]:
         if job.idempotency_key is not None:
+            self._lock_key(conn, job.kind, job.idempotency_key)
             existing = self._live_key(conn, job)
             if existing is not None:
                 return existing, False
@@ -288,7 +301,12 @@ class Store:
         """
         try:
             with self.write() as conn:
+                if self.dialect == "postgresql":  # lock order: job row, then key (as prune)
+                    conn.execute(
+                        select(jobs.c.id).where(jobs.c.id == move.job_id).with_for_update()
+                    )
                 if key is not None:
+                    self._lock_key(conn, kind, key)
                     holder = self._take_key(conn, kind, key, move.job_id, move.event.at, expires_at)
                     if holder != move.job_id:
                         return holder
@@ -377,7 +395,7 @@ class Store:
             now = func.strftime("%Y-%m-%d %H:%M:%f", "now")
         else:
             now = func.clock_timestamp()
-        with self.db.connect() as conn:
+        with self.read() as conn:  # never the write lock
             value = conn.execute(select(now)).scalar_one()
         return as_utc(datetime.fromisoformat(value) if isinstance(value, str) else value)
 

@@ -56,14 +56,23 @@ class Listener:
         while not self._stop.is_set():
             conn: Any = None
             try:
-                conn = psycopg.connect(conninfo, autocommit=True)
+                # Keepalives: a connection silently cut (a partition) is noticed and redone.
+                conn = psycopg.connect(
+                    conninfo,
+                    autocommit=True,
+                    keepalives=1,
+                    keepalives_idle=30,
+                    keepalives_interval=10,
+                    keepalives_count=3,
+                )
                 conn.execute(f"LISTEN {CHANNEL}")
                 logger.debug("listener.listening", channel=CHANNEL)
+                self.on_wake()  # jobs enqueued while we were not listening
                 while not self._stop.is_set():
                     for _ in conn.notifies(timeout=0.5):
                         self.on_wake()
             except Exception as error:  # the server went away: poll meanwhile, then retry
-                logger.warning("listener.disconnected", error=str(error).splitlines()[0])
+                logger.warning("listener.disconnected", error=repr(error)[:300])
                 self._stop.wait(RECONNECT_DELAY)
             finally:
                 if conn is not None:

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 import structlog
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 
 from engine.core import Engine, TickReport
 from engine.effects import Failure
@@ -180,7 +180,7 @@ class Worker:
         try:
             engine = self.engine
             return engine.store.job_count_active(engine.registry.kinds, engine.now()) == 0
-        except DBAPIError:
+        except SQLAlchemyError:
             return False
 
     # -- duties (each called from the coordinator loop) --------------------------------------
@@ -283,7 +283,7 @@ class Worker:
 
     def _enforce_timeouts(self) -> None:
         now = time.monotonic()
-        for slot in list(self._slots):
+        for slot in [*self._slots, *self._retired]:
             with self._lock:
                 item = slot.current
                 if item is None or item.started is None:
@@ -312,21 +312,26 @@ class Worker:
                     timeout=timeout,
                 )
             item.abandoned = True
-            self._retire(slot)
+            self._retire(slot, item)
 
-    def _retire(self, slot: Slot) -> None:
+    def _retire(self, slot: Slot, running: InFlight | None = None) -> None:
         """Replace a slot whose handler cannot be trusted to return: kill it if possible,
-        hand back what was queued behind it, start a fresh slot in its place."""
+        hand back what was queued behind it, start a fresh slot in its place.
+
+        With ``running``, only while that attempt is still the slot's current one.
+        """
         if slot not in self._slots:
             return
+        taken = slot.retire(running)
+        if taken is None:
+            return  # it returned meanwhile; its (abandoned) result will be dropped
         self._slots.remove(slot)
-        taken = slot.retire()
+        self._slots.append(self._new_slot())
         if slot.kill is not None:
             slot.kill()  # a process: really stopped
         else:
             self._retired.append(slot)  # a thread: it exits when its handler returns
         self._hand_back(taken, started=False)
-        self._slots.append(self._new_slot())
 
     def _replace_dead_slots(self) -> None:
         for slot in list(self._slots):
@@ -362,7 +367,7 @@ class Worker:
         )
         for slot in list(self._slots):
             if slot.current is item and slot.kill is not None:
-                self._retire(slot)
+                self._retire(slot, item)
 
     def _rescue(self) -> None:
         report = self.engine.rescue(self.engine.now(), exclude=list(self._in_flight))
@@ -438,8 +443,8 @@ class Worker:
             report = self.engine.hand_back(
                 [i.claimed for i in items], started=started, now=self.engine.now()
             )
-        except DBAPIError as error:
-            logger.warning("worker.hand_back_failed", error=str(error.orig), jobs=len(items))
+        except Exception as error:
+            logger.warning("worker.hand_back_failed", error=repr(error), jobs=len(items))
             return  # their leases expire and rescue hands them on
         self.totals.add(report)
         logger.info("worker.handed_back", jobs=report.released + report.expired, started=started)
@@ -481,12 +486,12 @@ class Worker:
         """Run a duty; on an error log it, back off, and report failure (never raise)."""
         try:
             result = duty()
-        except DBAPIError as error:
+        except SQLAlchemyError as error:  # the database, or the pool waiting for it
             self._error_backoff = min(max(self._error_backoff * 2, 0.1), MAX_ERROR_BACKOFF)
             logger.warning(
                 "worker.db_error",
                 duty=getattr(duty, "__name__", "?").lstrip("_"),
-                error=str(error.orig),
+                error=str(getattr(error, "orig", None) or error),
                 retry_in=self._error_backoff,
             )
             self.stop_event.wait(self._error_backoff)
@@ -513,7 +518,7 @@ class Worker:
             if item.started is not None and not item.abandoned:
                 deadlines.append(item.started + item.claimed.spec.timeout - now)
         if any(slot.idle for slot in self._slots):
-            with contextlib.suppress(DBAPIError):
+            with contextlib.suppress(SQLAlchemyError):  # a pool timeout included
                 deadlines.append(self.engine.sleep_for(self.poll_interval))
         return max(min(deadlines), 0.0)
 
