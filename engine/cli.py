@@ -21,6 +21,7 @@ from sqlalchemy.engine import make_url
 from engine.core import Engine
 from engine.errors import JobchartsError
 from engine.logs import configure_logging
+from engine.registry import Invariant
 from engine.view import JobView
 from engine.worker import Worker
 from statecharts import Chart
@@ -468,6 +469,50 @@ def _charts(engine: Engine | None, name: str | None) -> list[Chart]:
 
 
 @cli.command()
+@app_option(required=True)
+def describe(app: str) -> None:
+    """Per job kind: trigger, idempotency, retries, timeout, chart and its checks."""
+    from statecharts.checks import check_chart
+
+    engine = load_app(app)
+    rows = []
+    for spec in engine.registry.specs:
+        idempotency = (
+            f"invariant: {spec.idempotency.reason}"
+            if isinstance(spec.idempotency, Invariant)
+            else f"keyed (TTL {_span(spec.key_ttl.total_seconds())})"
+        )
+        retries = (
+            "none"
+            if spec.retry.max_attempts == 1
+            else f"bounded: {spec.retry.max_attempts} attempts, backoff "
+            f"{spec.retry.base:g}s x{spec.retry.factor:g} up to {spec.retry.cap:g}s"
+        )
+        findings = check_chart(spec.chart)
+        failed = [f.check for f in findings if not f.passes]
+        waived = [f.check for f in findings if not f.ok and f.waived]
+        checks = "FAIL: " + ", ".join(failed) if failed else "ok"
+        if waived:
+            checks += f" ({', '.join(waived)} waived)"
+        rows.append(
+            [
+                spec.kind,
+                "event",
+                idempotency,
+                retries,
+                f"{spec.timeout:g}s",
+                spec.chart.name,
+                checks,
+            ]
+        )
+    if not rows:
+        raise click.ClickException("the app registers no job kinds")
+    click.echo(
+        table(["kind", "trigger", "idempotency", "retries", "timeout", "chart", "checks"], rows)
+    )
+
+
+@cli.command()
 @app_option()
 def check(app: str | None) -> None:
     """Run the static checks on every chart of the app (exit 1 when one fails)."""
@@ -528,6 +573,14 @@ def prune(app: str | None, db: str | None, older_than: str, include_quarantined:
         raise click.BadParameter(str(error), param_hint="--older-than") from error
     jobs_deleted, keys_deleted = engine.prune(age, include_quarantined=include_quarantined)
     click.echo(f"pruned {jobs_deleted} jobs and {keys_deleted} expired dedupe keys")
+
+
+def _span(seconds: float) -> str:
+    """``604800`` -> ``7d``: the largest unit that divides it (the inverse of parse_age)."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
 
 
 def parse_age(text: str) -> float:

@@ -539,3 +539,14 @@ def test_read_commands_refuse_a_missing_database_file(tmp_path: Path) -> None:
         result = CliRunner().invoke(cli, [*args, "--db", f"sqlite:///{missing}"])
         assert result.exit_code != 0 and "no database at" in result.output, args
     assert not missing.exists()
+
+
+def test_describe_lists_each_kind_with_its_safety_declarations() -> None:
+    """`describe` says, per kind: trigger, keyed or invariant, bounded retries, chart checks."""
+    result = CliRunner().invoke(cli, ["describe", "--app", "engine.demo:build"])
+    assert result.exit_code == 0, result.output
+    lines = {line.split()[0]: line for line in result.output.splitlines()[2:]}
+    assert set(lines) == {"greet", "flaky_transfer", "email_report", "sync_partner"}
+    assert "keyed (TTL 7d)" in lines["greet"] and "bounded: 4 attempts" in lines["greet"]
+    assert "invariant: rendering a report twice is harmless" in lines["email_report"]
+    assert all("event" in line and "lifecycle" in line and " ok" in line for line in lines.values())
