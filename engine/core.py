@@ -6,6 +6,7 @@ transition (compare-and-set plus event row) in one transaction.
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import socket
@@ -30,7 +31,17 @@ from engine.retry import RetryPolicy
 from engine.runner import Claimed, Outcome, log_finished, run_attempt
 from engine.store import EventRow, Move, NewJob, Store, resolve_url
 from engine.view import ErrorInfo, EventView, JobView
-from statecharts import Chart, ChartError, Facts, S, T, Transition, lifecycle
+from statecharts import (
+    Chart,
+    ChartError,
+    CompiledChart,
+    Facts,
+    S,
+    T,
+    Transition,
+    compile_chart,
+    lifecycle,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -807,15 +818,10 @@ class Engine:
         )
 
 
-_LIFECYCLE: list[Any] = []
-
-
-def _compiled_lifecycle() -> Any:
-    from statecharts import compile_chart
-
-    if not _LIFECYCLE:
-        _LIFECYCLE.append(compile_chart(lifecycle()))
-    return _LIFECYCLE[0]
+@functools.cache
+def _compiled_lifecycle() -> CompiledChart:
+    """The built-in chart, compiled once: operators act on jobs of kinds no app registers."""
+    return compile_chart(lifecycle())
 
 
 def _due_time(now: datetime, delay: float | timedelta | None, run_at: datetime | None) -> datetime:

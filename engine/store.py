@@ -95,7 +95,6 @@ class Move:
     lease_token: str | None
     values: dict[str, Any]
     event: EventRow
-    check_lease: bool = True
     tag: Any = field(default=None, compare=False)
 
 
@@ -496,27 +495,24 @@ class Store:
 
     def job_mark_started(self, job_ids: Sequence[int], lease_token: str, now: datetime) -> set[int]:
         """Record that these jobs' handlers are starting; only jobs still under the lease."""
-        if not job_ids:
-            return set()
-        stmt = (
-            update(jobs)
-            .where(jobs.c.id.in_(list(job_ids)), jobs.c.lease_token == lease_token)
-            .values(started_at=now)
-            .returning(jobs.c.id)
-        )
-        with self.write() as conn:
-            return {int(row[0]) for row in conn.execute(stmt)}
+        return self._update_held(job_ids, lease_token, {"started_at": now})
 
     def lease_renew(
         self, job_ids: Sequence[int], lease_token: str, expires_at: datetime
     ) -> set[int]:
         """Extend the lease of jobs still held under ``lease_token``; return the ones held."""
+        return self._update_held(job_ids, lease_token, {"lease_expires_at": expires_at})
+
+    def _update_held(
+        self, job_ids: Sequence[int], lease_token: str, values: dict[str, Any]
+    ) -> set[int]:
+        """Write ``values`` to the jobs still held under ``lease_token``; return their ids."""
         if not job_ids:
             return set()
         stmt = (
             update(jobs)
             .where(jobs.c.id.in_(list(job_ids)), jobs.c.lease_token == lease_token)
-            .values(lease_expires_at=expires_at)
+            .values(values)
             .returning(jobs.c.id)
         )
         with self.write() as conn:
@@ -606,12 +602,12 @@ class Store:
 
     def _apply_moves(self, conn: Connection, moves: Sequence[Move]) -> list[bool]:
         applied = [False] * len(moves)
-        groups: dict[tuple[tuple[str, ...], bool], list[int]] = {}
+        groups: dict[tuple[str, ...], list[int]] = {}
         for index, move in enumerate(moves):
-            key = (tuple(sorted(move.values)), move.check_lease)
+            key = tuple(sorted(move.values))
             groups.setdefault(key, []).append(index)
-        for (columns, check_lease), indexes in groups.items():
-            stmt = _cas_update(columns, check_lease)
+        for columns, indexes in groups.items():
+            stmt = _cas_update(columns)
             params = [_cas_params(moves[i]) for i in indexes]
             if self._sane_multi_rowcount and len(params) > 1:
                 savepoint = conn.begin_nested()
@@ -678,14 +674,13 @@ class _Undo(Exception):
     """Roll back the current write transaction and report that nothing applied."""
 
 
-def _cas_update(columns: tuple[str, ...], check_lease: bool) -> Any:
+def _cas_update(columns: tuple[str, ...]) -> Any:
     conditions = [
         jobs.c.id == bindparam("b_id"),
         jobs.c.state == bindparam("b_state"),
         jobs.c.version == bindparam("b_version"),
+        jobs.c.lease_token.is_not_distinct_from(bindparam("b_lease")),
     ]
-    if check_lease:
-        conditions.append(jobs.c.lease_token.is_not_distinct_from(bindparam("b_lease")))
     values: dict[str, Any] = {c: bindparam(f"v_{c}") for c in columns}
     values["version"] = jobs.c.version + 1
     return update(jobs).where(and_(*conditions)).values(values)
