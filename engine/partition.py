@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import json
 import os
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -193,6 +194,12 @@ def run(
             logs.append(log)
             procs.append(subprocess.Popen(command, env=env, stdout=log, stderr=log))  # noqa: S603
         time.sleep(cut_after)
+        # Cut while host 0 holds running jobs: a cut that lands between its claims (or
+        # inside one, which the server then rolls back) would leave nothing to rescue.
+        host0 = f"{socket.gethostname()}:{procs[0].pid}"  # `ip netns exec` execs in place
+        deadline = time.monotonic() + 10
+        while not _holding(chaos_app.engine, host0) and time.monotonic() < deadline:
+            time.sleep(0.02)
         before = _rescues(chaos_app.engine)
         network.cut(0)
         cut_at = time.monotonic()
@@ -241,6 +248,32 @@ def _rescues(engine: object) -> int:
                 select(func.count()).where(job_events.c.trigger.in_(["expire", "release"]))
             ).scalar_one()
         )
+
+
+def _holding(engine: object, worker: str) -> int:
+    """How many jobs are running under a claim made by ``worker``."""
+    from sqlalchemy import and_, func, select
+
+    from engine.core import Engine
+    from engine.schema import job_events, jobs
+
+    assert isinstance(engine, Engine)
+    stmt = (
+        select(func.count())
+        .select_from(
+            jobs.join(
+                job_events,
+                and_(
+                    job_events.c.job_id == jobs.c.id,
+                    job_events.c.attempt == jobs.c.attempt,
+                    job_events.c.trigger == "start",
+                ),
+            )
+        )
+        .where(jobs.c.state == "running", job_events.c.worker == worker)
+    )
+    with engine.store.read() as conn:
+        return int(conn.execute(stmt).scalar_one())
 
 
 def _fenced(log: Path) -> int:
