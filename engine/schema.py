@@ -1,6 +1,7 @@
-"""The tables: jobs (one row per job), job_events (append-only history), job_steps (ledger)
-and idempotency_keys (dedupe that outlives job rows). Alembic migrations (engine/migrations)
-create and change them; ``alembic_version`` records the revision.
+"""The tables: jobs (one row per job), job_events (append-only history), job_steps (ledger),
+idempotency_keys (dedupe that outlives job rows) and schedules (cron and poller slots).
+Alembic migrations (engine/migrations) create and change them; ``alembic_version`` records
+the revision.
 
 Column meaning, not state names: lifecycle state names never appear here. ``due_at`` is set
 only while a job waits to be claimed (NULL while it runs or once it is final), so one
@@ -131,6 +132,8 @@ jobs = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     Column("finished_at", UTCDateTime, nullable=True),
+    # An operator asked to cancel while a handler held the lease: it stops at its next step.
+    Column("cancel_requested_at", UTCDateTime, nullable=True),
     # Never reuse the id of a pruned job: dedupe keys may still point at it.
     sqlite_autoincrement=True,
 )
@@ -194,3 +197,17 @@ idempotency_keys = Table(
     Column("result", JSONDocument, nullable=True),
 )
 Index("ix_idempotency_keys_expires", idempotency_keys.c.expires_at)
+
+# One row per cron schedule or poller: the last slot fired is durable, so a restart neither
+# repeats nor forgets slots, and racing schedulers advance it by compare-and-set.
+schedules = Table(
+    "schedules",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("kind", String(200), nullable=False),
+    Column("spec", String(200), nullable=False),  # "cron */5 * * * * Europe/Paris", "every 30s"
+    Column("last_slot", UTCDateTime, nullable=True),
+    Column("last_job_id", ID, nullable=True),
+    Column("fired_at", UTCDateTime, nullable=True),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
