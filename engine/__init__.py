@@ -4,6 +4,7 @@ from engine.clock import Clock, FrozenClock, OffsetClock, SystemClock
 from engine.context import JobContext
 from engine.core import Engine, TickReport
 from engine.errors import (
+    Cancelled,
     IdempotencyRequired,
     JobchartsError,
     JobNotFound,
@@ -14,11 +15,12 @@ from engine.errors import (
     TransitionNotAllowed,
     UnknownJobKind,
 )
-from engine.registry import Invariant, NoPayload
+from engine.registry import Invariant, NoPayload, StepHandler
 from engine.retry import RetryPolicy, backoff
 from engine.view import ErrorInfo, EventView, JobView
 
 __all__ = [
+    "Cancelled",
     "Clock",
     "Engine",
     "ErrorInfo",
@@ -36,6 +38,7 @@ __all__ = [
     "Permanent",
     "RegistrationError",
     "RetryPolicy",
+    "StepHandler",
     "StepResultError",
     "SystemClock",
     "TickReport",

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from engine.errors import LeaseLost, StepResultError
+from engine.errors import Cancelled, LeaseLost, StepResultError
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -31,7 +31,7 @@ def to_json_value(value: Any, what: str) -> Any:
 
 @dataclass
 class JobContext:
-    """Handed to every handler: the job's identity, its logger, and ``step``."""
+    """Handed to every handler: the job's identity, its logger, ``step`` and ``cancelled``."""
 
     job_id: int
     kind: str
@@ -43,6 +43,23 @@ class JobContext:
     _store: Store = field(repr=False)
     _steps: dict[str, Any] = field(default_factory=dict, repr=False)
     _now: Callable[[], datetime] = field(default=lambda: _unset(), repr=False)
+    state: str = ""  # the state this handler runs in (a flow's step)
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether an operator asked to cancel this job (one read of its row).
+
+        ``step`` checks it before each new step; a long handler may check it between its
+        own units of work and return early (or raise ``Cancelled``).
+        """
+        return self._store.job_cancel_requested(self.job_id)
+
+    def recorded(self, name: str) -> Any:
+        """The recorded result of step ``name`` (of this or an earlier state); KeyError if
+        that step has not completed."""
+        if name not in self._steps:
+            raise KeyError(f"job {self.job_id} has no recorded step {name!r}")
+        return self._steps[name]
 
     def step(self, name: str, fn: Callable[[], R]) -> R:
         """Run ``fn`` at most once per job once its JSON result is recorded.
@@ -55,6 +72,8 @@ class JobContext:
         if name in self._steps:
             self.log.debug("step.replayed", step=name)
             return self._steps[name]  # type: ignore[no-any-return]
+        if self.cancelled:
+            raise Cancelled(f"job {self.job_id} was cancelled before step {name!r}")
         value = to_json_value(fn(), f"the result of step {name!r}")
         recorded = self._store.step_record(
             job_id=self.job_id,

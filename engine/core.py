@@ -12,9 +12,9 @@ import random
 import socket
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, TypeVar, overload
 
@@ -24,17 +24,26 @@ from sqlalchemy import Connection, Row
 from sqlalchemy.orm import Session
 
 from engine.clock import Clock, SystemClock
-from engine.effects import Failure, write_transition
+from engine.effects import Failure, Written, write_transition
 from engine.errors import DatabaseBound, JobNotFound, TransitionNotAllowed
-from engine.registry import DEFAULT_KEY_TTL, Invariant, JobSpec, KeyFunction, Registry
+from engine.registry import (
+    DEFAULT_KEY_TTL,
+    Invariant,
+    JobSpec,
+    KeyFunction,
+    Registry,
+    StepHandler,
+)
 from engine.retry import RetryPolicy
 from engine.runner import Claimed, Outcome, log_finished, run_attempt
 from engine.store import EventRow, Move, NewJob, Store, resolve_url
 from engine.view import ErrorInfo, EventView, JobView
 from statecharts import (
+    TIMER_TRIGGERS,
     Chart,
     ChartError,
     CompiledChart,
+    Effect,
     Facts,
     S,
     T,
@@ -51,6 +60,7 @@ CREATED = "enqueue"  # the trigger recorded for a job's creation event
 
 
 LEASE_EXPIRED = "LeaseExpired"  # the error class recorded when a lease runs out
+DEADLINE_PASSED = "DeadlinePassed"  # ... and when a polling state's deadline passes
 SHUTDOWN = "WorkerShutdown"  # ... and when a stopping worker gives up a running handler
 UNSTORABLE = "UnstorableOutcome"  # ... and when an outcome cannot be turned into a transition
 
@@ -63,6 +73,9 @@ class TickReport:
     attempt. ``expired``: attempts whose lease ran out or were handed back while running
     (also counted in retried or quarantined). ``fenced``: results discarded because their
     attempt had lost its lease (timed out, rescued elsewhere, or handed back).
+    ``advanced``: a flow moved on to another state (next step, or "check again later").
+    ``ended``: reached a final state that is not success (a flow's own, e.g. refunded).
+    ``timed``: transitions the tick fired without a handler (deadlines, delays, cancels).
     """
 
     claimed: int = 0
@@ -72,6 +85,10 @@ class TickReport:
     fenced: int = 0
     released: int = 0
     expired: int = 0
+    advanced: int = 0
+    cancelled: int = 0
+    ended: int = 0
+    timed: int = 0
 
     def add(self, other: TickReport) -> None:
         for name in vars(self):
@@ -80,7 +97,7 @@ class TickReport:
     @property
     def busy(self) -> bool:
         """Whether the tick moved any job (run_until_idle stops at the first idle tick)."""
-        return bool(self.claimed or self.released or self.expired)
+        return bool(self.claimed or self.released or self.expired or self.timed)
 
 
 @dataclass
@@ -89,6 +106,7 @@ class Batch:
 
     token: str
     jobs: list[Claimed]
+    timed: int = 0  # jobs moved by a timer (deadline, delay) or a cancel instead of claimed
 
 
 class Engine:
@@ -238,6 +256,42 @@ class Engine:
 
         return register(fn) if fn is not None else register
 
+    def flow(
+        self,
+        kind: str,
+        chart: Chart,
+        handlers: Mapping[str, Callable[..., Any] | StepHandler],
+        *,
+        payload: type[BaseModel] | None = None,
+        idempotency: KeyFunction | Invariant | None = None,
+        retry: RetryPolicy | None = None,
+        timeout: float = 60.0,
+        queue: str = "default",
+        priority: int = 0,
+        idempotency_ttl: float | timedelta = DEFAULT_KEY_TTL,
+    ) -> JobSpec:
+        """Register a multi-step job: ``chart`` (see ``statecharts.flow``) and one handler
+        per state it runs work in, ``{state: fn}`` or ``{state: StepHandler(fn, retry=...,
+        timeout=...)}``. ``retry`` and ``timeout`` are the defaults of every step.
+
+        A handler ``fn(ctx, payload)`` returns the outcome to take (a trigger name or an
+        Enum member; None when its state has one outcome, or "not yet" in a polling
+        state). A chart and its handlers that do not match are refused here.
+        """
+        return self.registry.add(
+            _flow_entry(kind),
+            kind=kind,
+            payload=payload,
+            idempotency=idempotency,
+            retry=retry,
+            timeout=timeout,
+            queue=queue,
+            priority=priority,
+            chart=chart,
+            key_ttl=idempotency_ttl,
+            handlers=handlers,
+        )
+
     # -- enqueue -------------------------------------------------------------------------
 
     def enqueue(
@@ -301,7 +355,7 @@ class Engine:
                     state=initial,
                     payload=model.model_dump(mode="json"),
                     idempotency_key=key,
-                    max_attempts=spec.retry.max_attempts,
+                    max_attempts=spec.first_max_attempts,
                     priority=spec.priority if priority is None else priority,
                     queue=queue or spec.queue,
                     due_at=due,
@@ -347,15 +401,18 @@ class Engine:
         *,
         limit: int | None = None,
         executor: Executor | None = None,
+        queues: Sequence[str] | None = None,
     ) -> TickReport:
         """One pass: rescue expired leases, claim due jobs, run them, commit their transitions.
 
         Handlers run in waves: each wave is marked started (one statement) just before it
         runs, so a crash leaves the rest of the batch "claimed, never started".
+        ``queues``: claim only jobs of these queues (None: all).
         """
         fixed = now
         report = self.rescue(fixed or self.now())
-        batch = self.claim(fixed or self.now(), limit or self.batch_size)
+        batch = self.claim(fixed or self.now(), limit or self.batch_size, queues=queues)
+        report.timed += batch.timed
         if not batch.jobs:
             return report
         clock_now: Callable[[], datetime] = (lambda: fixed) if fixed else self.now
@@ -374,8 +431,13 @@ class Engine:
         report.add(committed)
         return report
 
-    def claim(self, now: datetime, limit: int) -> Batch:
-        """Claim up to ``limit`` due jobs of the registered kinds under one new lease."""
+    def claim(self, now: datetime, limit: int, *, queues: Sequence[str] | None = None) -> Batch:
+        """Claim up to ``limit`` due jobs of the registered kinds under one new lease.
+
+        A due job whose state has no ``start`` enabled takes its timer instead (a polling
+        state's deadline, a wait state's delay), and a job an operator asked to cancel
+        while it ran is cancelled: those moves happen here, without running a handler.
+        """
         specs = self.registry.specs
         token = uuid.uuid4().hex
         if not specs or limit <= 0:
@@ -387,24 +449,31 @@ class Engine:
             spec = self.registry.find(row.kind)
             if spec is None:
                 return None
-            facts = Facts(row.attempt, row.max_attempts, now=now, due_at=row.due_at)
+            facts = _facts(row, now)
             try:
+                if row.cancel_requested_at is not None:
+                    return self._timer_move(spec, row, T.CANCEL, facts, now)
                 transition = spec.compiled.fire(row.state, T.START, facts)
+                if transition is None:
+                    for trigger in TIMER_TRIGGERS:
+                        timed = self._timer_move(spec, row, trigger, facts, now)
+                        if timed is not None:
+                            return timed
+                    return None
             except ChartError as error:  # a state its chart no longer has
                 logger.error("job.unclaimable", job_id=row.id, kind=row.kind, error=str(error))
-                return None
-            if transition is None:
                 return None
             if not leased_at:
                 # Read inside the claim's transaction, after its lock was granted: a wait
                 # for the lock must not eat into the lease.
                 leased_at.append(self._lease_base(now, tx_time))
-            written = write_transition(
+            written = self._write(
+                spec,
                 transition,
+                row.state,
                 now=leased_at[0],
                 attempt=row.attempt,
-                retry=spec.retry,
-                rng=self.rng,
+                deadline=row.deadline,
                 timeout=self.lease_seconds,
                 lease_token=token,
             )
@@ -413,9 +482,24 @@ class Engine:
             )
             return Move(row.id, row.state, row.version, row.lease_token, written.values, event)
 
-        pairs = self.store.job_claim_due(
-            now=now, limit=limit, kinds=self.registry.kinds, states=states, plan=plan
+        moved = self.store.job_claim_due(
+            now=now,
+            limit=limit,
+            kinds=self.registry.kinds,
+            states=states,
+            plan=plan,
+            queues=queues,
         )
+        pairs = [(row, move) for row, move in moved if move.event.trigger == T.START]
+        for row, move in moved:
+            if move.event.trigger != T.START:
+                logger.info(
+                    f"job.{move.event.trigger}",
+                    job_id=row.id,
+                    kind=row.kind,
+                    from_state=row.state,
+                    to_state=move.values["state"],
+                )
         # One query for the whole batch: a first attempt after a requeue has steps too.
         steps = self.store.step_get_many([row.id for row, _ in pairs])
         return Batch(
@@ -433,9 +517,68 @@ class Engine:
                     correlation_id=row.correlation_id,
                     spec=self.registry.get(row.kind),
                     steps=steps.get(row.id, {}),
+                    deadline=row.deadline,
                 )
                 for row, move in pairs
             ],
+            timed=len(moved) - len(pairs),
+        )
+
+    def _timer_move(
+        self, spec: JobSpec, row: Row[Any], trigger: str, facts: Facts, now: datetime
+    ) -> Move | None:
+        """The move of a transition the tick fires itself (no handler, no lease), or None."""
+        transition = spec.compiled.fire(row.state, trigger, facts)
+        if transition is None:
+            return None
+        failure = None
+        if trigger == T.DEADLINE:
+            failure = Failure(
+                DEADLINE_PASSED,
+                f"state {row.state!r} reached its deadline {row.deadline.isoformat()}",
+                reason="deadline",
+            )
+        written = self._write(
+            spec,
+            transition,
+            row.state,
+            now=now,
+            attempt=row.attempt,
+            deadline=row.deadline,
+            failure=failure,
+        )
+        event = EventRow(
+            trigger, row.state, transition.dest, row.attempt, now, self.worker_id, written.detail
+        )
+        return Move(row.id, row.state, row.version, row.lease_token, written.values, event)
+
+    def _write(
+        self,
+        spec: JobSpec,
+        transition: Transition,
+        source: str,
+        *,
+        now: datetime,
+        attempt: int,
+        deadline: datetime | None,
+        **kw: Any,
+    ) -> Written:
+        """``write_transition`` with the retry policy, timers and budgets of ``spec``'s states."""
+        entry = None
+        if Effect.ENTER_STEP in transition.effects:
+            entry = spec.entry(transition.dest)
+        elif Effect.RESET_ATTEMPTS in transition.effects:
+            entry = spec.entry(spec.first_step)
+        return write_transition(
+            transition,
+            now=now,
+            attempt=attempt,
+            retry=spec.retry_for(source),
+            rng=self.rng,
+            entry=entry,
+            deadline=deadline,
+            every=spec.chart.state(source).every,
+            **kw,
         )
 
     def start(self, batch: Batch, jobs: list[Claimed], now: datetime) -> list[Claimed]:
@@ -466,7 +609,9 @@ class Engine:
                 return None
             never_started = row.started_at is None
             trigger = T.RELEASE if never_started else T.EXPIRE
-            facts = Facts(row.attempt, row.max_attempts, now=now)
+            if row.cancel_requested_at is not None:
+                trigger = T.CANCEL  # asked to stop while it ran: don't run it again
+            facts = _facts(row, now)
             try:
                 transition = spec.compiled.fire(row.state, trigger, facts)
             except ChartError as error:  # a state its chart no longer has
@@ -475,19 +620,20 @@ class Engine:
             if transition is None:
                 return None
             failure = None
-            if not never_started:
+            if not never_started and trigger == T.EXPIRE:
                 failure = Failure(
                     LEASE_EXPIRED,
                     f"attempt {row.attempt}'s lease expired at "
                     f"{row.lease_expires_at.isoformat()} while its handler may have been running"
                     " (the worker crashed, was killed, hung, or lost the database)",
                 )
-            written = write_transition(
+            written = self._write(
+                spec,
                 transition,
+                row.state,
                 now=now,
                 attempt=row.attempt,
-                retry=spec.retry,
-                rng=self.rng,
+                deadline=row.deadline,
                 failure=failure,
             )
             detail = dict(written.detail or {})
@@ -516,6 +662,8 @@ class Engine:
             )
             if trigger == T.RELEASE:
                 report.released += 1
+            elif trigger == T.CANCEL:
+                report.cancelled += 1
             elif move.values.get("quarantine_reason"):
                 report.expired += 1
                 report.quarantined += 1
@@ -535,19 +683,20 @@ class Engine:
         moves = []
         for claimed in jobs:
             trigger = T.EXPIRE if started else T.RELEASE
-            facts = Facts(claimed.attempt, claimed.max_attempts, now=now)
+            facts = Facts(claimed.attempt, claimed.max_attempts, now=now, deadline=claimed.deadline)
             transition = claimed.spec.compiled.fire(claimed.state, trigger, facts)
             if transition is None:
                 continue
             failure = (
                 Failure(SHUTDOWN, "the worker shut down while the handler ran") if started else None
             )
-            written = write_transition(
+            written = self._write(
+                claimed.spec,
                 transition,
+                claimed.state,
                 now=now,
                 attempt=claimed.attempt,
-                retry=claimed.spec.retry,
-                rng=self.rng,
+                deadline=claimed.deadline,
                 failure=failure,
                 retry_now=True,
             )
@@ -615,20 +764,42 @@ class Engine:
                     moves.append(self._outcome_move(replacement, now))
                 except Exception:  # not even that: the lease expires and rescue counts it
                     logger.exception("attempt.uncommittable", job_id=outcome.claimed.job_id)
-        applied = self.store.job_transition_many(moves)
-        for move, ok in zip(moves, applied, strict=True):
+        applied = list(zip(moves, self.store.job_transition_many(moves), strict=True))
+        cancelled = [m for m, ok in applied if not ok and m.unless_cancelled]
+        if cancelled:  # an operator asked to cancel while these ran: cancel them instead
+            applied = [(m, ok) for m, ok in applied if ok or not m.unless_cancelled]
+            applied += self._cancel_instead(cancelled, now)
+        for move, ok in applied:
             done: Outcome = move.tag[0]
             dest = move.values["state"]
             log_finished(done, committed=ok, dest=dest if ok else None, next_due=move.tag[1])
             if not ok:
                 report.fenced += 1
-            elif done.trigger == T.SUCCEED:
-                report.succeeded += 1
-            elif move.values.get("quarantine_reason"):
-                report.quarantined += 1
             else:
-                report.retried += 1
+                _count(report, move, done.claimed.spec.chart)
         return report
+
+    def _cancel_instead(self, moves: list[Move], now: datetime) -> list[tuple[Move, bool]]:
+        """Replace outcomes refused because a cancel was requested by the cancel itself."""
+        rows = self.store.job_get_many(m.job_id for m in moves)
+        results: list[tuple[Move, bool]] = []
+        replacements: list[Move] = []
+        for move in moves:
+            row = rows.get(move.job_id)
+            held = (
+                row is not None
+                and row.cancel_requested_at is not None
+                and (row.state, row.version, row.lease_token)
+                == (move.from_state, move.version, move.lease_token)
+            )
+            if not held:
+                results.append((move, False))  # fenced: the lease was lost
+                continue
+            outcome: Outcome = move.tag[0]
+            cancel = Outcome(outcome.claimed, T.CANCEL, duration=outcome.duration)
+            replacements.append(replace(self._outcome_move(cancel, now), unless_cancelled=False))
+        applied = self.store.job_transition_many(replacements)
+        return results + list(zip(replacements, applied, strict=True))
 
     def _outcome_move(self, outcome: Outcome, now: datetime) -> Move:
         claimed = outcome.claimed
@@ -638,15 +809,17 @@ class Engine:
             claimed.attempt,
             claimed.max_attempts,
             now=now,
+            deadline=claimed.deadline,
             error_class=failure.error_class if failure else None,
         )
         transition = spec.compiled.require(claimed.state, outcome.trigger, facts)
-        written = write_transition(
+        written = self._write(
+            spec,
             transition,
+            claimed.state,
             now=now,
             attempt=claimed.attempt,
-            retry=spec.retry,
-            rng=self.rng,
+            deadline=claimed.deadline,
             failure=failure,
             result=outcome.result,
         )
@@ -667,6 +840,9 @@ class Engine:
             written.values,
             event,
             tag=(outcome, written.next_due_at),
+            # A handler that finished its work succeeded, cancel or not; anything else
+            # (a retry, the next step) gives way to a cancel requested meanwhile.
+            unless_cancelled=spec.chart.state(transition.dest).success is not True,
         )
 
     def run_until_idle(
@@ -751,9 +927,25 @@ class Engine:
         """Operator action: a quarantined (or cancelled) job gets a fresh run from pending."""
         self._operator(job_id, T.REQUEUE)
 
-    def cancel(self, job_id: int) -> None:
-        """Cancel a job that has not started or is waiting to retry."""
-        self._operator(job_id, T.CANCEL)
+    def cancel(self, job_id: int) -> str:
+        """Cancel a job that has not finished; returns "cancelled" or "requested".
+
+        A job no handler holds is cancelled at once. A job a handler holds gets a cancel
+        request: the handler sees ``ctx.cancelled``, ``ctx.step`` stops before its next step,
+        and the job is then cancelled instead of retried or moved on (a handler that already
+        finished its work still succeeds: that work happened).
+        """
+        for _ in range(5):
+            row = self.store.job_get(job_id)
+            if row is None:
+                raise JobNotFound(f"no job with id {job_id}")
+            if row.lease_token is None or row.finished_at is not None:
+                self._operator(job_id, T.CANCEL, row)
+                return "cancelled"
+            if self.store.job_request_cancel(row, self.now()):
+                logger.info("job.cancel_requested", job_id=job_id, kind=row.kind, state=row.state)
+                return "requested"
+        raise TransitionNotAllowed(f"job {job_id} keeps changing; try cancel again")
 
     def chart_of(self, name: str) -> Chart | None:
         """The chart named ``name``: a registered one, or the built-in lifecycle."""
@@ -762,8 +954,8 @@ class Engine:
             chart = lifecycle()
         return chart
 
-    def _operator(self, job_id: int, trigger: str) -> None:
-        row = self.store.job_get(job_id)
+    def _operator(self, job_id: int, trigger: str, row: Row[Any] | None = None) -> None:
+        row = row or self.store.job_get(job_id)
         if row is None:
             raise JobNotFound(f"no job with id {job_id}")
         chart = self.chart_of(row.chart)
@@ -772,7 +964,7 @@ class Engine:
         spec = self.registry.find(row.kind)
         compiled = spec.compiled if spec else _compiled_lifecycle()
         now = self.now()
-        facts = Facts(row.attempt, row.max_attempts, now=now, due_at=row.due_at)
+        facts = _facts(row, now)
         transition: Transition | None = compiled.fire(row.state, trigger, facts)
         if transition is None:
             allowed = sorted(
@@ -782,9 +974,14 @@ class Engine:
                 f"cannot {trigger} job {job_id}: it is {row.state!r}; {trigger} applies to "
                 f"jobs in {allowed}"
             )
-        written = write_transition(
-            transition, now=now, attempt=row.attempt, retry=RetryPolicy(), rng=self.rng
-        )
+        if spec is not None:
+            written = self._write(
+                spec, transition, row.state, now=now, attempt=row.attempt, deadline=row.deadline
+            )
+        else:
+            written = write_transition(
+                transition, now=now, attempt=row.attempt, retry=RetryPolicy(), rng=self.rng
+            )
         event = EventRow(
             trigger,
             row.state,
@@ -818,10 +1015,43 @@ class Engine:
         )
 
 
+def _flow_entry(kind: str) -> Callable[..., Any]:
+    """A flow has no single handler; this stands in for it and says so if ever called."""
+
+    def no_single_handler(*_args: Any) -> None:
+        raise TypeError(f"job {kind!r} is a flow: its handlers run per state")
+
+    return no_single_handler
+
+
 @functools.cache
 def _compiled_lifecycle() -> CompiledChart:
     """The built-in chart, compiled once: operators act on jobs of kinds no app registers."""
     return compile_chart(lifecycle())
+
+
+def _facts(row: Row[Any], now: datetime) -> Facts:
+    """What a job row tells its chart's guards at ``now``."""
+    return Facts(row.attempt, row.max_attempts, now=now, due_at=row.due_at, deadline=row.deadline)
+
+
+def _count(report: TickReport, move: Move, chart: Chart) -> None:
+    """Count a committed outcome by where it led."""
+    dest = chart.state(move.values["state"])
+    trigger = move.event.trigger
+    if trigger == T.CANCEL:
+        report.cancelled += 1
+    elif move.values.get("quarantine_reason"):
+        report.quarantined += 1
+    elif dest.is_final:
+        if dest.success:
+            report.succeeded += 1
+        else:
+            report.ended += 1
+    elif trigger in (T.FAIL, T.EXPIRE):
+        report.retried += 1
+    else:
+        report.advanced += 1
 
 
 def _due_time(now: datetime, delay: float | timedelta | None, run_at: datetime | None) -> datetime:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from engine.registry import Entry
 from engine.retry import RetryPolicy
 from statecharts import Effect, Transition
 
@@ -55,6 +56,11 @@ def truncate_tail(text: str, limit: int) -> str:
     return "...[truncated]...\n" + text[-limit:]
 
 
+def _until_deadline(due: datetime, deadline: datetime | None) -> datetime:
+    """A state's deadline bounds every wait in it: the job is due again by then at the latest."""
+    return due if deadline is None or due <= deadline else deadline
+
+
 def write_transition(
     transition: Transition,
     *,
@@ -67,11 +73,17 @@ def write_transition(
     retry_now: bool = False,
     failure: Failure | None = None,
     result: Any = None,
+    entry: Entry | None = None,
+    deadline: datetime | None = None,
+    every: float | None = None,
 ) -> Written:
     """Column values for taking ``transition`` at ``now`` from a job at ``attempt``.
 
     ``timeout`` is the lease length granted by START_ATTEMPT; ``retry_now`` makes
     SCHEDULE_RETRY due at once (a worker shutting down hands its jobs on immediately).
+    ``entry``: what the destination state sets when entered (ENTER_STEP) or what the first
+    step sets (RESET_ATTEMPTS). ``deadline`` and ``every``: the source state's persisted
+    deadline and polling interval; no retry or check is ever due after the deadline.
     """
     values: dict[str, Any] = {"state": transition.dest, "updated_at": now}
     detail: dict[str, Any] = {}
@@ -97,9 +109,26 @@ def write_transition(
         detail.update(error=failure.error_class, message=failure.message[:DETAIL_MESSAGE_LIMIT])
     if Effect.SCHEDULE_RETRY in effects:
         wait = 0.0 if retry_now else retry.delay(attempt, rng)
-        next_due = now + timedelta(seconds=wait)
+        next_due = _until_deadline(now + timedelta(seconds=wait), deadline)
         values["due_at"] = next_due
-        detail["retry_in"] = round(wait, 6)
+        detail["retry_in"] = round((next_due - now).total_seconds(), 6)
+    if Effect.SCHEDULE_POLL in effects:
+        next_due = _until_deadline(now + timedelta(seconds=every or 0.0), deadline)
+        values.update(attempt=0, due_at=next_due)
+        attempt = 0
+        detail["next_check"] = next_due.isoformat()
+    if Effect.ENTER_STEP in effects:
+        step = entry or Entry(max_attempts=1)
+        wait = step.every or step.delay or 0.0
+        next_due = now + timedelta(seconds=wait)
+        values.update(
+            attempt=0,
+            max_attempts=step.max_attempts,
+            due_at=next_due,
+            started_at=None,
+            deadline=now + timedelta(seconds=step.deadline) if step.deadline else None,
+        )
+        attempt = 0
     if Effect.QUARANTINE in effects:
         reason = (failure.reason if failure else None) or "exhausted"
         values["quarantine_reason"] = reason
@@ -108,10 +137,19 @@ def write_transition(
         attempt = max(attempt - 1, 0)
         values.update(attempt=attempt, due_at=now, started_at=None)
     if Effect.RESET_ATTEMPTS in effects:
-        values.update(attempt=0, due_at=now, quarantine_reason=None, finished_at=None)
+        values.update(
+            attempt=0,
+            due_at=now,
+            quarantine_reason=None,
+            finished_at=None,
+            deadline=None,
+            cancel_requested_at=None,
+        )
+        if entry is not None:
+            values["max_attempts"] = entry.max_attempts
         attempt = 0
     if Effect.FINISH in effects:
-        values.update(finished_at=now, due_at=None)
+        values.update(finished_at=now, due_at=None, deadline=None)
     if result is not None:
         values["result"] = result
     return Written(values, detail or None, next_due)

@@ -41,6 +41,11 @@ class StepResultError(JobchartsError, TypeError):
     """A ``ctx.step`` result that cannot be stored as JSON."""
 
 
+class Cancelled(JobchartsError):
+    """An operator cancelled this job while its handler ran: ``ctx.step`` raises it before
+    starting another step, and the job goes to cancelled instead of retrying."""
+
+
 class LeaseLost(JobchartsError):
     """This attempt no longer holds the job's lease: its writes are fenced out."""
 

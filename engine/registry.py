@@ -2,16 +2,30 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import timedelta
-from typing import Any
+import enum
+import types
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
 from engine.errors import IdempotencyRequired, RegistrationError, UnknownJobKind
 from engine.retry import RetryPolicy
-from statecharts import Chart, CompiledChart, Facts, StateKind, T, compile_chart, lifecycle
+from statecharts import (
+    TIMER_TRIGGERS,
+    Chart,
+    CompiledChart,
+    Facts,
+    StateKind,
+    T,
+    compile_chart,
+    handler_states,
+    lifecycle,
+    outcomes,
+)
 
 
 @dataclass(frozen=True)
@@ -38,8 +52,44 @@ Handler = Callable[..., Any]
 
 
 @dataclass(frozen=True)
+class StepHandler:
+    """A flow state's handler with its own retry policy and timeout (else the kind's)."""
+
+    fn: Handler
+    retry: RetryPolicy | None = None
+    timeout: float | None = None
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    """How the handler of one state runs: function, retry policy, timeout, outcomes."""
+
+    state: str
+    handler: Handler
+    retry: RetryPolicy
+    timeout: float
+    outcomes: tuple[str, ...] = ()  # the triggers a flow handler may return
+    polls: bool = False  # a polling check: returning None means "not yet"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """What entering a state sets: its attempts budget and its timers (seconds)."""
+
+    max_attempts: int
+    every: float | None = None
+    deadline: float | None = None
+    delay: float | None = None
+
+
+@dataclass(frozen=True)
 class JobSpec:
-    """Everything the engine knows about one job kind."""
+    """Everything the engine knows about one job kind.
+
+    ``steps`` maps each state a handler runs in to how it runs; a lifecycle job has one
+    (``running``), a flow one per work and polling state. ``is_flow``: handlers return the
+    trigger to take; a lifecycle handler's return value is the job's result.
+    """
 
     kind: str
     handler: Handler
@@ -52,6 +102,8 @@ class JobSpec:
     chart: Chart
     compiled: CompiledChart
     key_ttl: timedelta = DEFAULT_KEY_TTL
+    steps: Mapping[str, StepSpec] = field(default_factory=dict)
+    is_flow: bool = False
 
     def key_for(self, payload: BaseModel) -> str | None:
         """The dedupe key of ``payload``, or None for an Invariant job."""
@@ -67,13 +119,48 @@ class JobSpec:
 
     @property
     def claim_states(self) -> tuple[str, ...]:
-        """States a worker claims jobs from: the sources of the chart's start trigger."""
+        """States a tick takes jobs from when due: sources of ``start`` and of the timers."""
         sources: dict[str, None] = {}
         for transition in self.chart.transitions:
-            if transition.trigger == T.START:
+            if transition.trigger == T.START or transition.trigger in TIMER_TRIGGERS:
                 for source in transition.sources:
                     sources.setdefault(source, None)
         return tuple(sources)
+
+    def step_for(self, state: str) -> StepSpec:
+        """How the handler of ``state`` runs (a state no handler runs in is a chart bug)."""
+        step = self.steps.get(state)
+        if step is None:
+            raise RegistrationError(f"job {self.kind!r}: no handler runs in state {state!r}")
+        return step
+
+    def retry_for(self, state: str) -> RetryPolicy:
+        step = self.steps.get(state)
+        return step.retry if step is not None else self.retry
+
+    def entry(self, state: str) -> Entry:
+        """What entering ``state`` sets (ENTER_STEP; RESET_ATTEMPTS with the first step)."""
+        declared = self.chart.state(state)
+        step = self.steps.get(state)
+        return Entry(
+            max_attempts=step.retry.max_attempts if step else 1,
+            every=declared.every,
+            deadline=declared.deadline,
+            delay=declared.delay,
+        )
+
+    @property
+    def first_step(self) -> str:
+        """The state the first claim leads to (its retry policy sets the first budget)."""
+        initial = self.chart.initial.name
+        for transition in self.chart.transitions:
+            if transition.trigger == T.START and initial in transition.sources:
+                return transition.dest
+        return next(iter(self.steps))
+
+    @property
+    def first_max_attempts(self) -> int:
+        return self.retry_for(self.first_step).max_attempts
 
 
 class Registry:
@@ -96,7 +183,9 @@ class Registry:
         priority: int,
         chart: Chart | None,
         key_ttl: float | timedelta = DEFAULT_KEY_TTL,
+        handlers: Mapping[str, Handler | StepHandler] | None = None,
     ) -> JobSpec:
+        """Register a job kind. ``handlers`` (state -> handler) makes it a flow."""
         name = kind or getattr(handler, "__name__", None)
         if not name:
             raise RegistrationError("a job needs a kind: pass kind= or register a named function")
@@ -124,7 +213,7 @@ class Registry:
         ttl = key_ttl if isinstance(key_ttl, timedelta) else timedelta(seconds=key_ttl)
         if ttl < timedelta(0):
             raise RegistrationError(f"job {name!r}: idempotency_ttl must be >= 0, got {key_ttl!r}")
-        if not callable(handler):
+        if handlers is None and not callable(handler):
             raise RegistrationError(f"job {name!r}: the handler must be callable")
         chart = chart or lifecycle()
         compiled = self._compiled.get(chart.name)
@@ -134,21 +223,34 @@ class Registry:
                     f"two different charts are named {chart.name!r}; chart names must be unique"
                 )
             compiled = compile_chart(chart)
-            _check_runnable(compiled)
+            if handlers is None:
+                _check_runnable(compiled)
+            else:
+                _check_flow_runnable(compiled)
             _check_static(chart)
-            self._compiled[chart.name] = compiled
+        policy = retry or RetryPolicy()
+        if handlers is None:
+            steps = {
+                state: StepSpec(state, handler, policy, float(timeout))
+                for state in handler_states(chart)
+            }
+        else:
+            steps = _flow_steps(name, chart, handlers, policy, float(timeout))
+        self._compiled[chart.name] = compiled
         spec = JobSpec(
             kind=name,
             handler=handler,
             payload=model,
             idempotency=idempotency,
-            retry=retry or RetryPolicy(),
+            retry=policy,
             timeout=float(timeout),
             queue=queue,
             priority=priority,
             chart=chart,
             compiled=compiled,
             key_ttl=ttl,
+            steps=steps,
+            is_flow=handlers is not None,
         )
         self._specs[name] = spec
         return spec
@@ -224,4 +326,147 @@ def _check_runnable(compiled: CompiledChart) -> None:
             f"chart {chart.name!r} can leave a running job with nowhere to go: "
             + "; ".join(gaps[:6])
             + (" ..." if len(gaps) > 6 else "")
+        )
+
+
+def _flow_steps(
+    kind: str,
+    chart: Chart,
+    handlers: Mapping[str, Handler | StepHandler],
+    retry: RetryPolicy,
+    timeout: float,
+) -> dict[str, StepSpec]:
+    """Bind a flow's handlers to its states, refusing any mismatch between the two."""
+    runs = handler_states(chart)
+    known = set(chart.state_names)
+    for state in handlers:
+        if state not in known:
+            raise RegistrationError(
+                f"job {kind!r}: a handler is given for state {state!r}, which chart "
+                f"{chart.name!r} does not have; its states are {sorted(known)}"
+            )
+        if state not in runs:
+            raise RegistrationError(
+                f"job {kind!r}: state {state!r} is a {chart.state(state).kind} state; "
+                f"handlers run only in the states a job is started in: {sorted(runs)}"
+            )
+    missing = [state for state in runs if state not in handlers]
+    if missing:
+        raise RegistrationError(f"job {kind!r}: no handler for state(s) {missing} of its chart")
+    steps: dict[str, StepSpec] = {}
+    for state in runs:
+        given = handlers[state]
+        bound = given if isinstance(given, StepHandler) else StepHandler(given)
+        if not callable(bound.fn):
+            raise RegistrationError(f"job {kind!r}: the handler of {state!r} is not callable")
+        step_timeout = timeout if bound.timeout is None else float(bound.timeout)
+        if not (step_timeout > 0):
+            raise RegistrationError(f"job {kind!r}: the timeout of {state!r} must be > 0")
+        declared = outcomes(chart, state)
+        polls = chart.state(state).polls
+        _check_returns(kind, state, bound.fn, declared, polls)
+        steps[state] = StepSpec(
+            state, bound.fn, bound.retry or retry, step_timeout, declared, polls
+        )
+    return steps
+
+
+def _check_returns(
+    kind: str, state: str, fn: Handler, declared: tuple[str, ...], polls: bool
+) -> None:
+    """A handler whose return annotation names its outcomes must match the chart's."""
+    returns = _annotated_outcomes(fn)
+    if returns is None:
+        return  # not annotated: what it returns is checked when it returns
+    if None in returns and not polls and len(declared) != 1:
+        raise RegistrationError(
+            f"job {kind!r}: the handler of {state!r} may return None, but that state has "
+            f"{len(declared)} outcomes {list(declared)}; return one of them"
+        )
+    named = {r for r in returns if r is not None}
+    unknown = sorted(named - set(declared))
+    if unknown:
+        raise RegistrationError(
+            f"job {kind!r}: the handler of {state!r} may return {unknown}, but the chart has "
+            f"no such transition from {state!r}; its outcomes are {list(declared)}"
+        )
+    unreachable = [t for t in declared if t not in named]
+    if unreachable and not (None in returns and len(declared) == 1):
+        raise RegistrationError(
+            f"job {kind!r}: the chart leaves {state!r} by {unreachable}, which its handler "
+            f"can never return (it returns {sorted(named)})"
+        )
+
+
+def _annotated_outcomes(fn: Handler) -> set[str | None] | None:
+    """The outcomes a ``-> Literal[...]`` or ``-> SomeStrEnum`` annotation allows, or None."""
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception:  # unresolvable forward references: nothing to check
+        return None
+    if "return" not in hints:
+        return None
+    found: set[str | None] = set()
+    for part in _union_parts(hints["return"]):
+        if part is type(None):
+            found.add(None)
+        elif typing.get_origin(part) is Literal:
+            found |= {_trigger_name(v) for v in typing.get_args(part)}
+        elif isinstance(part, type) and issubclass(part, enum.Enum):
+            found |= {_trigger_name(member) for member in part}
+        else:
+            return None  # str or something else: any name, checked at run time
+    return found
+
+
+def _union_parts(hint: Any) -> tuple[Any, ...]:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return typing.get_args(hint)
+    return (hint,)
+
+
+def trigger_name(value: Any) -> str | None:
+    """The trigger a flow handler's return value names (an Enum's value, a str, or None)."""
+    return _trigger_name(value)
+
+
+def _trigger_name(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, enum.Enum):
+        value = value.value
+    if not isinstance(value, str):
+        raise TypeError(f"a flow handler returns a trigger name (str or Enum), got {value!r}")
+    return value
+
+
+def _check_flow_runnable(compiled: CompiledChart) -> None:
+    """Refuse a flow chart the engine could get stuck in: from every state a handler runs
+    in, each engine event (fail, fail_permanent, expire, release; wait for polling states)
+    must have an enabled transition whatever the attempt count and deadline."""
+    chart = compiled.chart
+    if not chart.states_of(StateKind.FINAL):
+        raise RegistrationError(f"chart {chart.name!r} has no final state")
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    samples = [
+        Facts(a, m, now=now, deadline=d)
+        for a, m in ((1, 1), (1, 3), (2, 3), (3, 3))
+        for d in (now - timedelta(seconds=1), now + timedelta(seconds=1))
+    ]
+    gaps = []
+    for state in handler_states(chart):
+        events = [T.FAIL, T.FAIL_PERMANENT, T.EXPIRE, T.RELEASE]
+        if chart.state(state).polls:
+            events.append(T.WAIT)
+        for trigger in events:
+            for facts in samples:
+                if compiled.fire(state, trigger, facts) is None:
+                    gaps.append(
+                        f"{state} --{trigger}--> ? (attempt {facts.attempt} of "
+                        f"{facts.max_attempts})"
+                    )
+                    break
+    if gaps:
+        raise RegistrationError(
+            f"chart {chart.name!r} can leave a job with nowhere to go: " + "; ".join(gaps[:6])
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -18,8 +19,8 @@ from pydantic import ValidationError
 
 from engine.context import JobContext, to_json_value
 from engine.effects import Failure
-from engine.errors import LeaseLost, Permanent, StepResultError
-from engine.registry import JobSpec
+from engine.errors import Cancelled, LeaseLost, Permanent, StepResultError
+from engine.registry import JobSpec, StepSpec, trigger_name
 from engine.schema import CorruptJSON
 from statecharts import T
 
@@ -28,6 +29,7 @@ logger = structlog.get_logger("jobcharts")
 INVALID_PAYLOAD = "invalid_payload"
 PERMANENT = "permanent"
 NOT_JSON = "not_json"
+UNDECLARED_OUTCOME = "undeclared_outcome"
 
 
 @dataclass
@@ -45,6 +47,16 @@ class Claimed:
     correlation_id: str
     spec: JobSpec
     steps: dict[str, Any]
+    deadline: datetime | None = None
+
+    @property
+    def step(self) -> StepSpec:
+        """How the handler of the state this job was claimed into runs."""
+        return self.spec.step_for(self.state)
+
+    @property
+    def timeout(self) -> float:
+        return self.step.timeout
 
 
 @dataclass(frozen=True)
@@ -62,11 +74,13 @@ class Outcome:
 def run_attempt(claimed: Claimed, store: Any, now: Any) -> Outcome:
     """Run ``claimed``'s handler once and say which trigger its outcome fires."""
     spec = claimed.spec
+    step = claimed.step
     log = logger.bind(
         job_id=claimed.job_id,
         kind=claimed.kind,
         attempt=claimed.attempt,
         correlation_id=claimed.correlation_id,
+        **({"state": claimed.state} if spec.is_flow else {}),
     )
     log.info("attempt.started", max_attempts=claimed.max_attempts)
     started = time.perf_counter()
@@ -96,13 +110,19 @@ def run_attempt(claimed: Claimed, store: Any, now: Any) -> Outcome:
         _store=store,
         _steps=dict(claimed.steps),
         _now=now,
+        state=claimed.state,
     )
     try:
-        result = spec.handler(ctx, payload)
+        result = step.handler(ctx, payload)
+        if spec.is_flow:
+            return _flow_outcome(step, result, done)
         stored = None if result is None else to_json_value(result, "a handler's return value")
     except LeaseLost as error:
         log.warning("attempt.fenced", reason=str(error))
         return done(T.FAIL, fenced=True, failure=Failure.of(error))
+    except Cancelled as error:
+        log.info("attempt.cancelled", reason=str(error))
+        return done(T.CANCEL)
     except Permanent as error:
         return done(T.FAIL_PERMANENT, failure=Failure.of(error, _trace(), PERMANENT))
     except StepResultError as error:
@@ -115,10 +135,37 @@ def run_attempt(claimed: Claimed, store: Any, now: Any) -> Outcome:
         # (the job keeps its lease, which expires and is rescued).
         if isinstance(error, KeyboardInterrupt) and _on_main_thread():
             raise
-        if spec.retry.permanent and isinstance(error, spec.retry.permanent):
+        if step.retry.permanent and isinstance(error, step.retry.permanent):
             return done(T.FAIL_PERMANENT, failure=Failure.of(error, _trace(), PERMANENT))
         return done(T.FAIL, failure=Failure.of(error, _trace()))
     return done(T.SUCCEED, result=stored)
+
+
+def _flow_outcome(step: StepSpec, result: Any, done: Callable[..., Outcome]) -> Outcome:
+    """The trigger a flow handler's return value names, checked against its state."""
+    try:
+        trigger = trigger_name(result)
+    except TypeError as error:
+        trigger, problem = None, str(error)
+    else:
+        problem = ""
+    if trigger is None and not problem:
+        if step.polls:
+            return done(T.WAIT)
+        if len(step.outcomes) == 1:
+            return done(step.outcomes[0])
+        problem = (
+            f"the handler returned None, but {step.state!r} has outcomes {list(step.outcomes)}"
+        )
+    if trigger is not None and trigger not in step.outcomes:
+        problem = (
+            f"the handler returned {trigger!r}, which is not an outcome of "
+            f"{step.state!r}; its outcomes are {list(step.outcomes)}"
+        )
+    if problem:
+        failure = Failure("UndeclaredOutcome", problem, reason=UNDECLARED_OUTCOME)
+        return done(T.FAIL_PERMANENT, failure=failure)
+    return done(trigger)
 
 
 def log_finished(

@@ -96,6 +96,7 @@ class Move:
     values: dict[str, Any]
     event: EventRow
     tag: Any = field(default=None, compare=False)
+    unless_cancelled: bool = False  # also require that no cancel was requested meanwhile
 
 
 class Store:
@@ -416,18 +417,25 @@ class Store:
         kinds: Sequence[str],
         states: Sequence[str],
         plan: Callable[[Row[Any], datetime | None], Move | None],
+        queues: Sequence[str] | None = None,
     ) -> list[tuple[Row[Any], Move]]:
         """Claim up to ``limit`` due jobs (priority, then due_at) in one transaction.
 
         ``plan`` turns each selected row into its move (the chart's claim transition);
         the moves are applied and their events appended before the transaction commits.
+        ``queues``: only jobs of these queues (None: every queue).
         """
-        if limit <= 0 or not kinds:
+        if limit <= 0 or not kinds or (queues is not None and not queues):
             return []
-        return self._select_and_apply(self.claim_query(now, limit, kinds, states), plan)
+        return self._select_and_apply(self.claim_query(now, limit, kinds, states, queues), plan)
 
     def claim_query(
-        self, now: datetime, limit: int, kinds: Sequence[str], states: Sequence[str]
+        self,
+        now: datetime,
+        limit: int,
+        kinds: Sequence[str],
+        states: Sequence[str],
+        queues: Sequence[str] | None = None,
     ) -> Any:
         """The select of a claim (exposed so tests can check its plan)."""
         # Walk the claim index in (priority, due_at) order and stop after ``limit`` rows,
@@ -444,6 +452,7 @@ class Store:
                 jobs.c.due_at <= now,
                 kind.in_(list(kinds)),
                 state.in_(list(states)),
+                *([] if queues is None else [jobs.c.queue.in_(list(queues))]),
             )
             .order_by(jobs.c.priority.desc(), jobs.c.due_at, jobs.c.id)
             .limit(limit)
@@ -602,12 +611,12 @@ class Store:
 
     def _apply_moves(self, conn: Connection, moves: Sequence[Move]) -> list[bool]:
         applied = [False] * len(moves)
-        groups: dict[tuple[str, ...], list[int]] = {}
+        groups: dict[tuple[bool, tuple[str, ...]], list[int]] = {}
         for index, move in enumerate(moves):
-            key = tuple(sorted(move.values))
+            key = (move.unless_cancelled, tuple(sorted(move.values)))
             groups.setdefault(key, []).append(index)
-        for columns, indexes in groups.items():
-            stmt = _cas_update(columns)
+        for (unless_cancelled, columns), indexes in groups.items():
+            stmt = _cas_update(columns, unless_cancelled)
             params = [_cas_params(moves[i]) for i in indexes]
             if self._sane_multi_rowcount and len(params) > 1:
                 savepoint = conn.begin_nested()
@@ -626,6 +635,34 @@ class Store:
         if events:
             conn.execute(insert(job_events), events)
         return applied
+
+    def job_request_cancel(self, move_from: Row[Any], now: datetime) -> bool:
+        """Ask the handler holding this job's lease to stop (the row is otherwise unchanged:
+        its version stays, so the holder can still commit, and then sees the request)."""
+        stmt = (
+            update(jobs)
+            .where(
+                jobs.c.id == move_from.id,
+                jobs.c.state == move_from.state,
+                jobs.c.version == move_from.version,
+                jobs.c.lease_token == move_from.lease_token,
+            )
+            .values(cancel_requested_at=now)
+        )
+        with self.write() as conn:
+            return bool(conn.execute(stmt).rowcount == 1)
+
+    def job_cancel_requested(self, job_id: int) -> bool:
+        stmt = select(jobs.c.cancel_requested_at).where(jobs.c.id == job_id)
+        with self.read() as conn:
+            return conn.execute(stmt).scalar_one_or_none() is not None
+
+    def job_get_many(self, job_ids: Iterable[int]) -> dict[int, Row[Any]]:
+        ids = list(job_ids)
+        if not ids:
+            return {}
+        with self.read() as conn:
+            return {int(r.id): r for r in conn.execute(select(jobs).where(jobs.c.id.in_(ids)))}
 
     # -- steps ---------------------------------------------------------------------------
 
@@ -674,13 +711,15 @@ class _Undo(Exception):
     """Roll back the current write transaction and report that nothing applied."""
 
 
-def _cas_update(columns: tuple[str, ...]) -> Any:
+def _cas_update(columns: tuple[str, ...], unless_cancelled: bool = False) -> Any:
     conditions = [
         jobs.c.id == bindparam("b_id"),
         jobs.c.state == bindparam("b_state"),
         jobs.c.version == bindparam("b_version"),
         jobs.c.lease_token.is_not_distinct_from(bindparam("b_lease")),
     ]
+    if unless_cancelled:
+        conditions.append(jobs.c.cancel_requested_at.is_(None))
     values: dict[str, Any] = {c: bindparam(f"v_{c}") for c in columns}
     values["version"] = jobs.c.version + 1
     return update(jobs).where(and_(*conditions)).values(values)

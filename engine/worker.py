@@ -21,7 +21,7 @@ import contextlib
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import structlog
@@ -59,7 +59,9 @@ class Worker:
         isolation: str = "thread",
         app_spec: str | None = None,
         log_args: list[str] | None = None,
+        queues: Sequence[str] | None = None,
     ) -> None:
+        """``queues``: claim only jobs of these queues (None: every queue)."""
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {concurrency}")
         if isolation not in ("thread", "process"):
@@ -67,6 +69,7 @@ class Worker:
         if isolation == "process" and not app_spec:
             raise ValueError("process isolation needs app_spec ('module:attribute') to import")
         self.isolation = isolation
+        self.queues = list(queues) if queues is not None else None
         self.app_spec = app_spec
         self.log_args = log_args or []
         self.engine = engine
@@ -111,6 +114,7 @@ class Worker:
             kinds=list(engine.registry.kinds),
             concurrency=self.concurrency,
             isolation=self.isolation,
+            queues=self.queues or "all",
             lease_seconds=engine.lease_seconds,
             db=_redact(engine.url),
         )
@@ -190,9 +194,10 @@ class Worker:
         wave = max(1, min(MAX_WAVE, int(WAVE_TARGET_SECONDS / max(self._avg_duration, 1e-6))))
         limit = min(self.batch_size, len(idle) * wave)
         engine = self.engine
-        batch = engine.claim(engine.now(), limit)
+        batch = engine.claim(engine.now(), limit, queues=self.queues)
+        self.totals.timed += batch.timed
         if not batch.jobs:
-            return 0
+            return batch.timed
         self.totals.claimed += len(batch.jobs)
         # Everything claimed is handed to an idle slot now, so the claim is marked started
         # in one statement. A job whose mark fails (lease lost, database error) is not
@@ -288,7 +293,7 @@ class Worker:
                 item = slot.current
                 if item is None or item.started is None:
                     continue
-                timeout = item.claimed.spec.timeout
+                timeout = item.claimed.timeout
                 if now - item.started < timeout:
                     continue
             if not item.abandoned:
@@ -516,7 +521,7 @@ class Worker:
             running = [s.current for s in self._slots if s.current is not None]
         for item in running:
             if item.started is not None and not item.abandoned:
-                deadlines.append(item.started + item.claimed.spec.timeout - now)
+                deadlines.append(item.started + item.claimed.timeout - now)
         if any(slot.idle for slot in self._slots):
             with contextlib.suppress(SQLAlchemyError):  # a pool timeout included
                 deadlines.append(self.engine.sleep_for(self.poll_interval))

@@ -15,29 +15,52 @@ from statecharts.chart import (
     Transition,
     Waiver,
 )
-from statecharts.lifecycle import ATTEMPTS_EXHAUSTED, ATTEMPTS_LEFT, DUE, S, T, lifecycle
+from statecharts.flow import Final, Poll, Wait, Work, flow, handler_states, outcomes
+from statecharts.lifecycle import (
+    ATTEMPTS_EXHAUSTED,
+    ATTEMPTS_LEFT,
+    BEFORE_DEADLINE,
+    DEADLINE_PASSED,
+    DUE,
+    ENGINE_TRIGGERS,
+    TIMER_TRIGGERS,
+    S,
+    T,
+    lifecycle,
+)
 from statecharts.machine import CompiledChart, compile_chart
 from statecharts.paths import Step, is_path, path_errors
 
 __all__ = [
     "ATTEMPTS_EXHAUSTED",
     "ATTEMPTS_LEFT",
+    "BEFORE_DEADLINE",
+    "DEADLINE_PASSED",
     "DUE",
+    "ENGINE_TRIGGERS",
+    "TIMER_TRIGGERS",
     "Chart",
     "ChartError",
     "CompiledChart",
     "Effect",
     "Facts",
+    "Final",
     "Guard",
+    "Poll",
     "S",
     "State",
     "StateKind",
     "Step",
     "T",
     "Transition",
+    "Wait",
     "Waiver",
+    "Work",
     "compile_chart",
+    "flow",
+    "handler_states",
     "is_path",
     "lifecycle",
+    "outcomes",
     "path_errors",
 ]

@@ -27,12 +27,20 @@ class StateKind(StrEnum):
 
 @dataclass(frozen=True)
 class State:
-    """A named state; final states say whether they mean success (for views and styling)."""
+    """A named state; final states say whether they mean success (for views and styling).
+
+    Timers, in seconds, are part of the chart (diagrams show them): a polling wait state
+    runs its check ``every`` seconds until ``deadline`` seconds after it was entered; a
+    plain wait state sleeps ``delay`` seconds once entered.
+    """
 
     name: str
     kind: StateKind
     success: bool | None = None
     description: str = ""
+    every: float | None = None
+    deadline: float | None = None
+    delay: float | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "name", str(self.name))  # enum members become plain names
@@ -43,6 +51,29 @@ class State:
             raise ChartError(
                 f"state {self.name!r}: unknown kind {self.kind!r}; kinds are {kinds}"
             ) from None
+        for timer in ("every", "deadline", "delay"):
+            value = getattr(self, timer)
+            if value is None:
+                continue
+            if self.kind is not StateKind.WAIT:
+                raise ChartError(f"state {self.name!r}: only wait states have {timer}=")
+            if not (isinstance(value, int | float) and 0 < value < float("inf")):
+                raise ChartError(
+                    f"state {self.name!r}: {timer} must be a positive number of seconds, "
+                    f"got {value!r}"
+                )
+        if (self.every is None) != (self.deadline is None):
+            raise ChartError(
+                f"state {self.name!r}: a polling state needs both every= and deadline= "
+                "(check every INTERVAL, at most until DEADLINE)"
+            )
+        if self.every is not None and self.delay is not None:
+            raise ChartError(f"state {self.name!r}: a polling state has no delay=")
+
+    @property
+    def polls(self) -> bool:
+        """A polling wait state: a check handler runs every ``every`` seconds."""
+        return self.every is not None
 
     @property
     def is_final(self) -> bool:
@@ -92,6 +123,8 @@ class Effect(StrEnum):
     UNDO_ATTEMPT = "undo_attempt"  # attempt -= 1, due now: the claimed handler never started
     QUARANTINE = "quarantine"  # keep the reason the job was set aside
     FINISH = "finish"  # stamp finished_at
+    ENTER_STEP = "enter_step"  # attempt = 0, the next state's attempts, due date, deadline
+    SCHEDULE_POLL = "schedule_poll"  # not done yet: attempt = 0, due at the next check
 
 
 @dataclass(frozen=True)
@@ -121,14 +154,20 @@ class Transition:
 
 @dataclass(frozen=True)
 class Waiver:
-    """Skips one static check for one chart; the reason is printed wherever it applies."""
+    """Skips one static check for one chart; the reason is printed wherever it applies.
+
+    ``triggers`` narrows the waiver to the edges of those triggers: the check still fails
+    on anything else (a waiver for ``release`` must not hide an unbounded retry loop).
+    """
 
     check: str
     reason: str
+    triggers: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.reason.strip():
             raise ChartError(f"waiving {self.check!r} needs a written reason")
+        object.__setattr__(self, "triggers", tuple(str(t) for t in self.triggers))
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,16 @@ class T(StrEnum):
     RELEASE = "release"
     CANCEL = "cancel"
     REQUEUE = "requeue"
+    WAIT = "wait"  # a polling check says "not yet"
+    DEADLINE = "deadline"  # a polling state's deadline passed (fired by the tick)
+    ELAPSED = "elapsed"  # a wait state's delay is over (fired by the tick)
+
+
+ENGINE_TRIGGERS = frozenset(T)
+"""Triggers the engine fires itself; a handler's outcomes must be named otherwise."""
+
+TIMER_TRIGGERS = (T.DEADLINE, T.ELAPSED)
+"""Fired by the tick when a job is due and no handler should run (in this order)."""
 
 
 def _attempts_left(facts: Facts) -> bool:
@@ -44,9 +54,15 @@ def _due(facts: Facts) -> bool:
     return facts.due_at is None or facts.now is None or facts.due_at <= facts.now
 
 
+def _deadline_passed(facts: Facts) -> bool:
+    return facts.deadline is not None and facts.now is not None and facts.deadline <= facts.now
+
+
 ATTEMPTS_LEFT = Guard("attempt < max_attempts", _attempts_left, bounds="attempt")
 ATTEMPTS_EXHAUSTED = ~ATTEMPTS_LEFT
 DUE = Guard("due_at <= now", _due)
+DEADLINE_PASSED = Guard("deadline <= now", _deadline_passed, bounds="deadline")
+BEFORE_DEADLINE = Guard("now < deadline", lambda f: not _deadline_passed(f), bounds="deadline")
 
 LIFECYCLE_NAME = "lifecycle"
 
@@ -64,6 +80,7 @@ def lifecycle(name: str = LIFECYCLE_NAME) -> Chart:
                 "running -> pending (release) happens only when a claimed handler never "
                 "started: no handler ran, so no work repeats; it is bounded by worker "
                 "crashes, not by anything the job does",
+                triggers=(T.RELEASE,),
             ),
         ),
         states=(
@@ -130,7 +147,7 @@ def lifecycle(name: str = LIFECYCLE_NAME) -> Chart:
             ),
             Transition(
                 T.CANCEL,
-                (S.PENDING, S.RETRY_WAIT),
+                (S.PENDING, S.RUNNING, S.RETRY_WAIT),
                 S.CANCELLED,
                 (),
                 (Effect.RELEASE_LEASE, Effect.FINISH),

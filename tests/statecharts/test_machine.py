@@ -63,6 +63,7 @@ REACHABLE = [
     (T.RELEASE, RUNNING, FRESH, PENDING),
     (T.CANCEL, PENDING, FRESH, CANCELLED),
     (T.CANCEL, RETRY_WAIT, FRESH, CANCELLED),
+    (T.CANCEL, RUNNING, FRESH, CANCELLED),  # the handler saw ctx.cancelled
     (T.REQUEUE, QUARANTINED, LAST, PENDING),
     (T.REQUEUE, CANCELLED, FRESH, PENDING),
 ]
@@ -152,7 +153,7 @@ def test_unknown_trigger_returns_none(compiled: CompiledChart) -> None:
         (PENDING, T.FAIL),
         (PENDING, T.REQUEUE),
         (RUNNING, T.START),
-        (RUNNING, T.CANCEL),
+        (RUNNING, T.REQUEUE),
         (RETRY_WAIT, T.FAIL),
         (SUCCEEDED, T.START),
         (SUCCEEDED, T.REQUEUE),

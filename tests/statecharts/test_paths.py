@@ -115,7 +115,7 @@ def test_every_problem_is_reported_not_just_the_first() -> None:
         Step("create", None, S.RUNNING),  # wrong start
         Step(T.SUCCEED, S.RUNNING, S.SUCCEEDED),  # fine in itself
         Step(T.START, S.PENDING, S.RUNNING),  # job was in succeeded, not pending
-        Step(T.CANCEL, S.RUNNING, S.CANCELLED),  # running --cancel--> is undeclared
+        Step(T.REQUEUE, S.RUNNING, S.PENDING),  # running --requeue--> is undeclared
     ]
     errors = path_errors(CHART, history)
     assert len(errors) == 3

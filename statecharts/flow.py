@@ -1,0 +1,293 @@
+"""Multi-step charts: declare the steps of a job, get a complete, checkable chart.
+
+A flow lists its steps in order; the first runs first. Each step names the outcomes its
+handler may return and where each leads. ``flow`` adds what every step needs and nobody
+should write by hand: the claim (``start``), bounded retries with backoff (``fail``,
+``expire``), the release of a claim whose handler never started, cancellation, the
+operator's requeue, and the built-in final states::
+
+    payout = flow(
+        "payout",
+        Work("charge", on={"charged": "await_settlement", "declined": "declined"}),
+        Poll("await_settlement", every=60, deadline=3600,
+             on={"settled": "notify"}, on_deadline="refund"),
+        Work("notify", on={"notified": "succeeded"}),
+        Work("refund", on={"refunded": "refunded"}),
+        Final("declined", success=False),
+        Final("refunded", success=False),
+    )
+
+The result is a plain ``Chart``: the engine runs it, ``render`` draws it, ``check`` checks
+it and the generated tests explore it, all from this one declaration.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from statecharts.chart import (
+    Chart,
+    ChartError,
+    Effect,
+    Guard,
+    State,
+    StateKind,
+    Transition,
+    Waiver,
+)
+from statecharts.lifecycle import (
+    ATTEMPTS_EXHAUSTED,
+    ATTEMPTS_LEFT,
+    BEFORE_DEADLINE,
+    DEADLINE_PASSED,
+    DUE,
+    ENGINE_TRIGGERS,
+    S,
+    T,
+)
+
+QUARANTINED = str(S.QUARANTINED)
+
+
+@dataclass(frozen=True)
+class Work:
+    """A work state: its handler runs under a lease and returns one of ``on``'s outcomes.
+
+    When its attempts are exhausted (or it raises ``Permanent``) the job goes to
+    ``on_error``: quarantined by default, or a compensating step.
+    """
+
+    name: str
+    on: Mapping[str, str]
+    on_error: str = QUARANTINED
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Poll:
+    """A polling wait state: its check runs every ``every`` seconds until it returns one of
+    ``on``'s outcomes (``None`` means not yet), at most until ``deadline`` seconds after the
+    state was entered; then the job goes to ``on_deadline``."""
+
+    name: str
+    every: float
+    deadline: float
+    on: Mapping[str, str]
+    on_deadline: str = QUARANTINED
+    on_error: str = QUARANTINED
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Wait:
+    """A timer: the job sleeps ``delay`` seconds, then goes to ``then``."""
+
+    name: str
+    delay: float
+    then: str
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Final:
+    """A final state of the flow's own (succeeded, quarantined, cancelled are built in)."""
+
+    name: str
+    success: bool
+    description: str = ""
+
+
+FlowStep = Work | Poll | Wait | Final
+
+_RELEASE_WAIVER = Waiver(
+    "bounded_cycles",
+    "a step's release (claimed, handler never started) goes back to the same step without "
+    "counting an attempt: no handler ran, so no work repeats; it is bounded by worker "
+    "crashes, not by anything the job does",
+    triggers=(T.RELEASE,),
+)
+
+_FAILED = (Effect.RECORD_ERROR, Effect.RELEASE_LEASE)
+
+
+@dataclass
+class _Builder:
+    name: str
+    steps: tuple[FlowStep, ...]
+    states: list[State] = field(default_factory=list)
+    transitions: list[Transition] = field(default_factory=list)
+
+    def final_names(self) -> set[str]:
+        return {s.name for s in self.states if s.kind is StateKind.FINAL}
+
+    def arrive(self, dest: str) -> tuple[Effect, ...]:
+        """Effects of arriving at ``dest``: finish a final state, else enter the next step."""
+        if dest in self.final_names():
+            return (Effect.QUARANTINE, Effect.FINISH) if dest == QUARANTINED else (Effect.FINISH,)
+        return (Effect.ENTER_STEP,)
+
+    def add(
+        self, trigger: str, source: str, dest: str, *guards: Guard, effects: tuple[Effect, ...] = ()
+    ) -> None:
+        self.transitions.append(Transition(trigger, (source,), dest, guards, effects))
+
+    def handler_step(self, step: Work | Poll) -> None:
+        """What every step with a handler shares: claim, outcomes, retries, release."""
+        name = step.name
+        start_guards = (DUE, BEFORE_DEADLINE) if isinstance(step, Poll) else (DUE, ATTEMPTS_LEFT)
+        self.add(T.START, name, name, *start_guards, effects=(Effect.START_ATTEMPT,))
+        for outcome, dest in step.on.items():
+            self.add(outcome, name, dest, effects=(Effect.RELEASE_LEASE, *self.arrive(dest)))
+        if isinstance(step, Poll):
+            self.add(
+                T.WAIT,
+                name,
+                name,
+                BEFORE_DEADLINE,
+                effects=(Effect.RELEASE_LEASE, Effect.SCHEDULE_POLL),
+            )
+            for trigger in (T.WAIT, T.DEADLINE):
+                self.add(
+                    trigger,
+                    name,
+                    step.on_deadline,
+                    DEADLINE_PASSED,
+                    effects=(Effect.RELEASE_LEASE, *self.arrive(step.on_deadline)),
+                )
+        for trigger in (T.FAIL, T.EXPIRE):
+            self.add(
+                trigger,
+                name,
+                name,
+                ATTEMPTS_LEFT,
+                effects=(*_FAILED, Effect.SCHEDULE_RETRY),
+            )
+            self.add(
+                trigger,
+                name,
+                step.on_error,
+                ATTEMPTS_EXHAUSTED,
+                effects=(*_FAILED, *self.arrive(step.on_error)),
+            )
+        self.add(
+            T.FAIL_PERMANENT, name, step.on_error, effects=(*_FAILED, *self.arrive(step.on_error))
+        )
+        self.add(T.RELEASE, name, name, effects=(Effect.UNDO_ATTEMPT, Effect.RELEASE_LEASE))
+
+
+def flow(
+    name: str, *steps: FlowStep, description: str = "", waivers: tuple[Waiver, ...] = ()
+) -> Chart:
+    """Build the chart of a multi-step job from its steps (the first step runs first)."""
+    builder = _Builder(name, steps)
+    runnable = [s for s in steps if not isinstance(s, Final)]
+    if not runnable or not isinstance(runnable[0], Work):
+        raise ChartError(f"flow {name!r}: the first step must be a Work step")
+    for step in steps:
+        _check_step(name, step)
+    builder.states.append(
+        State(S.PENDING, StateKind.INITIAL, description="enqueued, waiting for a worker")
+    )
+    for step in steps:
+        builder.states.append(_state_of(step))
+    declared = {s.name for s in steps}
+    builtin = (
+        State(S.SUCCEEDED, StateKind.FINAL, success=True, description="done"),
+        State(
+            S.QUARANTINED,
+            StateKind.FINAL,
+            success=False,
+            description="set aside for an operator: permanent, exhausted or invalid",
+        ),
+        State(S.CANCELLED, StateKind.FINAL, success=False, description="cancelled"),
+    )
+    builder.states += [s for s in builtin if s.name not in declared]
+    first = runnable[0].name
+    builder.add(T.START, S.PENDING, first, DUE, effects=(Effect.START_ATTEMPT,))
+    for step in steps:
+        if isinstance(step, Work | Poll):
+            builder.handler_step(step)
+        elif isinstance(step, Wait):
+            builder.add(
+                T.ELAPSED,
+                step.name,
+                step.then,
+                DUE,
+                effects=(Effect.RELEASE_LEASE, *builder.arrive(step.then)),
+            )
+    builder.transitions.append(
+        Transition(
+            T.CANCEL,
+            (S.PENDING, *(s.name for s in runnable)),
+            S.CANCELLED,
+            (),
+            (Effect.RELEASE_LEASE, Effect.FINISH),
+        )
+    )
+    finals_left = tuple(
+        s.name for s in builder.states if s.kind is StateKind.FINAL and s.name != S.SUCCEEDED
+    )
+    builder.transitions.append(
+        Transition(
+            T.REQUEUE,
+            tuple(s for s in finals_left if s in (S.QUARANTINED, S.CANCELLED)),
+            S.PENDING,
+            (),
+            (Effect.RESET_ATTEMPTS, Effect.RELEASE_LEASE),
+            operator=True,
+        )
+    )
+    return Chart(
+        name=name,
+        states=tuple(builder.states),
+        transitions=tuple(builder.transitions),
+        description=description,
+        waivers=(_RELEASE_WAIVER, *waivers),
+    )
+
+
+def _state_of(step: FlowStep) -> State:
+    if isinstance(step, Work):
+        return State(step.name, StateKind.WORK, description=step.description)
+    if isinstance(step, Poll):
+        return State(
+            step.name,
+            StateKind.WAIT,
+            description=step.description,
+            every=step.every,
+            deadline=step.deadline,
+        )
+    if isinstance(step, Wait):
+        return State(step.name, StateKind.WAIT, description=step.description, delay=step.delay)
+    return State(step.name, StateKind.FINAL, success=step.success, description=step.description)
+
+
+def _check_step(flow_name: str, step: FlowStep) -> None:
+    if isinstance(step, Work | Poll):
+        if isinstance(step, Work) and not step.on:
+            raise ChartError(f"flow {flow_name!r}: step {step.name!r} declares no outcome (on=)")
+        taken = sorted(set(step.on) & ENGINE_TRIGGERS)
+        if taken:
+            raise ChartError(
+                f"flow {flow_name!r}: step {step.name!r} names outcome(s) {taken}, which the "
+                f"engine fires itself; engine triggers are {sorted(ENGINE_TRIGGERS)}"
+            )
+
+
+def outcomes(chart: Chart, state: str) -> tuple[str, ...]:
+    """The triggers a handler running in ``state`` may return (not the engine's own)."""
+    seen: dict[str, None] = {}
+    for transition in chart.transitions:
+        if state in transition.sources and transition.trigger not in ENGINE_TRIGGERS:
+            seen.setdefault(transition.trigger, None)
+    return tuple(seen)
+
+
+def handler_states(chart: Chart) -> tuple[str, ...]:
+    """States where a handler runs: the destinations of ``start``."""
+    seen: dict[str, None] = {}
+    for transition in chart.transitions:
+        if transition.trigger == T.START:
+            seen.setdefault(transition.dest, None)
+    return tuple(seen)
