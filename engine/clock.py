@@ -34,9 +34,10 @@ class FrozenClock:
         with self._lock:
             return self._now
 
-    def advance(self, seconds: float) -> datetime:
+    def advance(self, seconds: float | timedelta) -> datetime:
+        step = seconds if isinstance(seconds, timedelta) else timedelta(seconds=seconds)
         with self._lock:
-            self._now += timedelta(seconds=seconds)
+            self._now += step
             return self._now
 
     def set(self, when: datetime) -> None:
