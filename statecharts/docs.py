@@ -6,7 +6,8 @@ A docs file holds generated blocks between markers::
     ...
     <!-- END GENERATED -->
 
-The block names a built-in chart and a format (mermaid, md or dot). Without ``--check``
+The block names a built-in chart (or ``module:ATTRIBUTE``, a Chart or a function returning
+one, such as ``docs.examples.payout:PAYOUT``) and a format (mermaid, md or dot). Without ``--check``
 the blocks are rewritten from the charts; with it, the command fails when one is stale
 (CI runs the check through the test suite).
 """
@@ -14,6 +15,7 @@ the blocks are rewritten from the charts; with it, the command fails when one is
 from __future__ import annotations
 
 import argparse
+import importlib
 import re
 import sys
 from collections.abc import Callable
@@ -26,7 +28,7 @@ from statecharts.render import to_dot, to_markdown, to_mermaid
 BUILT_IN: dict[str, Callable[[], Chart]] = {"lifecycle": lifecycle}
 FENCES = {"mermaid": "mermaid", "dot": "dot", "md": None}
 BLOCK = re.compile(
-    r"(<!-- BEGIN GENERATED (?P<chart>\w+) (?P<fmt>\w+) -->\n)"
+    r"(<!-- BEGIN GENERATED (?P<chart>[\w.:]+) (?P<fmt>\w+) -->\n)"
     r"(?P<body>.*?)"
     r"(<!-- END GENERATED -->)",
     re.S,
@@ -35,10 +37,21 @@ BLOCK = re.compile(
 
 def block(chart_name: str, fmt: str) -> str:
     """The body of a generated block."""
-    chart = BUILT_IN[chart_name]()
+    chart = _chart(chart_name)
     text = {"mermaid": to_mermaid, "dot": to_dot, "md": to_markdown}[fmt](chart)
     fence = FENCES[fmt]
     return f"```{fence}\n{text}```\n" if fence else text
+
+
+def _chart(name: str) -> Chart:
+    if ":" not in name:
+        return BUILT_IN[name]()
+    module, _, attr = name.partition(":")
+    found = getattr(importlib.import_module(module), attr)
+    chart = found if isinstance(found, Chart) else found()
+    if not isinstance(chart, Chart):
+        raise TypeError(f"{name} is not a Chart")
+    return chart
 
 
 def refresh(text: str) -> str:

@@ -46,6 +46,32 @@ def _edges(chart: Chart) -> list[tuple[str, Transition]]:
     return [(source, t) for t in chart.transitions for source in t.sources]
 
 
+def merged_edges(chart: Chart) -> list[tuple[str, str, bool, list[str]]]:
+    """(source, dest, operator, labels): parallel edges drawn as one, labels stacked, in
+    order of first declaration, so a step's retry loops read as one arrow."""
+    merged: dict[tuple[str, str, bool], list[str]] = {}
+    for source, transition in _edges(chart):
+        key = (source, transition.dest, transition.operator)
+        merged.setdefault(key, []).append(edge_label(transition))
+    return [(src, dest, op, labels) for (src, dest, op), labels in merged.items()]
+
+
+def timers(state: State) -> str:
+    """A state's timers in words (empty when it has none)."""
+    if state.every is not None:
+        return f"every {_span(state.every)}, deadline {_span(state.deadline or 0)}"
+    if state.delay is not None:
+        return f"after {_span(state.delay)}"
+    return ""
+
+
+def _span(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
 def to_dot(chart: Chart) -> str:
     """Graphviz DOT source (needs no binary)."""
     graph = graphviz.Digraph(chart.name, comment=chart.description or None)
@@ -53,12 +79,13 @@ def to_dot(chart: Chart) -> str:
     graph.attr("node", fontname="Helvetica")
     graph.attr("edge", fontname="Helvetica", fontsize="10")
     for state in chart.states:
-        graph.node(state.name, **_STYLE[style_of(state)])
-    for source, transition in _edges(chart):
-        attrs = {"label": edge_label(transition)}
-        if transition.operator:
+        extra = {"label": f"{state.name}\\n({timers(state)})"} if timers(state) else {}
+        graph.node(state.name, **_STYLE[style_of(state)], **extra)
+    for source, dest, operator, labels in merged_edges(chart):
+        attrs = {"label": "\\n".join(labels)}
+        if operator:
             attrs.update(style="dashed", color="#6b7280")  # an operator's action
-        graph.edge(source, transition.dest, **attrs)
+        graph.edge(source, dest, **attrs)
     return str(graph.source)
 
 
@@ -78,10 +105,11 @@ def to_mermaid(chart: Chart) -> str:
     """A Mermaid ``stateDiagram-v2``; final states lead to ``[*]``."""
     lines = ["stateDiagram-v2", f"    %% chart {chart.name}"]
     lines.append(f"    [*] --> {chart.initial.name}")
-    for source, transition in _edges(chart):
-        lines.append(
-            f"    {source} --> {transition.dest} : {_mermaid_text(edge_label(transition))}"
-        )
+    for state in chart.states:
+        if timers(state):
+            lines.append(f"    {state.name} : {_mermaid_text(timers(state))}")
+    for source, dest, _, labels in merged_edges(chart):
+        lines.append(f"    {source} --> {dest} : {_mermaid_text(' / '.join(labels))}")
     for state in chart.states:
         if state.kind is StateKind.FINAL:
             lines.append(f"    {state.name} --> [*]")
@@ -111,9 +139,9 @@ def to_markdown(chart: Chart) -> str:
     lines = [
         f"### Chart `{chart.name}`",
         "",
-        "| state | kind |",
-        "|---|---|",
-        *(f"| `{s.name}` | {style_of(s)} |" for s in chart.states),
+        "| state | kind | timers |",
+        "|---|---|---|",
+        *(f"| `{s.name}` | {style_of(s)} | {timers(s) or '-'} |" for s in chart.states),
         "",
         "| trigger | from | to | guards | effects | operator |",
         "|---|---|---|---|---|---|",
