@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from docs.examples.payout import payout_chart
 from engine.cli import cli
 from statecharts import Chart, lifecycle
 from statecharts.render import RenderError, render, to_dot, to_markdown, to_mermaid
-from docs.examples.payout import payout_chart
 
 GOLDEN = Path(__file__).with_name("golden")
 CHARTS = {"lifecycle": lifecycle, "payout": payout_chart}
