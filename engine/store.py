@@ -399,12 +399,15 @@ class Store:
             value = conn.execute(select(now)).scalar_one()
         return as_utc(datetime.fromisoformat(value) if isinstance(value, str) else value)
 
-    def job_count_active(self, kinds: Sequence[str], now: datetime) -> int:
-        """Unfinished jobs of ``kinds`` that are due now or held by a worker."""
+    def job_count_active(
+        self, kinds: Sequence[str], now: datetime, queues: Sequence[str] | None = None
+    ) -> int:
+        """Unfinished jobs of ``kinds`` (and ``queues``) that are due now or held by a worker."""
         stmt = select(func.count()).where(
             jobs.c.kind.in_(list(kinds)),
             jobs.c.finished_at.is_(None),
             or_(jobs.c.due_at.is_(None), jobs.c.due_at <= now),
+            *([] if queues is None else [jobs.c.queue.in_(list(queues))]),
         )
         with self.read() as conn:
             return int(conn.execute(stmt).scalar_one())

@@ -60,6 +60,8 @@ class JobView:
     updated_at: datetime
     finished_at: datetime | None
     history: tuple[EventView, ...]
+    deadline: datetime | None = None  # the current state's deadline (polling states)
+    cancel_requested_at: datetime | None = None  # asked to cancel while a handler held it
 
     @property
     def path(self) -> list[Step]:
@@ -70,9 +72,11 @@ class JobView:
         kind = _kind_of(chart, self.state)
         success = chart.state(self.state).success if chart and kind is StateKind.FINAL else None
         starts = [e for e in self.history if e.trigger == T.START]
+        # A handler holds the job (lifecycle ``running``, or any flow step under a lease).
+        held = self.lease_expires_at is not None and kind in (StateKind.WORK, StateKind.WAIT)
         if self.attempt == 0 and not starts:
             ran = "No: it has not started yet."
-        elif kind is StateKind.WORK:
+        elif held:
             lease = self.lease_expires_at
             if lease is not None and lease < now:
                 ran = (
@@ -119,16 +123,22 @@ class JobView:
                 if success
                 else "No: it is final. An operator can `jobcharts requeue` it for a fresh run."
             )
-        elif kind is StateKind.WAIT and self.due_at is not None:
+        elif held:
+            left = self.max_attempts - self.attempt
+            retry = f"If this attempt fails: {'yes' if left > 0 else 'no'}, {left} attempt(s) left."
+        elif self.due_at is not None and self.attempt == 0 and self.history:
+            wait = (self.due_at - now).total_seconds()
+            deadline = f" (deadline {_at(self.deadline)})" if self.deadline else ""
+            retry = (
+                f"Not failed: {self.state!r} runs at {_at(self.due_at)} ({_in(wait)}){deadline}."
+            )
+        elif kind in (StateKind.WAIT, StateKind.WORK) and self.due_at is not None:
             wait = (self.due_at - now).total_seconds()
             left = self.max_attempts - self.attempt
             retry = (
                 f"Yes: at {_at(self.due_at)} ({_in(wait)}), attempt {self.attempt + 1} of "
                 f"{self.max_attempts}; {left} attempt(s) left."
             )
-        elif kind is StateKind.WORK:
-            left = self.max_attempts - self.attempt
-            retry = f"If this attempt fails: {'yes' if left > 0 else 'no'}, {left} attempt(s) left."
         else:
             retry = f"It is due to run at {_at(self.due_at)}."
         return {
@@ -158,6 +168,8 @@ def _reason(reason: str | None) -> str:
         "exhausted": "it failed on every allowed attempt",
         "invalid_payload": "its stored payload no longer validates",
         "not_json": "a step or the handler returned a value that is not JSON",
+        "deadline": "its state's deadline passed",
+        "undeclared_outcome": "the handler returned an outcome its state does not have",
         None: "no reason recorded",
     }.get(reason, reason or "")
 

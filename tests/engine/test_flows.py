@@ -460,3 +460,21 @@ def test_a_flow_survives_worker_crashes_between_and_inside_steps(
     with closing(sqlite3.connect(effects)) as conn:
         calls = Counter(what for _, what in conn.execute("select key, what from calls"))
     assert calls == {"charge": 1, "mail": 1}
+
+
+def test_inspect_explains_a_flow_between_steps(
+    payout: tuple[Engine, FakeGateway, FakeMailer], clock: FrozenClock
+) -> None:
+    engine, gateway, _ = payout
+    gateway.settle_after = None
+    job = engine.enqueue("payout", ORDER)
+    engine.run_until_idle()
+    view = engine.get(job)
+    answers = view.explain(PAYOUT, clock.now())
+    assert answers["did it succeed"] == "Not yet: it is 'await_settlement'."
+    assert "'await_settlement' runs at" in answers["will it retry"]
+    assert "deadline" in answers["will it retry"] and view.deadline is not None
+    clock.advance(timedelta(hours=2))
+    engine.run_until_idle()
+    answers = engine.get(job).explain(PAYOUT, clock.now())
+    assert answers["did it succeed"].startswith("No: it ended in 'refunded'")
