@@ -497,7 +497,8 @@ def describe(app: str) -> None:
         rows.append(
             [
                 spec.kind,
-                "event",
+                " + ".join(s.trigger.key_prefix for s in engine.schedules.of_kind(spec.kind))
+                or "event",
                 idempotency,
                 retries,
                 f"{spec.timeout:g}s",
@@ -509,6 +510,43 @@ def describe(app: str) -> None:
         raise click.ClickException("the app registers no job kinds")
     click.echo(
         table(["kind", "trigger", "idempotency", "retries", "timeout", "chart", "checks"], rows)
+    )
+
+
+@cli.command()
+@app_option(required=True)
+@db_option
+def schedules(app: str, db: str | None) -> None:
+    """Per cron schedule and poller: kind, spec, policies, last slot and job, next fire time."""
+    from engine.schedule_store import ScheduleStore
+
+    engine = open_engine(app, db)
+    if not engine.schedules:
+        raise click.ClickException("the app registers no cron schedules or pollers")
+    path = sqlite_path(engine.url)
+    stored = {} if path and not os.path.exists(path) else ScheduleStore(engine.store).listing()
+    now = engine.now()
+    rows = []
+    for schedule in engine.schedules:
+        row = stored.get(schedule.name)
+        last = row.last_slot if row is not None else None
+        job = "-"
+        if row is not None and row.last_job_id is not None:
+            job = f"{row.last_job_id} ({row.last_job_state or 'pruned'})"
+        upcoming = schedule.trigger.next_after(last or now)
+        rows.append(
+            [
+                schedule.name,
+                schedule.kind,
+                schedule.spec,
+                schedule.policy.describe(),
+                _when(last) if last else "never",
+                job,
+                _when(upcoming) if upcoming else "none",
+            ]
+        )
+    click.echo(
+        table(["name", "kind", "spec", "policies", "last slot", "last job", "next fire"], rows)
     )
 
 

@@ -36,6 +36,8 @@ from engine.registry import (
 )
 from engine.retry import RetryPolicy
 from engine.runner import Claimed, Outcome, log_finished, run_attempt
+from engine.schedules import ScheduleRegistry
+from engine.scheduling import Scheduling
 from engine.store import EventRow, Move, NewJob, Store, resolve_url
 from engine.view import ErrorInfo, EventView, JobView
 from statecharts import (
@@ -109,7 +111,7 @@ class Batch:
     timed: int = 0  # jobs moved by a timer (deadline, delay) or a cancel instead of claimed
 
 
-class Engine:
+class Engine(Scheduling):  # cron(), poller(), schedule(), fire_schedules(): engine.scheduling
     """A job engine bound to one database (SQLite file by default, or PostgreSQL)."""
 
     def __init__(
@@ -151,6 +153,7 @@ class Engine:
         self.rng = random.Random(seed)
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
         self.registry = Registry()
+        self.schedules = ScheduleRegistry()
         self._store: Store | None = None
 
     # -- set-up --------------------------------------------------------------------------
@@ -411,6 +414,7 @@ class Engine:
         """
         fixed = now
         report = self.rescue(fixed or self.now())
+        self.fire_schedules(fixed)  # due cron/poller slots become jobs claimed below
         batch = self.claim(fixed or self.now(), limit or self.batch_size, queues=queues)
         report.timed += batch.timed
         if not batch.jobs:
@@ -874,7 +878,7 @@ class Engine:
 
     def sleep_for(self, ceiling: float) -> float:
         """Seconds until the next due job, at most ``ceiling`` (what an idle worker sleeps)."""
-        nxt = self.store.job_next_due(self.registry.kinds)
+        nxt = self.schedules.sooner(self.store.job_next_due(self.registry.kinds))
         if nxt is None:
             return ceiling
         return min(max((nxt - self.now()).total_seconds(), 0.0), ceiling)
@@ -1106,6 +1110,8 @@ def _view(row: Row[Any], events: list[Row[Any]]) -> JobView:
             EventView(e.trigger, e.from_state, e.to_state, e.attempt, e.at, e.worker, e.detail)
             for e in events
         ),
+        deadline=row.deadline,
+        cancel_requested_at=row.cancel_requested_at,
     )
 
 

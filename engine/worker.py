@@ -183,13 +183,16 @@ class Worker:
             return False
         try:
             engine = self.engine
-            return engine.store.job_count_active(engine.registry.kinds, engine.now()) == 0
+            kinds, now = engine.registry.kinds, engine.now()
+            return engine.store.job_count_active(kinds, now, self.queues) == 0
         except SQLAlchemyError:
             return False
 
     # -- duties (each called from the coordinator loop) --------------------------------------
 
     def _claim_and_dispatch(self) -> int:
+        if self.engine.schedules:  # due cron/poller slots become jobs, claimed just below
+            self.engine.fire_schedules(self.engine.now())
         idle = [slot for slot in self._slots if slot.idle]
         wave = max(1, min(MAX_WAVE, int(WAVE_TARGET_SECONDS / max(self._avg_duration, 1e-6))))
         limit = min(self.batch_size, len(idle) * wave)
