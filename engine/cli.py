@@ -22,6 +22,7 @@ from engine.core import Engine
 from engine.errors import JobchartsError
 from engine.logs import configure_logging
 from engine.registry import Invariant
+from engine.retry import RetryPolicy
 from engine.view import JobView
 from engine.worker import Worker
 from statecharts import Chart
@@ -135,6 +136,7 @@ def cli(log_level: str, log_format: str) -> None:
     show_default=True,
     help="Run handlers in threads, or in child processes that a timeout can kill.",
 )
+@click.option("--queues", default=None, help="Claim only jobs of these queues (a,b,...).")
 def worker(
     app: str,
     db: str | None,
@@ -147,8 +149,10 @@ def worker(
     grace: float,
     lease: float | None,
     isolation: str,
+    queues: str | None,
 ) -> None:
     """Run jobs until SIGINT/SIGTERM: running handlers finish (within --grace) first."""
+    queue_names = [q.strip() for q in queues.split(",") if q.strip()] if queues else None
     root = click.get_current_context().find_root().params
     if processes > 1:
         from engine.supervisor import supervise
@@ -156,7 +160,12 @@ def worker(
         child = ["--log-level", root["log_level"], "--log-format", root["log_format"], "worker"]
         child += ["--app", app, "--concurrency", str(concurrency), "--poll", str(poll)]
         child += ["--grace", str(grace), "--isolation", isolation]
-        for flag, value in (("--db", db), ("--batch", batch), ("--lease", lease)):
+        for flag, value in (
+            ("--db", db),
+            ("--batch", batch),
+            ("--lease", lease),
+            ("--queues", queues),
+        ):
             if value is not None:
                 child += [flag, str(value)]
         if max_ticks is not None:
@@ -176,6 +185,7 @@ def worker(
         isolation=isolation,
         app_spec=app,
         log_args=["--log-level", root["log_level"], "--log-format", root["log_format"]],
+        queues=queue_names,
     )
     first_signal: list[float] = []
 
@@ -338,13 +348,19 @@ def requeue(job_id: int, app: str | None, db: str | None) -> None:
 @app_option()
 @db_option
 def cancel(job_id: int, app: str | None, db: str | None) -> None:
-    """Cancel a job that is pending or waiting to retry."""
+    """Cancel an unfinished job; a running handler is asked to stop at its next step."""
     engine = open_engine(app, db, existing=True)
     try:
-        engine.cancel(job_id)
+        result = engine.cancel(job_id)
     except JobchartsError as error:
         raise click.ClickException(str(error)) from error
-    click.echo(f"job {job_id} cancelled")
+    if result == "requested":
+        click.echo(
+            f"job {job_id}: cancel requested; its running handler stops at its next step "
+            "(ctx.cancelled), then the job is cancelled"
+        )
+    else:
+        click.echo(f"job {job_id} cancelled")
 
 
 @cli.command()
@@ -468,6 +484,29 @@ def _charts(engine: Engine | None, name: str | None) -> list[Chart]:
     return [chart]
 
 
+@cli.command("gen-tests")
+@app_option(required=True)
+@click.option(
+    "--out", required=True, type=click.Path(file_okay=False), help="Directory for the files."
+)
+@click.argument("names", nargs=-1)
+def gen_tests(app: str, out: str, names: tuple[str, ...]) -> None:
+    """Write pytest files that drive the real engine along every transition of each chart
+    (NAMES: job kinds or chart names; default: every chart of the app)."""
+    from engine.gentests import generate
+
+    engine = load_app(app)
+    charts: list[Chart] = []
+    for name in names or (None,):
+        for chart in _charts(engine, name):
+            if chart.name not in {c.name for c in charts}:
+                charts.append(chart)
+    if not charts:
+        raise click.ClickException("the app registers no job kinds")
+    for path in generate(app, charts, Path(out)):
+        click.echo(f"wrote {path}")
+
+
 @cli.command()
 @app_option(required=True)
 def describe(app: str) -> None:
@@ -482,11 +521,9 @@ def describe(app: str) -> None:
             if isinstance(spec.idempotency, Invariant)
             else f"keyed (TTL {_span(spec.key_ttl.total_seconds())})"
         )
-        retries = (
-            "none"
-            if spec.retry.max_attempts == 1
-            else f"bounded: {spec.retry.max_attempts} attempts, backoff "
-            f"{spec.retry.base:g}s x{spec.retry.factor:g} up to {spec.retry.cap:g}s"
+        retries = "; ".join(
+            (f"{state}: " if spec.is_flow else "") + _retries(step.retry)
+            for state, step in spec.steps.items()
         )
         findings = check_chart(spec.chart)
         failed = [f.check for f in findings if not f.passes]
@@ -611,6 +648,15 @@ def prune(app: str | None, db: str | None, older_than: str, include_quarantined:
         raise click.BadParameter(str(error), param_hint="--older-than") from error
     jobs_deleted, keys_deleted = engine.prune(age, include_quarantined=include_quarantined)
     click.echo(f"pruned {jobs_deleted} jobs and {keys_deleted} expired dedupe keys")
+
+
+def _retries(policy: RetryPolicy) -> str:
+    if policy.max_attempts == 1:
+        return "none"
+    return (
+        f"bounded: {policy.max_attempts} attempts, backoff {policy.base:g}s "
+        f"x{policy.factor:g} up to {policy.cap:g}s"
+    )
 
 
 def _span(seconds: float) -> str:

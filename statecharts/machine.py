@@ -82,8 +82,8 @@ class CompiledChart:
         if state not in self._states:
             raise ChartError(f"chart {self.chart.name!r} has no state {state!r}")
         event = self.machine.events.get(str(trigger))
-        if event is None:
-            return None
+        if event is None or not event.transitions.get(state):
+            return None  # no edge for it here (asking the library would log a warning)
         probe = _Probe(state)
         event.trigger(probe, facts=facts)
         return probe.taken
