@@ -307,6 +307,10 @@ def inspect(job_id: int, app: str | None, db: str | None, as_json: bool) -> None
     click.echo(f"  correlation id    {view.correlation_id}")
     if view.idempotency_key:
         click.echo(f"  idempotency key   {view.idempotency_key}")
+    if view.deadline:
+        click.echo(f"  deadline          {_when(view.deadline)} (of state {view.state!r})")
+    if view.cancel_requested_at:
+        click.echo(f"  cancel requested  {_when(view.cancel_requested_at)}")
     click.echo("history:")
     click.echo(
         table(
@@ -728,6 +732,10 @@ def _view_json(view: JobView, answers: dict[str, str]) -> dict[str, Any]:
         "attempt": view.attempt,
         "max_attempts": view.max_attempts,
         "due_at": view.due_at,
+        "deadline": view.deadline,
+        "cancel_requested_at": view.cancel_requested_at,
+        "queue": view.queue,
+        "priority": view.priority,
         "quarantine_reason": view.quarantine_reason,
         "last_error": vars(view.last_error) if view.last_error else None,
         "answers": answers,

@@ -117,7 +117,12 @@ class JobView:
                 if self.quarantine_reason
                 else ""
             )
-        if kind is StateKind.FINAL:
+        if self.cancel_requested_at is not None and kind is not StateKind.FINAL:
+            retry = (
+                f"No: a cancel was requested at {_at(self.cancel_requested_at)}; the job is "
+                "cancelled when its running attempt ends (unless it finishes its work)."
+            )
+        elif kind is StateKind.FINAL:
             retry = (
                 "No: it is finished."
                 if success

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-.venv/bin/ruff check statecharts engine tests
-.venv/bin/ruff format --check statecharts engine tests
+.venv/bin/ruff check statecharts engine tests docs/examples
+.venv/bin/ruff format --check statecharts engine tests docs/examples
 .venv/bin/mypy
 exec .venv/bin/pytest "$@"

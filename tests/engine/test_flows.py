@@ -478,3 +478,24 @@ def test_inspect_explains_a_flow_between_steps(
     engine.run_until_idle()
     answers = engine.get(job).explain(PAYOUT, clock.now())
     assert answers["did it succeed"].startswith("No: it ended in 'refunded'")
+
+
+def test_inspect_shows_a_pending_cancel_request(engine: Engine) -> None:
+    answers: dict[str, str] = {}
+
+    def slow(ctx: JobContext, item: Item) -> None:
+        engine.cancel(ctx.job_id)
+        view = engine.get(ctx.job_id)
+        answers.update(view.explain(engine.chart_of("steps"), engine.now()))
+        assert view.cancel_requested_at is not None
+
+    _flow_engine(
+        engine,
+        [Work("a", on={"ok": "b"}), Work("b", on={"ok": "succeeded"})],
+        {"a": slow, "b": lambda c, i: None},
+    )
+    job = engine.enqueue("steps", {"n": 1})
+    engine.run_until_idle()
+    assert answers["will it retry"].startswith("No: a cancel was requested")
+    view = engine.get(job)
+    assert view.state == "cancelled" and view.cancel_requested_at is not None  # kept: a fact
