@@ -438,19 +438,46 @@ def bench(db: str | None, n_jobs: int, batch: int, repeat: int, claim_rows: str 
     show_default=True,
 )
 @click.option("--out", type=click.Path(dir_okay=False), help="Write here instead of stdout.")
-def render(name: str | None, app: str | None, fmt: str, out: str | None) -> None:
+@click.option(
+    "--live",
+    is_flag=True,
+    help="Overlay live figures from --db: jobs per state, transitions per edge in --window.",
+)
+@db_option
+@click.option("--window", default="1h", show_default=True, help="--live: count transitions since.")
+def render(
+    name: str | None,
+    app: str | None,
+    fmt: str,
+    out: str | None,
+    live: bool,
+    db: str | None,
+    window: str,
+) -> None:
     """Draw a chart (by job kind or chart name; default: every chart of the app)."""
     from statecharts import lifecycle
     from statecharts.render import RenderError
     from statecharts.render import render as draw
 
-    charts = _charts(load_app(app) if app else None, name) if (app or name) else [lifecycle()]
+    engine = load_app(app) if app else None
+    charts = _charts(engine, name) if (app or name) else [lifecycle()]
     if not charts:
         raise click.ClickException("the app registers no job kinds")
     if fmt in ("svg", "png") and len(charts) > 1 and not name:
         raise click.UsageError(f"name one chart to draw as {fmt.upper()}")
+    overlays: list[Any] = [None] * len(charts)
+    if live:
+        try:
+            seconds = parse_age(window)
+        except ValueError as error:
+            raise click.BadParameter(str(error), param_hint="--window") from error
+        reader = open_engine(app, db, existing=True)
+        try:
+            overlays = [reader.overlay(chart.name, seconds) for chart in charts]
+        finally:
+            reader.close()
     try:
-        parts = [draw(chart, fmt) for chart in charts]
+        parts = [draw(chart, fmt, overlay) for chart, overlay in zip(charts, overlays, strict=True)]
     except RenderError as error:
         raise click.ClickException(str(error)) from error
     data = b"\n".join(parts)

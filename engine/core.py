@@ -53,6 +53,7 @@ from statecharts import (
     compile_chart,
     lifecycle,
 )
+from statecharts.render import Overlay
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -950,6 +951,19 @@ class Engine(Scheduling):  # cron(), poller(), schedule(), fire_schedules(): eng
                 logger.info("job.cancel_requested", job_id=job_id, kind=row.kind, state=row.state)
                 return "requested"
         raise TransitionNotAllowed(f"job {job_id} keeps changing; try cancel again")
+
+    def overlay(self, chart: str, window: float | timedelta = 3600.0) -> Overlay:
+        """Live figures for ``render --live``: jobs per state of ``chart`` and the age of
+        each state's oldest (since its last change), transitions per edge in ``window``."""
+        span = window if isinstance(window, timedelta) else timedelta(seconds=window)
+        now = self.now()
+        figures = self.store.chart_state_figures(chart)
+        return Overlay(
+            jobs={state: count for state, (count, _) in figures.items()},
+            oldest={state: now - oldest for state, (_, oldest) in figures.items()},
+            taken=self.store.chart_edge_counts(chart, now - span),
+            window=span,
+        )
 
     def chart_of(self, name: str) -> Chart | None:
         """The chart named ``name``: a registered one, or the built-in lifecycle."""

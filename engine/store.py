@@ -370,6 +370,33 @@ class Store:
         with self.read() as conn:
             return {row[0]: int(row[1]) for row in conn.execute(stmt)}
 
+    def chart_state_figures(self, chart: str) -> dict[str, tuple[int, datetime]]:
+        """Per state of ``chart``: how many jobs are in it, and the oldest's last change."""
+        stmt = (
+            select(jobs.c.state, func.count(), func.min(jobs.c.updated_at))
+            .where(jobs.c.chart == chart)
+            .group_by(jobs.c.state)
+        )
+        with self.read() as conn:
+            return {row[0]: (int(row[1]), as_utc(_utc_value(row[2]))) for row in conn.execute(stmt)}
+
+    def chart_edge_counts(self, chart: str, since: datetime) -> dict[tuple[str, str, str], int]:
+        """Transitions of ``chart``'s jobs taken since ``since``: (trigger, from, to) -> n."""
+        stmt = (
+            select(
+                job_events.c.trigger, job_events.c.from_state, job_events.c.to_state, func.count()
+            )
+            .select_from(job_events.join(jobs, jobs.c.id == job_events.c.job_id))
+            .where(
+                jobs.c.chart == chart,
+                job_events.c.at >= since,
+                job_events.c.from_state.is_not(None),
+            )
+            .group_by(job_events.c.trigger, job_events.c.from_state, job_events.c.to_state)
+        )
+        with self.read() as conn:
+            return {(r[0], r[1], r[2]): int(r[3]) for r in conn.execute(stmt)}
+
     def job_next_due(self, kinds: Sequence[str]) -> datetime | None:
         """The earliest due_at among jobs waiting to be claimed, or None."""
         stmt = select(func.min(jobs.c.due_at)).where(
@@ -708,6 +735,11 @@ class Store:
 
     def _insert(self, table: Any) -> Any:
         return (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(table)
+
+
+def _utc_value(value: Any) -> datetime:
+    """An aggregate's datetime: SQLite returns the stored text (func.min loses the type)."""
+    return datetime.fromisoformat(value) if isinstance(value, str) else value
 
 
 class _Undo(Exception):

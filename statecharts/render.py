@@ -7,6 +7,9 @@ chart, same bytes) so they can be committed and checked for staleness in CI.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
 
 import graphviz
 
@@ -23,6 +26,36 @@ _STYLE = {
     "success": {"shape": "doublecircle", "style": "filled", "fillcolor": "#dcfce7"},
     "failure": {"shape": "doublecircle", "style": "filled", "fillcolor": "#fee2e2"},
 }
+
+
+@dataclass(frozen=True)
+class Overlay:
+    """Live figures to draw on a chart (``render --live``), read by the engine from its
+    tables: jobs per state and the age of each state's oldest, transitions per edge."""
+
+    jobs: Mapping[str, int] = field(default_factory=dict)
+    oldest: Mapping[str, timedelta] = field(default_factory=dict)
+    taken: Mapping[tuple[str, str, str], int] = field(default_factory=dict)  # (trigger, src, dst)
+    window: timedelta = timedelta(hours=1)
+
+    def state_note(self, state: State) -> str:
+        count = self.jobs.get(state.name, 0)
+        if not count:
+            return ""
+        note = f"{count} job" + ("" if count == 1 else "s")
+        age = self.oldest.get(state.name)
+        if age is not None and not state.is_final:
+            note += f", oldest {_span(max(age.total_seconds(), 0.0))}"
+        return note
+
+    def count(self, source: str, dest: str) -> int:
+        """Transitions from ``source`` to ``dest`` in the window, whatever their trigger."""
+        return sum(n for (_, src, dst), n in self.taken.items() if (src, dst) == (source, dest))
+
+    def edge_label(self, source: str, transition: Transition) -> str:
+        count = self.taken.get((transition.trigger, source, transition.dest), 0)
+        label = edge_label(transition)
+        return f"{label} x{count}" if count else label
 
 
 class RenderError(RuntimeError):
@@ -46,14 +79,25 @@ def _edges(chart: Chart) -> list[tuple[str, Transition]]:
     return [(source, t) for t in chart.transitions for source in t.sources]
 
 
-def merged_edges(chart: Chart) -> list[tuple[str, str, bool, list[str]]]:
+def merged_edges(
+    chart: Chart, overlay: Overlay | None = None
+) -> list[tuple[str, str, bool, list[str]]]:
     """(source, dest, operator, labels): parallel edges drawn as one, labels stacked, in
     order of first declaration, so a step's retry loops read as one arrow."""
     merged: dict[tuple[str, str, bool], list[str]] = {}
     for source, transition in _edges(chart):
         key = (source, transition.dest, transition.operator)
-        merged.setdefault(key, []).append(edge_label(transition))
+        label = overlay.edge_label(source, transition) if overlay else edge_label(transition)
+        merged.setdefault(key, []).append(label)
     return [(src, dest, op, labels) for (src, dest, op), labels in merged.items()]
+
+
+def _notes(state: State, overlay: Overlay | None) -> list[str]:
+    """What a state's box says besides its name: its timers, live figures."""
+    notes = [timers(state)] if timers(state) else []
+    if overlay is not None and overlay.state_note(state):
+        notes.append(overlay.state_note(state))
+    return notes
 
 
 def timers(state: State) -> str:
@@ -72,24 +116,30 @@ def _span(seconds: float) -> str:
     return f"{seconds:g}s"
 
 
-def to_dot(chart: Chart) -> str:
-    """Graphviz DOT source (needs no binary)."""
+def to_dot(chart: Chart, overlay: Overlay | None = None) -> str:
+    """Graphviz DOT source (needs no binary); ``overlay`` adds live figures."""
     graph = graphviz.Digraph(chart.name, comment=chart.description or None)
-    graph.attr(rankdir="LR", fontname="Helvetica", label=chart.name, labelloc="t")
+    title = chart.name
+    if overlay is not None:
+        title += f" (live: transitions in the last {_span(overlay.window.total_seconds())})"
+    graph.attr(rankdir="LR", fontname="Helvetica", label=title, labelloc="t")
     graph.attr("node", fontname="Helvetica")
     graph.attr("edge", fontname="Helvetica", fontsize="10")
     for state in chart.states:
-        extra = {"label": f"{state.name}\\n({timers(state)})"} if timers(state) else {}
+        notes = _notes(state, overlay)
+        extra = {"label": "\\n".join([state.name, *(f"({n})" for n in notes)])} if notes else {}
         graph.node(state.name, **_STYLE[style_of(state)], **extra)
-    for source, dest, operator, labels in merged_edges(chart):
+    for source, dest, operator, labels in merged_edges(chart, overlay):
         attrs = {"label": "\\n".join(labels)}
         if operator:
             attrs.update(style="dashed", color="#6b7280")  # an operator's action
+        if overlay is not None and overlay.count(source, dest):
+            attrs["penwidth"] = "2"  # taken in the window
         graph.edge(source, dest, **attrs)
     return str(graph.source)
 
 
-def to_image(chart: Chart, fmt: str) -> bytes:
+def to_image(chart: Chart, fmt: str, overlay: Overlay | None = None) -> bytes:
     """SVG or PNG bytes, drawn by Graphviz's ``dot``."""
     if shutil.which("dot") is None:
         raise RenderError(
@@ -97,18 +147,18 @@ def to_image(chart: Chart, fmt: str) -> bytes:
             "(Debian/Ubuntu: apt-get install graphviz; macOS: brew install graphviz). "
             "DOT, Mermaid and Markdown output need nothing."
         )
-    source = graphviz.Source(to_dot(chart))
+    source = graphviz.Source(to_dot(chart, overlay))
     return bytes(source.pipe(format=fmt))
 
 
-def to_mermaid(chart: Chart) -> str:
+def to_mermaid(chart: Chart, overlay: Overlay | None = None) -> str:
     """A Mermaid ``stateDiagram-v2``; final states lead to ``[*]``."""
     lines = ["stateDiagram-v2", f"    %% chart {chart.name}"]
     lines.append(f"    [*] --> {chart.initial.name}")
     for state in chart.states:
-        if timers(state):
-            lines.append(f"    {state.name} : {_mermaid_text(timers(state))}")
-    for source, dest, _, labels in merged_edges(chart):
+        for note in _notes(state, overlay):
+            lines.append(f"    {state.name} : {_mermaid_text(note)}")
+    for source, dest, _, labels in merged_edges(chart, overlay):
         lines.append(f"    {source} --> {dest} : {_mermaid_text(' / '.join(labels))}")
     for state in chart.states:
         if state.kind is StateKind.FINAL:
@@ -160,14 +210,16 @@ def to_markdown(chart: Chart) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render(chart: Chart, fmt: str) -> bytes:
-    """The chart in ``fmt`` (one of FORMATS) as bytes."""
+def render(chart: Chart, fmt: str, overlay: Overlay | None = None) -> bytes:
+    """The chart in ``fmt`` (one of FORMATS) as bytes; ``overlay`` adds live figures."""
     if fmt == "dot":
-        return to_dot(chart).encode()
+        return to_dot(chart, overlay).encode()
     if fmt == "mermaid":
-        return to_mermaid(chart).encode()
+        return to_mermaid(chart, overlay).encode()
     if fmt == "md":
+        if overlay is not None:
+            raise RenderError("the live overlay is drawn in dot, svg, png or mermaid")
         return to_markdown(chart).encode()
     if fmt in ("svg", "png"):
-        return to_image(chart, fmt)
+        return to_image(chart, fmt, overlay)
     raise RenderError(f"unknown format {fmt!r}; formats: {', '.join(FORMATS)}")
