@@ -21,3 +21,17 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     fi
     touch "$stamp"
 fi
+# Mermaid's own parser, for the test that checks jobcharts' Mermaid output (Node.js, tests
+# only). Without npm the test is reported as not run (it fails in CI, which installs npm).
+if command -v npm >/dev/null 2>&1; then
+    mstamp=tests/mermaid/node_modules/.jobcharts-installed
+    if [ ! -f "$mstamp" ] || [ tests/mermaid/package-lock.json -nt "$mstamp" ]; then
+        echo "installing Mermaid's parser for the tests (log: .venv/npm.log)" >&2
+        if npm ci --prefix tests/mermaid --no-audit --no-fund > .venv/npm.log 2>&1; then
+            touch "$mstamp"
+        else
+            cat .venv/npm.log >&2
+            echo "npm ci failed: the Mermaid parser test will not run" >&2
+        fi
+    fi
+fi

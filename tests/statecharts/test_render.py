@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import subprocess
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,7 @@ from click.testing import CliRunner
 from docs.examples.payout import payout_chart
 from engine.cli import cli
 from statecharts import Chart, lifecycle
-from statecharts.render import RenderError, render, to_dot, to_markdown, to_mermaid
+from statecharts.render import Overlay, RenderError, render, to_dot, to_markdown, to_mermaid
 
 GOLDEN = Path(__file__).with_name("golden")
 CHARTS = {"lifecycle": lifecycle, "payout": payout_chart}
@@ -109,3 +111,41 @@ def test_cli_render_prints_and_writes(tmp_path: Path) -> None:
         out = tmp_path / "ship.svg"
         result = runner.invoke(cli, ["render", "ship", *app, "--format", "svg", "--out", str(out)])
         assert result.exit_code == 0 and out.read_bytes().lstrip().startswith(b"<?xml")
+
+
+MERMAID = Path(__file__).resolve().parents[1] / "mermaid"
+
+
+def test_mermaid_output_parses_with_mermaids_own_parser(tmp_path: Path) -> None:
+    """Every chart's Mermaid, a live overlay and the docs' Mermaid blocks parse with
+    Mermaid's parser (Node.js, installed by scripts/setup.sh); a broken file does not."""
+    if shutil.which("node") is None or not (MERMAID / "node_modules" / "mermaid").is_dir():
+        if os.environ.get("JOBCHARTS_CI"):
+            pytest.fail("Node.js and tests/mermaid's packages are required in CI")
+        pytest.skip("Mermaid's parser is not installed (needs npm; see scripts/setup.sh)")
+    sources = {name: to_mermaid(make()) for name, make in CHARTS.items()}
+    overlay = Overlay(
+        jobs={"pending": 2, "await_settlement": 1, "succeeded": 9},
+        oldest={"pending": timedelta(seconds=90)},
+        taken={("start", "pending", "charge"): 3, ("settled", "await_settlement", "notify"): 1},
+    )
+    sources["payout-live"] = to_mermaid(payout_chart(), overlay)
+    docs = Path(__file__).resolve().parents[2] / "docs"
+    for doc in sorted(docs.glob("*.md")):
+        for index, block in enumerate(re.findall(r"```mermaid\n(.*?)```", doc.read_text(), re.S)):
+            sources[f"{doc.stem}-{index}"] = block
+    assert len(sources) >= 5
+    files = []
+    for name, text in sources.items():
+        files.append(tmp_path / f"{name}.mmd")
+        files[-1].write_text(text)
+    command = ["node", str(MERMAID / "parse.mjs")]
+    good = subprocess.run([*command, *map(str, files)], capture_output=True, text=True, timeout=120)
+    assert good.returncode == 0, good.stdout + good.stderr
+    assert good.stdout.count("ok ") == len(files)
+    broken = tmp_path / "broken.mmd"
+    broken.write_text(
+        sources["payout"].replace(" --> charge : ", " --> charge :: ", 1) + "    class\n"
+    )
+    bad = subprocess.run([*command, str(broken)], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 1 and "FAIL" in bad.stdout
