@@ -46,22 +46,34 @@ def run_once(url: str, jobs: int, batch: int, chunk: int = 1000) -> BenchRun:
     """Enqueue then drain ``jobs`` no-op jobs on ``url``; verify every row and event."""
     engine = Engine(url, batch_size=batch)
     engine.job(payload=Noop, idempotency=Invariant("a no-op"), kind="noop")(lambda ctx, p: None)
-    engine.store  # open and create the schema outside the timings  # noqa: B018
+    before_counts, before_events = _totals(engine)  # --db with --repeat reuses a database
     started = time.perf_counter()
     for first in range(0, jobs, chunk):
         engine.enqueue_many("noop", [{"n": n} for n in range(first, min(first + chunk, jobs))])
     enqueued = time.perf_counter()
     report = engine.run_until_idle()
     drained = time.perf_counter()
-    counts = engine.store.job_count_by_state()
-    with engine.store.read() as conn:
-        events = conn.execute(select(func.count()).select_from(job_events)).scalar_one()
+    after_counts, after_events = _totals(engine)
     engine.close()
+    counts = {
+        state: n - before_counts.get(state, 0)
+        for state, n in after_counts.items()
+        if n != before_counts.get(state, 0)
+    }
+    events = after_events - before_events
     if report.succeeded != jobs or counts != {"succeeded": jobs} or events != 3 * jobs:
         raise RuntimeError(
             f"bench run lost work: succeeded={report.succeeded} states={counts} events={events}"
         )
     return BenchRun(jobs, enqueued - started, drained - enqueued)
+
+
+def _totals(engine: Engine) -> tuple[dict[str, int], int]:
+    """Jobs per state and events in all (opens the database and its schema first)."""
+    counts = engine.store.job_count_by_state()
+    with engine.store.read() as conn:
+        events = int(conn.execute(select(func.count()).select_from(job_events)).scalar_one())
+    return counts, events
 
 
 def run(jobs: int, batch: int, repeat: int, url: str | None = None) -> list[BenchRun]:
