@@ -308,7 +308,7 @@ def _check_runnable(compiled: CompiledChart) -> None:
     if missing:
         raise RegistrationError(
             f"chart {chart.name!r} lacks trigger(s) {[str(m) for m in missing]} that the engine "
-            "fires; multi-step charts arrive with their own runner"
+            "fires for a single-handler job; register a multi-step chart with engine.flow(...)"
         )
     if not chart.states_of(StateKind.FINAL):
         raise RegistrationError(f"chart {chart.name!r} has no final state")
