@@ -565,7 +565,10 @@ def describe(app: str) -> None:
         rows.append(
             [
                 spec.kind,
-                " + ".join(s.trigger.key_prefix for s in engine.schedules.of_kind(spec.kind))
+                " + ".join(
+                    "poller" if s.trigger.key_prefix == "every" else s.trigger.key_prefix
+                    for s in engine.schedules.of_kind(spec.kind)
+                )
                 or "event",
                 idempotency,
                 retries,

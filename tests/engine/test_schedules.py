@@ -552,6 +552,9 @@ def test_the_schedules_command_lists_specs_policies_and_slots(
     assert "2026-01-01 00:10:00" in rows["report"]  # next fire
     assert "every 90s" in rows["poll"] and "catch_up (max 3)" in rows["poll"]
     assert "never" in rows["poll"] and "2026-01-01 00:07:30" in rows["poll"]
+    described = CliRunner().invoke(cli, ["describe", "--app", f"{module}:engine"])
+    kinds = {line.split()[0]: line.split()[1] for line in described.output.splitlines()[2:]}
+    assert kinds["report"] == "cron" and kinds["poll"] == "poller", described.output
 
 
 # -- properties of the pure slot arithmetic ------------------------------------------------
