@@ -363,8 +363,10 @@ def cancel(job_id: int, app: str | None, db: str | None) -> None:
             f"job {job_id}: cancel requested; its running handler stops at its next step "
             "(ctx.cancelled), then the job is cancelled"
         )
-    else:
+    elif result == "cancelled":
         click.echo(f"job {job_id} cancelled")
+    else:
+        click.echo(f"job {job_id}: its chart's cancel took it to {result!r} (compensation)")
 
 
 @cli.command()

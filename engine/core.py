@@ -457,7 +457,9 @@ class Engine(Scheduling):  # cron(), poller(), schedule(), fire_schedules(): eng
             facts = _facts(row, now)
             try:
                 if row.cancel_requested_at is not None:
-                    return self._timer_move(spec, row, T.CANCEL, facts, now)
+                    cancelled = self._timer_move(spec, row, T.CANCEL, facts, now)
+                    if cancelled is not None:
+                        return cancelled
                 transition = spec.compiled.fire(row.state, T.START, facts)
                 if transition is None:
                     for trigger in TIMER_TRIGGERS:
@@ -538,11 +540,7 @@ class Engine(Scheduling):  # cron(), poller(), schedule(), fire_schedules(): eng
             return None
         failure = None
         if trigger == T.DEADLINE:
-            failure = Failure(
-                DEADLINE_PASSED,
-                f"state {row.state!r} reached its deadline {row.deadline.isoformat()}",
-                reason="deadline",
-            )
+            failure = self._deadline_failure(row.state, row.deadline)
         written = self._write(
             spec,
             transition,
@@ -556,6 +554,13 @@ class Engine(Scheduling):  # cron(), poller(), schedule(), fire_schedules(): eng
             trigger, row.state, transition.dest, row.attempt, now, self.worker_id, written.detail
         )
         return Move(row.id, row.state, row.version, row.lease_token, written.values, event)
+
+    @staticmethod
+    def _deadline_failure(state: str, deadline: datetime | None) -> Failure:
+        when = deadline.isoformat() if deadline else "(unknown)"
+        return Failure(
+            DEADLINE_PASSED, f"state {state!r} reached its deadline {when}", reason="deadline"
+        )
 
     def _write(
         self,
@@ -590,10 +595,29 @@ class Engine(Scheduling):  # cron(), poller(), schedule(), fire_schedules(): eng
         """Record that ``jobs``' handlers start now; return those still under the lease."""
         held = self.store.job_mark_started([c.job_id for c in jobs], batch.token, now)
         lost = [c for c in jobs if c.job_id not in held]
-        for claimed in lost:
-            logger.warning(
-                "attempt.lease_lost_before_start", job_id=claimed.job_id, kind=claimed.kind
-            )
+        if lost:  # asked to cancel since the claim: cancel now rather than run the handler
+            rows = self.store.job_get_many(c.job_id for c in lost)
+            asked = [
+                move
+                for c in lost
+                if (row := rows.get(c.job_id)) is not None
+                and row.cancel_requested_at is not None
+                and (move := self._cancel_move(Outcome(c, T.CANCEL), now)) is not None
+            ]
+            done = {
+                m.job_id
+                for m, ok in zip(asked, self.store.job_transition_many(asked), strict=True)
+                if ok
+            }
+            for claimed in lost:
+                if claimed.job_id in done:
+                    logger.info(
+                        "job.cancel", job_id=claimed.job_id, kind=claimed.kind, before="start"
+                    )
+                else:
+                    logger.warning(
+                        "attempt.lease_lost_before_start", job_id=claimed.job_id, kind=claimed.kind
+                    )
         return [c for c in jobs if c.job_id in held]
 
     def rescue(
@@ -614,9 +638,11 @@ class Engine(Scheduling):  # cron(), poller(), schedule(), fire_schedules(): eng
                 return None
             never_started = row.started_at is None
             trigger = T.RELEASE if never_started else T.EXPIRE
-            if row.cancel_requested_at is not None:
-                trigger = T.CANCEL  # asked to stop while it ran: don't run it again
             facts = _facts(row, now)
+            if row.cancel_requested_at is not None and spec.compiled.fire(
+                row.state, T.CANCEL, facts
+            ):
+                trigger = T.CANCEL  # asked to stop while it ran: don't run it again
             try:
                 transition = spec.compiled.fire(row.state, trigger, facts)
             except ChartError as error:  # a state its chart no longer has
@@ -802,9 +828,23 @@ class Engine(Scheduling):  # cron(), poller(), schedule(), fire_schedules(): eng
                 continue
             outcome: Outcome = move.tag[0]
             cancel = Outcome(outcome.claimed, T.CANCEL, duration=outcome.duration)
-            replacements.append(replace(self._outcome_move(cancel, now), unless_cancelled=False))
+            # No cancel from this state (a request cannot be made there; defensive): the
+            # attempt's own outcome stands.
+            replacements.append(
+                self._cancel_move(cancel, now) or replace(move, unless_cancelled=False)
+            )
         applied = self.store.job_transition_many(replacements)
         return results + list(zip(replacements, applied, strict=True))
+
+    def _cancel_move(self, cancel: Outcome, now: datetime) -> Move | None:
+        """The move cancelling a held job, or None when its chart has no cancel from there."""
+        try:
+            return replace(self._outcome_move(cancel, now), unless_cancelled=False)
+        except ChartError:
+            logger.error(
+                "job.uncancellable", job_id=cancel.claimed.job_id, state=cancel.claimed.state
+            )
+            return None
 
     def _outcome_move(self, outcome: Outcome, now: datetime) -> Move:
         claimed = outcome.claimed
@@ -818,6 +858,8 @@ class Engine(Scheduling):  # cron(), poller(), schedule(), fire_schedules(): eng
             error_class=failure.error_class if failure else None,
         )
         transition = spec.compiled.require(claimed.state, outcome.trigger, facts)
+        if outcome.trigger == T.WAIT and transition.dest != claimed.state and failure is None:
+            failure = self._deadline_failure(claimed.state, claimed.deadline)  # "not yet", late
         written = self._write(
             spec,
             transition,
@@ -845,9 +887,10 @@ class Engine(Scheduling):  # cron(), poller(), schedule(), fire_schedules(): eng
             written.values,
             event,
             tag=(outcome, written.next_due_at),
-            # A handler that finished its work succeeded, cancel or not; anything else
-            # (a retry, the next step) gives way to a cancel requested meanwhile.
-            unless_cancelled=spec.chart.state(transition.dest).success is not True,
+            # An outcome that ends the job stands, cancel or not (its work happened: a
+            # success, a flow's own end); a retry or the next step gives way to a cancel
+            # requested meanwhile.
+            unless_cancelled=not spec.chart.state(transition.dest).is_final,
         )
 
     def run_until_idle(
@@ -933,20 +976,31 @@ class Engine(Scheduling):  # cron(), poller(), schedule(), fire_schedules(): eng
         self._operator(job_id, T.REQUEUE)
 
     def cancel(self, job_id: int) -> str:
-        """Cancel a job that has not finished; returns "cancelled" or "requested".
+        """Cancel a job that has not finished; returns the state it moved to ("cancelled",
+        or a compensating step) or "requested".
 
-        A job no handler holds is cancelled at once. A job a handler holds gets a cancel
-        request: the handler sees ``ctx.cancelled``, ``ctx.step`` stops before its next step,
-        and the job is then cancelled instead of retried or moved on (a handler that already
-        finished its work still succeeds: that work happened).
+        A job no handler holds takes its chart's cancel at once (to ``cancelled``, or to a
+        compensating step a flow declares). A job a handler holds gets a cancel request: the
+        handler sees ``ctx.cancelled``, ``ctx.step`` stops before its next step, and the job
+        then takes the cancel instead of a retry or its next step (an outcome that ends the
+        job stands: that work happened). A state the chart cannot be cancelled from refuses.
         """
         for _ in range(5):
             row = self.store.job_get(job_id)
             if row is None:
                 raise JobNotFound(f"no job with id {job_id}")
             if row.lease_token is None or row.finished_at is not None:
-                self._operator(job_id, T.CANCEL, row)
-                return "cancelled"
+                try:
+                    return self._operator(job_id, T.CANCEL, row)
+                except _Changed:
+                    continue  # claimed meanwhile: look again
+            spec = self.registry.find(row.kind)
+            compiled = spec.compiled if spec else _compiled_lifecycle()
+            if compiled.fire(row.state, T.CANCEL, _facts(row, self.now())) is None:
+                raise TransitionNotAllowed(
+                    f"cannot cancel job {job_id}: a handler is running it in {row.state!r}, "
+                    f"and chart {row.chart!r} has no cancel from there"
+                )
             if self.store.job_request_cancel(row, self.now()):
                 logger.info("job.cancel_requested", job_id=job_id, kind=row.kind, state=row.state)
                 return "requested"
@@ -972,7 +1026,8 @@ class Engine(Scheduling):  # cron(), poller(), schedule(), fire_schedules(): eng
             chart = lifecycle()
         return chart
 
-    def _operator(self, job_id: int, trigger: str, row: Row[Any] | None = None) -> None:
+    def _operator(self, job_id: int, trigger: str, row: Row[Any] | None = None) -> str:
+        """Apply an operator's ``trigger`` to the job; returns the state it moved to."""
         row = row or self.store.job_get(job_id)
         if row is None:
             raise JobNotFound(f"no job with id {job_id}")
@@ -1023,7 +1078,7 @@ class Engine(Scheduling):  # cron(), poller(), schedule(), fire_schedules(): eng
         else:
             applied = self.store.job_transition_many([move])[0]
         if not applied:
-            raise TransitionNotAllowed(f"job {job_id} changed while applying {trigger}; try again")
+            raise _Changed(f"job {job_id} changed while applying {trigger}; try again")
         logger.info(
             f"job.{trigger}",
             job_id=job_id,
@@ -1031,6 +1086,11 @@ class Engine(Scheduling):  # cron(), poller(), schedule(), fire_schedules(): eng
             from_state=row.state,
             to_state=transition.dest,
         )
+        return transition.dest
+
+
+class _Changed(TransitionNotAllowed):
+    """The job changed between reading it and applying an operator's transition."""
 
 
 def _flow_entry(kind: str) -> Callable[..., Any]:

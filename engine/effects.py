@@ -120,13 +120,17 @@ def write_transition(
     if Effect.ENTER_STEP in effects:
         step = entry or Entry(max_attempts=1)
         wait = step.every or step.delay or 0.0
-        next_due = now + timedelta(seconds=wait)
+        entered_deadline = now + timedelta(seconds=step.deadline) if step.deadline else None
+        next_due = _until_deadline(now + timedelta(seconds=wait), entered_deadline)
         values.update(
             attempt=0,
             max_attempts=step.max_attempts,
             due_at=next_due,
             started_at=None,
-            deadline=now + timedelta(seconds=step.deadline) if step.deadline else None,
+            deadline=entered_deadline,
+            # Only an unrequested outcome or the cancel itself enters a step: no request
+            # is pending after it (a compensation entered by cancel runs to its end).
+            cancel_requested_at=None,
         )
         attempt = 0
     if Effect.QUARANTINE in effects:
@@ -149,7 +153,7 @@ def write_transition(
             values["max_attempts"] = entry.max_attempts
         attempt = 0
     if Effect.FINISH in effects:
-        values.update(finished_at=now, due_at=None, deadline=None)
+        values.update(finished_at=now, due_at=None, deadline=None, cancel_requested_at=None)
     if result is not None:
         values["result"] = result
     return Written(values, detail or None, next_due)

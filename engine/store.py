@@ -533,8 +533,9 @@ class Store:
             return [pair for pair, ok in zip(planned, applied, strict=True) if ok]
 
     def job_mark_started(self, job_ids: Sequence[int], lease_token: str, now: datetime) -> set[int]:
-        """Record that these jobs' handlers are starting; only jobs still under the lease."""
-        return self._update_held(job_ids, lease_token, {"started_at": now})
+        """Record that these jobs' handlers are starting; only jobs still under the lease
+        and not asked to cancel since their claim (those must not start at all)."""
+        return self._update_held(job_ids, lease_token, {"started_at": now}, unless_cancelled=True)
 
     def lease_renew(
         self, job_ids: Sequence[int], lease_token: str, expires_at: datetime
@@ -543,17 +544,19 @@ class Store:
         return self._update_held(job_ids, lease_token, {"lease_expires_at": expires_at})
 
     def _update_held(
-        self, job_ids: Sequence[int], lease_token: str, values: dict[str, Any]
+        self,
+        job_ids: Sequence[int],
+        lease_token: str,
+        values: dict[str, Any],
+        unless_cancelled: bool = False,
     ) -> set[int]:
         """Write ``values`` to the jobs still held under ``lease_token``; return their ids."""
         if not job_ids:
             return set()
-        stmt = (
-            update(jobs)
-            .where(jobs.c.id.in_(list(job_ids)), jobs.c.lease_token == lease_token)
-            .values(values)
-            .returning(jobs.c.id)
-        )
+        conditions = [jobs.c.id.in_(list(job_ids)), jobs.c.lease_token == lease_token]
+        if unless_cancelled:
+            conditions.append(jobs.c.cancel_requested_at.is_(None))
+        stmt = update(jobs).where(*conditions).values(values).returning(jobs.c.id)
         with self.write() as conn:
             return {int(row[0]) for row in conn.execute(stmt)}
 

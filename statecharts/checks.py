@@ -28,6 +28,7 @@ CHECKS = (
 )
 
 _NOW = datetime(2026, 1, 1, tzinfo=UTC)
+_RENEWING = (Effect.ENTER_STEP, Effect.RESET_ATTEMPTS)
 
 
 def sample_facts() -> list[Facts]:
@@ -172,14 +173,18 @@ def _absorbing(chart: Chart, _samples: list[Facts]) -> list[str]:
 
 def _bounded_cycles(chart: Chart, samples: list[Facts]) -> list[str]:
     """Every cycle must pass a guard on the attempt counter (increased around the cycle by
-    a START_ATTEMPT effect) or on a deadline; cycles through operator actions don't count."""
+    a START_ATTEMPT effect) or on a deadline, on an edge that does not reset them (entering
+    a step does); cycles through operator actions don't count."""
     counting = any(Effect.START_ATTEMPT in t.effects for t in chart.transitions)
     unbounded: dict[str, set[str]] = {s.name: set() for s in chart.states}
     for transition in chart.transitions:
         if transition.operator or not _enabled(transition, samples):
             continue
         bounds = {g.bounds for g in transition.guards}
-        if "deadline" in bounds or ("attempt" in bounds and counting):
+        # An edge that enters a step resets the attempt counter and sets a new deadline:
+        # a cycle through it starts over, so its guard bounds nothing.
+        renews = any(e in transition.effects for e in _RENEWING)
+        if not renews and ("deadline" in bounds or ("attempt" in bounds and counting)):
             continue  # this edge is where a cycle runs out
         for source in transition.sources:
             unbounded[source].add(transition.dest)

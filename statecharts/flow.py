@@ -48,6 +48,7 @@ from statecharts.lifecycle import (
 )
 
 QUARANTINED = str(S.QUARANTINED)
+CANCELLED = str(S.CANCELLED)
 
 
 @dataclass(frozen=True)
@@ -55,12 +56,15 @@ class Work:
     """A work state: its handler runs under a lease and returns one of ``on``'s outcomes.
 
     When its attempts are exhausted (or it raises ``Permanent``) the job goes to
-    ``on_error``: quarantined by default, or a compensating step.
+    ``on_error``: quarantined by default, or a compensating step. ``on_cancel``: where an
+    operator's cancel leads from this step (cancelled by default, or a compensating step);
+    None makes the step impossible to cancel (a compensation that must finish).
     """
 
     name: str
     on: Mapping[str, str]
     on_error: str = QUARANTINED
+    on_cancel: str | None = CANCELLED
     description: str = ""
 
 
@@ -76,6 +80,7 @@ class Poll:
     on: Mapping[str, str]
     on_deadline: str = QUARANTINED
     on_error: str = QUARANTINED
+    on_cancel: str | None = CANCELLED
     description: str = ""
 
 
@@ -153,7 +158,11 @@ class _Builder:
                     name,
                     step.on_deadline,
                     DEADLINE_PASSED,
-                    effects=(Effect.RELEASE_LEASE, *self.arrive(step.on_deadline)),
+                    effects=(
+                        Effect.RECORD_ERROR,  # why it left: the deadline passed
+                        Effect.RELEASE_LEASE,
+                        *self.arrive(step.on_deadline),
+                    ),
                 )
         for trigger in (T.FAIL, T.EXPIRE):
             self.add(
@@ -216,15 +225,21 @@ def flow(
                 DUE,
                 effects=(Effect.RELEASE_LEASE, *builder.arrive(step.then)),
             )
-    builder.transitions.append(
-        Transition(
-            T.CANCEL,
-            (S.PENDING, *(s.name for s in runnable)),
-            S.CANCELLED,
-            (),
-            (Effect.RELEASE_LEASE, Effect.FINISH),
+    cancels: dict[str, list[str]] = {CANCELLED: [str(S.PENDING)]}
+    for step in runnable:
+        dest = step.on_cancel if isinstance(step, Work | Poll) else CANCELLED
+        if dest is not None:
+            cancels.setdefault(dest, []).append(step.name)
+    for dest, sources in cancels.items():
+        builder.transitions.append(
+            Transition(
+                T.CANCEL,
+                tuple(sources),
+                dest,
+                (),
+                (Effect.RELEASE_LEASE, *builder.arrive(dest)),
+            )
         )
-    )
     finals_left = tuple(
         s.name for s in builder.states if s.kind is StateKind.FINAL and s.name != S.SUCCEEDED
     )

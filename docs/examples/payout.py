@@ -1,9 +1,10 @@
 """An order payout as a multi-step job: charge -> await settlement (polling) -> notify.
 
-If the payment has not settled by the deadline (or it bounces), the flow compensates by
-refunding the charge. Each handler stays thin: it calls an adapter (the payment gateway,
-the mailer) and returns the outcome to take. Effects go through ``ctx.step`` with keys
-derived from the order, so a crash or a retry never charges, refunds or mails twice.
+If the payment has not settled by the deadline (or it bounces, or an operator cancels the
+payout once the card was charged), the flow compensates by refunding the charge. Each
+handler stays thin: it calls an adapter (the payment gateway, the mailer) and returns the
+outcome to take. Effects go through ``ctx.step`` with keys derived from the order, so a
+crash or a retry never charges, refunds or mails twice.
 
 Run it: ``python -m docs.examples.payout`` (an in-memory gateway, a frozen clock).
 Draw it: ``jobcharts render payout --app docs.examples.payout:engine --format mermaid``.
@@ -37,10 +38,21 @@ def payout_chart(every: float = 60, deadline: float = 3600) -> Chart:
             deadline=deadline,
             on={"settled": "notify", "bounced": "refund"},
             on_deadline="refund",
+            on_cancel="refund",
             description="ask the gateway every minute, for at most an hour",
         ),
-        Work("notify", on={"notified": "succeeded"}, description="mail the customer"),
-        Work("refund", on={"refunded": "refunded"}, description="compensate: refund the charge"),
+        Work(
+            "notify",
+            on={"notified": "succeeded"},
+            on_cancel="refund",
+            description="mail the customer",
+        ),
+        Work(
+            "refund",
+            on={"refunded": "refunded"},
+            on_cancel=None,  # a compensation runs to its end
+            description="compensate: refund the charge",
+        ),
         Final("declined", success=False, description="the card was declined; nothing to undo"),
         Final("refunded", success=False, description="compensated: the charge was refunded"),
         description="Pay out an order: charge, wait for settlement, notify; refund on timeout.",

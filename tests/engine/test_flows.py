@@ -12,6 +12,7 @@ import sys
 import time
 from collections import Counter
 from contextlib import closing
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Literal
@@ -29,6 +30,7 @@ from engine import (
     RegistrationError,
     RetryPolicy,
     StepHandler,
+    TransitionNotAllowed,
 )
 from statecharts import ChartError, Final, Poll, Wait, Work, flow, path_errors
 
@@ -498,4 +500,168 @@ def test_inspect_shows_a_pending_cancel_request(engine: Engine) -> None:
     engine.run_until_idle()
     assert answers["will it retry"].startswith("No: a cancel was requested")
     view = engine.get(job)
-    assert view.state == "cancelled" and view.cancel_requested_at is not None  # kept: a fact
+    assert view.state == "cancelled" and view.cancel_requested_at is None  # no longer pending
+    assert [e.trigger for e in view.history][-1] == "cancel"
+
+
+def test_a_loop_through_a_deadline_exit_or_on_error_is_refused(engine: Engine) -> None:
+    """A deadline exit or an exhausted step that enters another step renews the counter it
+    guards: a loop through it is endless, and the static check says so."""
+    with pytest.raises(RegistrationError, match="unbounded cycle"):
+        _flow_engine(
+            engine,
+            [
+                Work("submit", on={"submitted": "poll"}),
+                Poll("poll", every=10, deadline=60, on={"ok": "succeeded"}, on_deadline="submit"),
+            ],
+            {"submit": lambda c, i: None, "poll": lambda c, i: None},
+        )
+    with pytest.raises(RegistrationError, match="unbounded cycle"):
+        _flow_engine(
+            engine,
+            [
+                Work("a", on={"ok": "succeeded"}, on_error="b"),
+                Work("b", on={"ok": "succeeded"}, on_error="a"),
+            ],
+            {"a": lambda c, i: None, "b": lambda c, i: None},
+        )
+
+
+# -- cancel and compensation (review regressions) -----------------------------------------
+
+
+def test_cancel_after_the_charge_compensates_with_a_refund(
+    payout: tuple[Engine, FakeGateway, FakeMailer], clock: FrozenClock
+) -> None:
+    """The payout declares on_cancel="refund" once the card is charged: a cancel while it
+    waits for settlement refunds, and the refund itself cannot be cancelled."""
+    engine, gateway, _ = payout
+    gateway.settle_after = None
+    job = engine.enqueue("payout", ORDER)
+    engine.run_until_idle()
+    assert engine.cancel(job) == "refund"
+    with pytest.raises(TransitionNotAllowed, match="cannot cancel"):
+        engine.cancel(job)  # the compensation runs to its end
+    engine.run_until_idle()
+    assert engine.get(job).state == "refunded"
+    assert list(gateway.calls) == ["payout:7:charge", "payout:7:refund"]
+    assert ("cancel", "refund") in trail(engine, job)
+
+
+def test_a_cancel_during_a_check_that_bounces_still_refunds(
+    engine: Engine, clock: FrozenClock
+) -> None:
+    class CancelledWhileChecking(FakeGateway):
+        def status(self, charge_id: str) -> str:
+            assert engine.cancel(1) == "requested"
+            return "bounced"
+
+    gateway = CancelledWhileChecking()
+    register(engine, gateway, FakeMailer())
+    job = engine.enqueue("payout", ORDER)
+    engine.run_until_idle()
+    clock.advance(60)
+    engine.run_until_idle()
+    assert engine.get(job).state == "refunded"
+    assert list(gateway.calls) == ["payout:7:charge", "payout:7:refund"]
+
+
+def test_an_outcome_that_ends_the_job_stands_against_a_cancel(engine: Engine) -> None:
+    """A flow's own final state (here: rejected) is what happened; the cancel is moot."""
+
+    def judge(ctx: JobContext, item: Item) -> str:
+        engine.cancel(ctx.job_id)
+        return "no"
+
+    _flow_engine(
+        engine,
+        [Work("judge", on={"no": "rejected", "ok": "succeeded"}), Final("rejected", success=False)],
+        {"judge": judge},
+    )
+    job = engine.enqueue("steps", {"n": 1})
+    engine.run_until_idle()
+    assert engine.get(job).state == "rejected"
+
+
+def test_a_cancel_between_claim_and_start_never_runs_the_handler(engine: Engine) -> None:
+    ran: list[int] = []
+    _flow_engine(engine, [Work("a", on={"ok": "succeeded"})], {"a": lambda c, i: ran.append(1)})
+    job = engine.enqueue("steps", {"n": 1})
+    batch = engine.claim(engine.now(), 10)
+    assert [c.job_id for c in batch.jobs] == [job]
+    assert engine.cancel(job) == "requested"
+    assert engine.start(batch, batch.jobs, engine.now()) == []
+    assert engine.get(job).state == "cancelled" and ran == []
+
+
+def test_a_held_job_whose_chart_has_no_cancel_there_refuses_the_request(
+    engine: Engine,
+) -> None:
+    """Nothing is recorded that the chart could never honour (it would leave the job stuck)."""
+    from statecharts import lifecycle
+
+    base = lifecycle("no_cancel_while_running")
+    chart = replace(
+        base,
+        transitions=tuple(
+            replace(t, sources=("pending", "retry_wait")) if t.trigger == "cancel" else t
+            for t in base.transitions
+        ),
+    )
+    refusals: list[str] = []
+
+    def handler(ctx: JobContext, item: Item) -> None:
+        with pytest.raises(TransitionNotAllowed, match="no cancel from there") as refused:
+            engine.cancel(ctx.job_id)
+        refusals.append(str(refused.value))
+
+    engine.job(payload=Item, idempotency=Invariant("test"), chart=chart, kind="plain")(handler)
+    job = engine.enqueue("plain", {"n": 1})
+    engine.run_until_idle()
+    assert engine.get(job).state == "succeeded" and len(refusals) == 1
+
+
+# -- deadlines (review regressions) ----------------------------------------------------------
+
+
+def test_not_yet_after_the_deadline_quarantines_with_the_reason(
+    engine: Engine, clock: FrozenClock
+) -> None:
+    def slow_check(ctx: JobContext, item: Item) -> None:
+        clock.advance(120)  # the check itself outlives the deadline, then says "not yet"
+
+    _flow_engine(
+        engine,
+        [
+            Work("a", on={"go": "poll"}),
+            Poll("poll", every=10, deadline=100, on={"ok": "succeeded"}),
+        ],
+        {"a": lambda c, i: None, "poll": slow_check},
+    )
+    job = engine.enqueue("steps", {"n": 1})
+    engine.run_until_idle()
+    clock.advance(10)
+    engine.run_until_idle()
+    view = engine.get(job)
+    assert (view.state, view.quarantine_reason) == ("quarantined", "deadline")
+    assert view.last_error is not None and view.last_error.error_class == "DeadlinePassed"
+    assert ("wait", "quarantined") in trail(engine, job)
+
+
+def test_a_deadline_shorter_than_the_interval_is_kept(engine: Engine, clock: FrozenClock) -> None:
+    checks: list[int] = []
+    _flow_engine(
+        engine,
+        [
+            Work("a", on={"go": "poll"}),
+            Poll("poll", every=3600, deadline=300, on={"ok": "succeeded"}),
+        ],
+        {"a": lambda c, i: None, "poll": lambda c, i: checks.append(1)},
+    )
+    job = engine.enqueue("steps", {"n": 1})
+    engine.run_until_idle()
+    row = engine.store.job_get(job)
+    assert row is not None and row.due_at == row.deadline == clock.now() + timedelta(seconds=300)
+    clock.advance(300)
+    engine.run_until_idle()
+    assert engine.get(job).state == "quarantined" and checks == []
