@@ -33,7 +33,7 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 NEVER = datetime.max.replace(tzinfo=UTC)  # the next check of a schedule with no slot left
 TICK = timedelta(microseconds=1)  # the finest step between two instants
 DAY = timedelta(days=1)
-COUNT_CAP = 10_000  # count missed cron slots up to this many; beyond, the count is unknown
+COUNT_CAP = 1_000  # count missed cron slots up to this many (for the log); beyond, unknown
 MAX_STEPS = 1_000_000  # croniter steps one search may take before it is called a bug
 SPEC_MAX = 200  # the width of schedules.spec and schedules.name
 
@@ -108,12 +108,19 @@ class CronTrigger:
     def next_after(self, t: datetime) -> datetime | None:
         # Start early enough that no wall time whose instant is after t is passed over: a
         # wall time n is the instant n - offset(n), and offset(n) >= the smallest offset near t.
-        start = _naive_utc(t) + min(self._offsets(t))
+        offsets = self._offsets(t)
+        start = _naive_utc(t) + min(offsets)
+        best: datetime | None = None
         for wall in self._walls(start, forward=True):
+            # Walls come in wall-clock order, but around a DST gap that is not a whole hour
+            # their instants interleave: keep the earliest until no later wall can beat it
+            # (a wall's instant is never before wall - the largest offset).
+            if best is not None and wall - max(offsets) > _naive_utc(best):
+                return best
             instant = self._instant(wall)
-            if instant > t:
-                return instant
-        return None
+            if instant > t and (best is None or instant < best):
+                best = instant
+        return best
 
     def latest(self, t: datetime) -> datetime | None:
         # A backward croniter search finds some slot instant at or before t; stepping

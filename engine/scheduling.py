@@ -274,6 +274,14 @@ def _fire_one(
     host: _Host, table: ScheduleStore, schedule: Schedule, state: ScheduleState, now: datetime
 ) -> int:
     """Fire what is due for one schedule (one transaction); returns the jobs created."""
+    policy = schedule.policy
+    if policy.misfire == "catch_up" and policy.serial and state.previous_unfinished:
+        # Its due slots wait for the unfinished job whatever they are: no plan (counting
+        # a long backlog on every pass would cost more the longer the job runs).
+        latest = schedule.trigger.latest(now)
+        if latest is not None and (state.last_slot is None or latest > state.last_slot):
+            host.schedules.note(schedule.name, now + OVERLAP_RECHECK, waiting=True)
+            return 0
     planned = plan(schedule.trigger, schedule.policy, state.last_slot, now)
     if planned.fire and schedule.policy.serial and state.previous_unfinished:
         planned = planned.blocked(schedule.policy)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -811,6 +812,24 @@ def _make_engine(
     )
 
 
+def _set_wal(cursor: Any, patience: float) -> None:
+    """Switch to WAL. SQLite answers "locked" at once, without calling the busy handler,
+    while another connection is switching a new file: wait and try again."""
+    import sqlite3
+
+    deadline = time.monotonic() + patience
+    pause = 0.005
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.2)
+
+
 def _configure_sqlite(db: SAEngine, memory: bool, busy_timeout_ms: int) -> None:
     """WAL + synchronous=FULL: a committed enqueue survives a crash or power loss."""
 
@@ -818,10 +837,12 @@ def _configure_sqlite(db: SAEngine, memory: bool, busy_timeout_ms: int) -> None:
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None  # we emit BEGIN ourselves (below)
         cursor = dbapi_conn.cursor()
-        if not memory:
-            cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=FULL")
+        # The busy timeout first: switching a new file to WAL takes a lock that another
+        # process opening it at the same moment may hold.
         cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
+        if not memory:
+            _set_wal(cursor, busy_timeout_ms / 1000)
+        cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 

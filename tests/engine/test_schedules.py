@@ -656,3 +656,22 @@ def test_any_tick_sequence_fires_each_slot_at_most_once(
     assert fired == sorted(set(fired))
     if misfire != "skip" and not (misfire == "catch_up" and serial):
         assert last == trigger.latest(now)
+
+
+def test_a_half_hour_dst_gap_loses_no_real_slot() -> None:
+    """Lord Howe moves its clocks by 30 minutes: gap wall times map (fold=0) onto instants
+    that interleave with real ones, and every real matching wall time still fires."""
+    from zoneinfo import ZoneInfo
+
+    zone = ZoneInfo("Australia/Lord_Howe")
+    trigger = CronTrigger("*/20 2 * * *", "Australia/Lord_Howe")
+    night = datetime(2026, 10, 3, 14, 0, tzinfo=UTC)  # DST starts on Sunday 4 October 2026
+    real = [
+        moment
+        for moment in (night + timedelta(minutes=m) for m in range(240))
+        if moment.astimezone(zone).hour == 2 and moment.astimezone(zone).minute % 20 == 0
+    ]
+    fired, t = [], night
+    while (t := trigger.next_after(t)) is not None and t < night + timedelta(hours=4):
+        fired.append(t)
+    assert set(real) <= set(fired) and fired == sorted(set(fired))
