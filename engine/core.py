@@ -154,6 +154,7 @@ class Engine(Scheduling):  # cron(), poller(), schedule(), fire_schedules(): eng
         self.rng = random.Random(seed)
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
         self.registry = Registry()
+        self._unrescuable: set[int] = set()  # expired leases no transition can rescue
         self.schedules = ScheduleRegistry()
         self._store: Store | None = None
 
@@ -639,16 +640,21 @@ class Engine(Scheduling):  # cron(), poller(), schedule(), fire_schedules(): eng
             never_started = row.started_at is None
             trigger = T.RELEASE if never_started else T.EXPIRE
             facts = _facts(row, now)
-            if row.cancel_requested_at is not None and spec.compiled.fire(
-                row.state, T.CANCEL, facts
-            ):
-                trigger = T.CANCEL  # asked to stop while it ran: don't run it again
             try:
+                if row.cancel_requested_at is not None and spec.compiled.fire(
+                    row.state, T.CANCEL, facts
+                ):
+                    trigger = T.CANCEL  # asked to stop while it ran: don't run it again
                 transition = spec.compiled.fire(row.state, trigger, facts)
             except ChartError as error:  # a state its chart no longer has
-                logger.error("job.unrescuable", job_id=row.id, kind=row.kind, error=str(error))
-                return None
+                transition, problem = None, str(error)
+            else:
+                problem = f"chart {spec.chart.name!r} has no {trigger} from {row.state!r}"
             if transition is None:
+                # Left for an operator, and skipped from now on: it must not take the place
+                # of rescuable jobs in every later rescue's batch.
+                self._unrescuable.add(row.id)
+                logger.error("job.unrescuable", job_id=row.id, kind=row.kind, error=problem)
                 return None
             failure = None
             if not never_started and trigger == T.EXPIRE:
@@ -679,7 +685,7 @@ class Engine(Scheduling):  # cron(), poller(), schedule(), fire_schedules(): eng
             limit=limit or self.batch_size,
             kinds=self.registry.kinds,
             plan=plan,
-            exclude=exclude,
+            exclude=[*exclude, *self._unrescuable],
         ):
             trigger = move.event.trigger
             logger.warning(

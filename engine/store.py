@@ -38,6 +38,7 @@ from sqlalchemy.engine import Engine as SAEngine
 from sqlalchemy.pool import StaticPool
 
 from engine import migrate
+from engine.errors import SchemaMismatch
 from engine.schema import (
     as_utc,
     idempotency_keys,
@@ -146,8 +147,11 @@ class Store:
         transaction (transactional enqueue) must not wait for that very transaction.
         """
         with self.read() as conn:
-            if migrate.check(conn, self.url) == "ok":
-                return
+            try:
+                if migrate.check(conn, self.url) == "ok":
+                    return
+            except SchemaMismatch:
+                pass  # perhaps another process is creating it right now: ask again below
         with self.write() as conn:  # fresh: create it (racing processes migrate once)
             if migrate.check(conn, self.url) == "fresh":
                 migrate.upgrade(conn)

@@ -114,3 +114,26 @@ def test_inspect_explains_an_expired_lease(db_url: str, clock: FrozenClock) -> N
     clock.advance(11)
     answer = engine.get(job_id).explain(lifecycle(), clock.now())["did it run"]
     assert "lease expired" in answer and "never started" in answer
+
+
+def test_a_job_no_transition_can_rescue_does_not_block_the_others(
+    db_url: str, clock: FrozenClock
+) -> None:
+    """An expired lease in a state its chart no longer has is left for an operator, and no
+    longer takes a place in the rescue's batch: the next crashed job is rescued."""
+    import sqlalchemy as sa
+
+    from engine.schema import jobs
+
+    engine, _ = make(db_url, clock)
+    stuck, other = engine.enqueue("item", {"n": 1}), engine.enqueue("item", {"n": 2})
+    batch = engine.claim(clock.now(), 10)
+    engine.start(batch, batch.jobs, clock.now())
+    with engine.store.write() as conn:
+        conn.execute(sa.update(jobs).where(jobs.c.id == stuck).values(state="gone"))
+    clock.advance(11)
+    first = engine.rescue(clock.now(), limit=1)  # meets the stuck job first (oldest lease)
+    second = engine.rescue(clock.now(), limit=1)
+    assert first.expired + second.expired == 1
+    assert engine.get(other).state == "retry_wait" and engine.get(stuck).state == "gone"
+    engine.close()
