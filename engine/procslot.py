@@ -122,10 +122,14 @@ class ProcessRunner:
         )
 
     def kill(self) -> None:
-        """Kill the child now (a hung handler); the next run starts a fresh one."""
+        """Kill the child now (a hung handler), with any process it started (its own
+        process group: the child runs in a new session); the next run starts a fresh one."""
         with self._lock:
             if self._proc is not None and self._proc.poll() is None:
-                self._proc.kill()
+                try:
+                    os.killpg(self._proc.pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    self._proc.kill()
 
     def close(self) -> None:
         with self._lock:

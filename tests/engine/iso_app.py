@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 
 from pydantic import BaseModel
@@ -21,6 +22,17 @@ class Job(BaseModel):
 def hang(ctx, p: Job) -> int:  # type: ignore[no-untyped-def]
     if ctx.attempt == 1:
         time.sleep(60)  # only a kill ends this
+    return os.getpid()
+
+
+@engine.job(payload=Job, idempotency=lambda p: f"spawn:{p.n}", timeout=0.5, retry=RETRY)
+def spawn(ctx, p: Job) -> int:  # type: ignore[no-untyped-def]
+    """Starts a long child process, records its pid (ISO_GRANDCHILD), then hangs."""
+    if ctx.attempt == 1:
+        child = subprocess.Popen(["sleep", "300"])
+        with open(os.environ["ISO_GRANDCHILD"], "w") as out:
+            out.write(str(child.pid))
+        time.sleep(60)
     return os.getpid()
 
 

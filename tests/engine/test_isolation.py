@@ -98,3 +98,36 @@ def test_a_signal_to_the_whole_group_stops_gracefully_in_process_mode(
     assert view.state == "succeeded" and view.attempt == 1, [
         (e.trigger, e.detail) for e in view.history
     ]
+
+
+def test_a_killed_handler_takes_the_processes_it_started_with_it(
+    app: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hung handler's timeout kills its whole process group, not just the handler."""
+    marker = tmp_path / "grandchild.pid"
+    monkeypatch.setenv("ISO_GRANDCHILD", str(marker))
+    engine = iso_app.engine
+    job = engine.enqueue("spawn", {"n": 1})
+    worker = Worker(
+        engine,
+        poll_interval=0.05,
+        isolation="process",
+        app_spec="tests.engine.iso_app:engine",
+        log_args=["--log-level", "error"],
+    )
+    worker.run(until_idle=True)
+    assert engine.get(job).state == "succeeded"
+    grandchild = int(marker.read_text())
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and _alive(grandchild):
+        time.sleep(0.05)
+    assert not _alive(grandchild), "the handler's own child process outlived the kill"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as stat:  # a zombie waiting for its parent is dead
+        return stat.read().split()[2] != "Z"
