@@ -42,6 +42,8 @@ def supervise(processes: int, child_args: list[str]) -> int:
         # forwards it once.
         children[slot] = subprocess.Popen(command, start_new_session=True)  # noqa: S603
         logger.info(event, slot=slot, pid=children[slot].pid)
+        if stopping:  # a signal came while it started: forward() did not know it yet
+            children[slot].send_signal(stopping[-1])
 
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
