@@ -191,13 +191,14 @@ class Worker:
     # -- duties (each called from the coordinator loop) --------------------------------------
 
     def _claim_and_dispatch(self) -> int:
-        if self.engine.schedules:  # due cron/poller slots become jobs, claimed just below
-            self.engine.fire_schedules(self.engine.now())
+        engine = self.engine
+        now = engine.now()  # one read of the clock (a round trip on PostgreSQL) for both
+        if engine.schedules:  # due cron/poller slots become jobs, claimed just below
+            engine.fire_schedules(now)
         idle = [slot for slot in self._slots if slot.idle]
         wave = max(1, min(MAX_WAVE, int(WAVE_TARGET_SECONDS / max(self._avg_duration, 1e-6))))
         limit = min(self.batch_size, len(idle) * wave)
-        engine = self.engine
-        batch = engine.claim(engine.now(), limit, queues=self.queues)
+        batch = engine.claim(now, limit, queues=self.queues)
         self.totals.timed += batch.timed
         if not batch.jobs:
             return batch.timed
