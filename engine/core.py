@@ -580,7 +580,7 @@ class Engine(Scheduling):  # cron(), poller(), schedule(), fire_schedules(): eng
             entry = spec.entry(transition.dest)
         elif Effect.RESET_ATTEMPTS in transition.effects:
             entry = spec.entry(spec.first_step)
-        return write_transition(
+        written = write_transition(
             transition,
             now=now,
             attempt=attempt,
@@ -591,6 +591,9 @@ class Engine(Scheduling):  # cron(), poller(), schedule(), fire_schedules(): eng
             every=spec.chart.state(source).every,
             **kw,
         )
+        if transition.trigger == T.CANCEL:
+            written.values["cancel_requested_at"] = None  # the request is honoured
+        return written
 
     def start(self, batch: Batch, jobs: list[Claimed], now: datetime) -> list[Claimed]:
         """Record that ``jobs``' handlers start now; return those still under the lease."""
@@ -806,6 +809,9 @@ class Engine(Scheduling):  # cron(), poller(), schedule(), fire_schedules(): eng
         if cancelled:  # an operator asked to cancel while these ran: cancel them instead
             applied = [(m, ok) for m, ok in applied if ok or not m.unless_cancelled]
             applied += self._cancel_instead(cancelled, now)
+        entered = [m.job_id for m, ok in applied if ok and Effect.ENTER_STEP in m.tag[2]]
+        if entered:
+            report.cancelled += self._cancel_pending(entered, now)
         for move, ok in applied:
             done: Outcome = move.tag[0]
             dest = move.values["state"]
@@ -841,6 +847,24 @@ class Engine(Scheduling):  # cron(), poller(), schedule(), fire_schedules(): eng
             )
         applied = self.store.job_transition_many(replacements)
         return results + list(zip(replacements, applied, strict=True))
+
+    def _cancel_pending(self, job_ids: list[int], now: datetime) -> int:
+        """Take a cancel requested while a step ran from the state the step led to (its
+        ``on_cancel``: cancelled, or a compensation). Returns how many were cancelled."""
+        moves = []
+        for row in self.store.job_get_many(job_ids).values():
+            spec = self.registry.find(row.kind)
+            if row.cancel_requested_at is None or row.finished_at is not None or spec is None:
+                continue
+            move = self._timer_move(spec, row, T.CANCEL, _facts(row, now), now)
+            if move is None:  # that state cannot be cancelled: the request is moot
+                self.store.job_clear_cancel(row.id)
+                continue
+            moves.append(move)
+        done = sum(self.store.job_transition_many(moves))
+        if done:
+            logger.info("jobs.cancelled_after_step", jobs=done)
+        return done
 
     def _cancel_move(self, cancel: Outcome, now: datetime) -> Move | None:
         """The move cancelling a held job, or None when its chart has no cancel from there."""
@@ -892,11 +916,11 @@ class Engine(Scheduling):  # cron(), poller(), schedule(), fire_schedules(): eng
             claimed.lease_token,
             written.values,
             event,
-            tag=(outcome, written.next_due_at),
-            # An outcome that ends the job stands, cancel or not (its work happened: a
-            # success, a flow's own end); a retry or the next step gives way to a cancel
-            # requested meanwhile.
-            unless_cancelled=not spec.chart.state(transition.dest).is_final,
+            tag=(outcome, written.next_due_at, transition.effects),
+            # A retry (or "check again later") gives way to a cancel requested meanwhile;
+            # an outcome that leaves the step stands (its work happened), and a request
+            # still pending is then taken from the state it leads to (commit()).
+            unless_cancelled=any(e in transition.effects for e in _RETRYING),
         )
 
     def run_until_idle(
@@ -1093,6 +1117,9 @@ class Engine(Scheduling):  # cron(), poller(), schedule(), fire_schedules(): eng
             to_state=transition.dest,
         )
         return transition.dest
+
+
+_RETRYING = (Effect.SCHEDULE_RETRY, Effect.SCHEDULE_POLL)  # outcomes that stay for another go
 
 
 class _Changed(TransitionNotAllowed):

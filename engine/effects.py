@@ -128,9 +128,6 @@ def write_transition(
             due_at=next_due,
             started_at=None,
             deadline=entered_deadline,
-            # Only an unrequested outcome or the cancel itself enters a step: no request
-            # is pending after it (a compensation entered by cancel runs to its end).
-            cancel_requested_at=None,
         )
         attempt = 0
     if Effect.QUARANTINE in effects:

@@ -146,12 +146,16 @@ class Store:
         Checked with a read first: opening the store inside a caller's open write
         transaction (transactional enqueue) must not wait for that very transaction.
         """
-        with self.read() as conn:
+        for pause in (0.0, 0.1, 0.3, 1.0):
+            time.sleep(pause)
             try:
-                if migrate.check(conn, self.url) == "ok":
-                    return
+                with self.read() as conn:
+                    if migrate.check(conn, self.url) == "ok":
+                        return
+                break  # fresh: create it below
             except SchemaMismatch:
-                pass  # perhaps another process is creating it right now: ask again below
+                if pause == 1.0:
+                    raise  # not another process creating it: really another version
         with self.write() as conn:  # fresh: create it (racing processes migrate once)
             if migrate.check(conn, self.url) == "fresh":
                 migrate.upgrade(conn)
@@ -689,6 +693,11 @@ class Store:
         )
         with self.write() as conn:
             return bool(conn.execute(stmt).rowcount == 1)
+
+    def job_clear_cancel(self, job_id: int) -> None:
+        """Drop a cancel request that the job's state cannot honour (it is moot)."""
+        with self.write() as conn:
+            conn.execute(update(jobs).where(jobs.c.id == job_id).values(cancel_requested_at=None))
 
     def job_cancel_requested(self, job_id: int) -> bool:
         stmt = select(jobs.c.cancel_requested_at).where(jobs.c.id == job_id)

@@ -86,11 +86,13 @@ class Poll:
 
 @dataclass(frozen=True)
 class Wait:
-    """A timer: the job sleeps ``delay`` seconds, then goes to ``then``."""
+    """A timer: the job sleeps ``delay`` seconds, then goes to ``then``; ``on_cancel`` as
+    for ``Work``."""
 
     name: str
     delay: float
     then: str
+    on_cancel: str | None = CANCELLED
     description: str = ""
 
 
@@ -227,7 +229,7 @@ def flow(
             )
     cancels: dict[str, list[str]] = {CANCELLED: [str(S.PENDING)]}
     for step in runnable:
-        dest = step.on_cancel if isinstance(step, Work | Poll) else CANCELLED
+        dest = step.on_cancel
         if dest is not None:
             cancels.setdefault(dest, []).append(step.name)
     for dest, sources in cancels.items():
@@ -279,6 +281,11 @@ def _state_of(step: FlowStep) -> State:
 
 
 def _check_step(flow_name: str, step: FlowStep) -> None:
+    if isinstance(step, Poll) and not step.every < step.deadline:
+        raise ChartError(
+            f"flow {flow_name!r}: poll {step.name!r} checks every {step.every:g}s but its "
+            f"deadline is {step.deadline:g}s: it would never check; make every < deadline"
+        )
     if isinstance(step, Work | Poll):
         if isinstance(step, Work) and not step.on:
             raise ChartError(f"flow {flow_name!r}: step {step.name!r} declares no outcome (on=)")

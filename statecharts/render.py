@@ -153,22 +153,45 @@ def to_image(chart: Chart, fmt: str, overlay: Overlay | None = None) -> bytes:
 
 def to_mermaid(chart: Chart, overlay: Overlay | None = None) -> str:
     """A Mermaid ``stateDiagram-v2``; final states lead to ``[*]``."""
+    ids = _mermaid_ids(chart)
     lines = ["stateDiagram-v2", f"    %% chart {chart.name}"]
-    lines.append(f"    [*] --> {chart.initial.name}")
+    for state in chart.states:
+        if ids[state.name] != state.name:  # a name Mermaid cannot take as an id
+            lines.append(f'    state "{_mermaid_text(state.name)}" as {ids[state.name]}')
+    lines.append(f"    [*] --> {ids[chart.initial.name]}")
     for state in chart.states:
         for note in _notes(state, overlay):
-            lines.append(f"    {state.name} : {_mermaid_text(note)}")
+            lines.append(f"    {ids[state.name]} : {_mermaid_text(note)}")
     for source, dest, _, labels in merged_edges(chart, overlay):
-        lines.append(f"    {source} --> {dest} : {_mermaid_text(' / '.join(labels))}")
+        lines.append(f"    {ids[source]} --> {ids[dest]} : {_mermaid_text(' / '.join(labels))}")
     for state in chart.states:
         if state.kind is StateKind.FINAL:
-            lines.append(f"    {state.name} --> [*]")
+            lines.append(f"    {ids[state.name]} --> [*]")
     for name in ("work", "wait", "success", "failure"):
-        members = [s.name for s in chart.states if style_of(s) == name]
+        members = [ids[s.name] for s in chart.states if style_of(s) == name]
         if members:
             lines.append(f"    classDef {name} {_MERMAID_CLASS[name]}")
             lines.append(f"    class {','.join(members)} {name}")
     return "\n".join(lines) + "\n"
+
+
+# Words Mermaid's state diagrams read as keywords: a state so named gets an alias.
+_MERMAID_KEYWORDS = frozenset(
+    {
+        "state", "note", "default", "end", "direction", "class", "classdef", "style",
+        "click", "as", "hide", "left", "right", "of", "over", "empty", "description",
+    }
+)  # fmt: skip
+
+
+def _mermaid_ids(chart: Chart) -> dict[str, str]:
+    """Each state's Mermaid id: its name when Mermaid accepts it, else ``s<index>``."""
+    ids = {}
+    for index, state in enumerate(chart.states):
+        plain = state.name.isidentifier() and state.name.isascii()
+        ok = plain and state.name.lower() not in _MERMAID_KEYWORDS
+        ids[state.name] = state.name if ok else f"s{index}"
+    return ids
 
 
 _MERMAID_CLASS = {

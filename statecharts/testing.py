@@ -199,7 +199,7 @@ def chart_machine(chart: Chart, *, max_attempts: int = 2) -> Any:
             self.history.append(step)
         self.config = after
 
-    def rule_for(trigger: str) -> Any:
+    def rule_for(trigger: str, name: str) -> Any:
         def enabled(self: Any) -> bool:
             return any(step.trigger == trigger for step, _ in explorer.moves(self.config))
 
@@ -210,7 +210,7 @@ def chart_machine(chart: Chart, *, max_attempts: int = 2) -> Any:
             take(self, step, after)
 
         # Hypothesis tells rules apart by name: each trigger's rule gets its own.
-        fire.__name__ = fire.__qualname__ = f"fire_{_identifier(trigger)}"
+        fire.__name__ = fire.__qualname__ = name
         return precondition(enabled)(rule()(fire))
 
     def finished(self: Any) -> bool:
@@ -223,8 +223,10 @@ def chart_machine(chart: Chart, *, max_attempts: int = 2) -> Any:
         assert chart.state(self.config.state).is_final, f"stuck in {self.config}"
 
     namespace: dict[str, Any] = {"__init__": init, "stay_final": stay_final}
-    for trigger in [*chart.triggers, DEADLINE_PASSES]:
-        namespace[f"fire_{_identifier(trigger)}"] = rule_for(trigger)
+    for index, trigger in enumerate([*chart.triggers, DEADLINE_PASSES]):
+        # Numbered: two triggers may spell the same identifier (on-hold, on_hold).
+        name = f"fire_{index}_{_identifier(trigger)}"
+        namespace[name] = rule_for(trigger, name)
 
     @invariant()
     def attempts_bounded(self: Any) -> None:

@@ -30,6 +30,7 @@ def payout_chart(every: float = 60, deadline: float = 3600) -> Chart:
         Work(
             "charge",
             on={"charged": "await_settlement", "declined": "declined"},
+            on_cancel="refund",  # a crash may have charged the card without a record
             description="charge the card, keyed by the order",
         ),
         Poll(
@@ -49,9 +50,9 @@ def payout_chart(every: float = 60, deadline: float = 3600) -> Chart:
         ),
         Work(
             "refund",
-            on={"refunded": "refunded"},
+            on={"refunded": "refunded", "nothing_charged": "cancelled"},
             on_cancel=None,  # a compensation runs to its end
-            description="compensate: refund the charge",
+            description="compensate: refund the charge, if there is one",
         ),
         Final("declined", success=False, description="the card was declined; nothing to undo"),
         Final("refunded", success=False, description="compensated: the charge was refunded"),
@@ -72,6 +73,7 @@ class Gateway(Protocol):
     """The payment provider: every call that moves money takes an idempotency key."""
 
     def charge(self, key: str, amount_cents: int) -> dict[str, Any]: ...
+    def find(self, key: str) -> dict[str, Any] | None: ...  # the charge made with this key
     def status(self, charge_id: str) -> str: ...  # "pending" | "settled" | "bounced"
     def refund(self, key: str, charge_id: str) -> dict[str, Any]: ...
 
@@ -100,10 +102,16 @@ def register(engine: Engine, gateway: Gateway, mailer: Mailer, chart: Chart = PA
         key = f"payout:{order.order_id}:mail"
         ctx.step("mail", lambda: mailer.send(key, order.email, "Your order is paid."))
 
-    def refund(ctx: JobContext, order: Order) -> None:
-        charge_id = ctx.recorded("charge")["charge_id"]
-        key = f"payout:{order.order_id}:refund"
-        ctx.step("refund", lambda: gateway.refund(key, charge_id))
+    def refund(ctx: JobContext, order: Order) -> Literal["refunded", "nothing_charged"]:
+        # Cancelled during the charge, the ledger may not know whether the card was
+        # charged (a crash between the charge and its record): ask the gateway by key.
+        key = f"payout:{order.order_id}:charge"
+        charged = ctx.step("charged", lambda: gateway.find(key))
+        if charged is None or not charged.get("ok"):
+            return "nothing_charged"
+        refund_key = f"payout:{order.order_id}:refund"
+        ctx.step("refund", lambda: gateway.refund(refund_key, charged["charge_id"]))
+        return "refunded"
 
     return engine.flow(
         "payout",
@@ -134,6 +142,9 @@ class FakeGateway:
         return self.calls.setdefault(
             key, {"ok": not self.decline, "charge_id": f"ch_{len(self.calls) + 1}"}
         )
+
+    def find(self, key: str) -> dict[str, Any] | None:
+        return self.calls.get(key)
 
     def status(self, charge_id: str) -> str:
         self.checks += 1

@@ -48,6 +48,13 @@ class FileGateway:
         _record(key, "charge")
         return {"ok": True, "charge_id": f"ch:{key}"}
 
+    def find(self, key: str) -> dict[str, Any] | None:
+        with closing(_db()) as conn:
+            found = conn.execute(
+                "select 1 from calls where key = ? and what = 'charge'", (key,)
+            ).fetchone()
+        return {"ok": True, "charge_id": f"ch:{key}"} if found else None
+
     def status(self, charge_id: str) -> str:
         crash_once("status")
         return "settled"

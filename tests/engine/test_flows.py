@@ -665,3 +665,72 @@ def test_a_deadline_shorter_than_the_interval_is_kept(engine: Engine, clock: Fro
     clock.advance(300)
     engine.run_until_idle()
     assert engine.get(job).state == "quarantined" and checks == []
+
+
+def test_a_cancel_while_charging_keeps_the_charge_and_refunds_it(
+    engine: Engine, clock: FrozenClock
+) -> None:
+    """The charge happened: its outcome commits, then the pending cancel is taken from the
+    state it led to, whose on_cancel is the refund."""
+
+    class CancelledWhileCharging(FakeGateway):
+        def charge(self, key: str, amount_cents: int) -> dict[str, object]:
+            assert engine.cancel(1) == "requested"
+            return super().charge(key, amount_cents)
+
+    gateway = CancelledWhileCharging()
+    register(engine, gateway, FakeMailer())
+    job = engine.enqueue("payout", ORDER)
+    engine.run_until_idle()
+    assert trail(engine, job)[1:] == [
+        ("start", "charge"),
+        ("charged", "await_settlement"),
+        ("cancel", "refund"),
+        ("start", "refund"),
+        ("refunded", "refunded"),
+    ]
+    assert list(gateway.calls) == ["payout:7:charge", "payout:7:refund"]
+    assert engine.get(job).cancel_requested_at is None
+
+
+def test_a_cancel_during_a_failing_step_still_runs_its_compensation(engine: Engine) -> None:
+    undone: list[int] = []
+
+    def ship(ctx: JobContext, item: Item) -> None:
+        engine.cancel(ctx.job_id)
+        raise Permanent("the carrier refused")
+
+    _flow_engine(
+        engine,
+        [
+            Work("ship", on={"shipped": "succeeded"}, on_error="undo"),
+            Work("undo", on={"undone": "rejected"}, on_cancel=None),
+            Final("rejected", success=False),
+        ],
+        {"ship": ship, "undo": lambda c, i: undone.append(1)},
+    )
+    job = engine.enqueue("steps", {"n": 1})
+    engine.run_until_idle()
+    assert engine.get(job).state == "rejected" and undone == [1]
+
+
+def test_a_wait_can_compensate_on_cancel(engine: Engine) -> None:
+    _flow_engine(
+        engine,
+        [
+            Work("reserve", on={"reserved": "cool_off"}),
+            Wait("cool_off", delay=3600, then="done", on_cancel="release_stock"),
+            Work("done", on={"ok": "succeeded"}),
+            Work("release_stock", on={"released": "cancelled"}, on_cancel=None),
+        ],
+        {
+            "reserve": lambda c, i: None,
+            "done": lambda c, i: None,
+            "release_stock": lambda c, i: None,
+        },
+    )
+    job = engine.enqueue("steps", {"n": 1})
+    engine.run_until_idle()
+    assert engine.cancel(job) == "release_stock"
+    engine.run_until_idle()
+    assert trail(engine, job)[-1] == ("released", "cancelled")

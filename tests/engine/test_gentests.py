@@ -42,7 +42,7 @@ def generated(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_the_paths_of_the_payout_cover_every_transition() -> None:
     paths = covering_paths(PAYOUT)
     assert uncovered(PAYOUT, paths) == set()
-    assert len(declared_edges(PAYOUT)) == 44 and len(paths) == 30
+    assert len(declared_edges(PAYOUT)) == 45 and len(paths) == 31
     assert covering_paths(PAYOUT) == paths  # deterministic: files can be committed
 
 
@@ -50,10 +50,10 @@ def test_generated_files_pass_against_the_engine(generated: Path) -> None:
     files = sorted(p.name for p in generated.glob("*.py"))
     assert files == ["test_chart_payout.py"]
     text = (generated / "test_chart_payout.py").read_text()
-    assert text.count('["enqueue", None, "pending"]') == 30
+    assert text.count('["enqueue", None, "pending"]') == 31
     result = run_pytest(generated)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "31 passed" in result.stdout  # 30 paths and the coverage check
+    assert "32 passed" in result.stdout  # 31 paths and the coverage check
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from docs.examples.payout import payout_chart
 from engine.cli import cli
-from statecharts import Chart, lifecycle
+from statecharts import Chart, Final, Work, flow, lifecycle
 from statecharts.render import Overlay, RenderError, render, to_dot, to_markdown, to_mermaid
 
 GOLDEN = Path(__file__).with_name("golden")
@@ -45,6 +45,7 @@ MERMAID_LINE = re.compile(
     r"|    %% .*"
     r"|    (\[\*\]|[A-Za-z_][A-Za-z0-9_]*) --> (\[\*\]|[A-Za-z_][A-Za-z0-9_]*)( : [^:<>]+)?"
     r"|    [A-Za-z_][A-Za-z0-9_]* : [^:<>]+"
+    r'|    state "[^"]+" as s[0-9]+'
     r"|    classDef [a-z]+ [^;]+"
     r"|    class [A-Za-z_][A-Za-z0-9_,]* [a-z]+)$"
 )
@@ -130,6 +131,15 @@ def test_mermaid_output_parses_with_mermaids_own_parser(tmp_path: Path) -> None:
         taken={("start", "pending", "charge"): 3, ("settled", "await_settlement", "notify"): 1},
     )
     sources["payout-live"] = to_mermaid(payout_chart(), overlay)
+    odd = flow(  # names Mermaid reads as keywords or cannot take as ids get aliases
+        "odd",
+        Work("ship-it", on={"ok": "note"}),
+        Work("note", on={"go": "state"}),
+        Work("state", on={"x": "default"}),
+        Final("default", success=True),
+    )
+    sources["odd-names"] = to_mermaid(odd)
+    assert 'state "ship-it" as s1' in sources["odd-names"]
     docs = Path(__file__).resolve().parents[2] / "docs"
     for doc in sorted(docs.glob("*.md")):
         for index, block in enumerate(re.findall(r"```mermaid\n(.*?)```", doc.read_text(), re.S)):
