@@ -648,23 +648,14 @@ def test_not_yet_after_the_deadline_quarantines_with_the_reason(
     assert ("wait", "quarantined") in trail(engine, job)
 
 
-def test_a_deadline_shorter_than_the_interval_is_kept(engine: Engine, clock: FrozenClock) -> None:
-    checks: list[int] = []
-    _flow_engine(
-        engine,
-        [
+def test_a_poll_must_check_before_its_deadline() -> None:
+    """A poll whose interval is not shorter than its deadline would never check."""
+    with pytest.raises(ChartError, match="would never check"):
+        flow(
+            "f",
             Work("a", on={"go": "poll"}),
             Poll("poll", every=3600, deadline=300, on={"ok": "succeeded"}),
-        ],
-        {"a": lambda c, i: None, "poll": lambda c, i: checks.append(1)},
-    )
-    job = engine.enqueue("steps", {"n": 1})
-    engine.run_until_idle()
-    row = engine.store.job_get(job)
-    assert row is not None and row.due_at == row.deadline == clock.now() + timedelta(seconds=300)
-    clock.advance(300)
-    engine.run_until_idle()
-    assert engine.get(job).state == "quarantined" and checks == []
+        )
 
 
 def test_a_cancel_while_charging_keeps_the_charge_and_refunds_it(
