@@ -1,6 +1,6 @@
 """The chaos harness: worker processes drain jobs while a killer SIGKILLs them at random.
 
-    python -m engine.chaos --jobs 10000 --workers 4 --kills 50 --dir /tmp/chaos
+    python -m engine.chaos --jobs 10000 --workers 4 --kills 50 --dir /tmp/chaos [--flow]
 
 Each job performs a keyed side effect through ``ctx.step`` into a separate SQLite file
 (see ``engine.chaos_app``). A killer sends SIGKILL to a random worker at random moments
@@ -28,10 +28,10 @@ from typing import IO
 from sqlalchemy import create_engine, select, text
 from sqlalchemy.engine import make_url
 
-from engine.chaos_app import EFFECTS_ENV, MAX_ATTEMPTS, effects_schema
+from engine.chaos_app import EFFECTS_ENV, FLOW_EFFECTS, MAX_ATTEMPTS, effects_schema
 from engine.core import Engine
 from engine.schema import job_events, jobs
-from statecharts import Step, lifecycle, path_errors
+from statecharts import Step, path_errors
 
 
 @dataclass
@@ -54,6 +54,7 @@ class ChaosReport:
     invalid_paths: int = 0
     over_attempts: int = 0
     max_attempt: int = 0
+    effects_per_job: int = 1
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -68,7 +69,8 @@ class ChaosReport:
             f"{self.seconds:.1f}s",
             f"final states: {dict(sorted(self.states.items()))}",
             f"lost jobs (missing or not final): {self.lost}",
-            f"keyed effects: {self.effects} for {succeeded} succeeded jobs; "
+            f"keyed effects: {self.effects} for {succeeded} succeeded jobs "
+            f"({self.effects_per_job} each); "
             f"duplicated: {self.duplicated_effects}; missing: {self.missing_effects}",
             f"effect function calls: {self.executions} "
             f"({self.executions - self.effects} re-runs after a crash before the step record)",
@@ -95,6 +97,7 @@ def run(
     seed: int | None = None,
     db: str | None = None,
     fresh: bool = True,
+    kind: str = "transfer",
 ) -> ChaosReport:
     """Run one chaos experiment in ``directory`` and check its outcome.
 
@@ -119,7 +122,7 @@ def run(
     from engine import chaos_app
 
     chaos_app.engine.bind(url)
-    chaos_app.engine.enqueue_many("transfer", [{"n": n} for n in range(jobs_count)])
+    chaos_app.engine.enqueue_many(kind, [{"n": n} for n in range(jobs_count)])
 
     command = [
         sys.executable, "-m", "engine.cli", "--log-level", "warning", "--log-format", "json",
@@ -145,10 +148,10 @@ def run(
             procs[victim].wait()
             report.kills += 1
             procs[victim] = spawn(victim)
-            if _unfinished(chaos_app.engine) == 0:
+            if _unfinished(chaos_app.engine, kind) == 0:
                 break  # everything is final already: later kills would test nothing
         deadline = time.monotonic() + settle_timeout
-        while _unfinished(chaos_app.engine) and time.monotonic() < deadline:
+        while _unfinished(chaos_app.engine, kind) and time.monotonic() < deadline:
             time.sleep(0.5)
     finally:
         for proc in procs:
@@ -162,7 +165,7 @@ def run(
         for log in logs:
             log.close()
     report.seconds = time.monotonic() - started
-    _check(report, chaos_app.engine, effects_path, jobs_count)
+    _check(report, chaos_app.engine, effects_path, jobs_count, kind)
     chaos_app.engine.close()
     return report
 
@@ -182,11 +185,13 @@ def fresh_database(url: str) -> str:
     )
 
 
-def _unfinished(engine: Engine) -> int:
-    return engine.store.job_count_unfinished(["transfer"])
+def _unfinished(engine: Engine, kind: str) -> int:
+    return engine.store.job_count_unfinished([kind])
 
 
-def _check(report: ChaosReport, engine: Engine, effects_path: Path, expected: int) -> None:
+def _check(
+    report: ChaosReport, engine: Engine, effects_path: Path, expected: int, kind: str
+) -> None:
     store = engine.store
     with store.read() as conn:
         rows = list(
@@ -215,16 +220,17 @@ def _check(report: ChaosReport, engine: Engine, effects_path: Path, expected: in
             report.expired += 1
         elif event.trigger == "release":
             report.released += 1
-    chart = lifecycle()
+    chart = engine.registry.get(kind).chart
+    per_job = report.effects_per_job = len(FLOW_EFFECTS) if kind == "settle" else 1
     report.invalid_paths = sum(1 for steps in paths.values() if path_errors(chart, steps))
     succeeded = {row.id for row in rows if row.state == "succeeded"}
     with sqlite3.connect(effects_path) as fx:
         report.effects = fx.execute("SELECT count(*) FROM effects").fetchone()[0]
         report.executions = fx.execute("SELECT count(*) FROM executions").fetchone()[0]
         applied = fx.execute("SELECT count(*) - count(DISTINCT key) FROM applied").fetchone()[0]
-        effect_jobs = {row[0] for row in fx.execute("SELECT job_id FROM effects")}
+        per_job_found = Counter(row[0] for row in fx.execute("SELECT job_id FROM effects"))
     report.duplicated_effects = applied
-    report.missing_effects = len(succeeded - effect_jobs)
+    report.missing_effects = sum(1 for job in succeeded if per_job_found[job] != per_job)
     if len(rows) != expected:
         report.problems.append(f"{expected - len(rows)} job rows missing")
     if report.lost:
@@ -249,6 +255,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dir", type=Path, default=Path("chaos-run"))
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--db", default=None, help="a PostgreSQL URL (default: SQLite in --dir)")
+    parser.add_argument(
+        "--flow", action="store_true", help="run the multi-step settle flow (two effects per job)"
+    )
     args = parser.parse_args(argv)
     report = run(
         directory=args.dir,
@@ -259,6 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         lease=args.lease,
         seed=args.seed,
         db=args.db,
+        kind="settle" if args.flow else "transfer",
     )
     print(report.summary())
     return 0 if report.ok else 1

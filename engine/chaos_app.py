@@ -1,4 +1,7 @@
-"""The job the chaos harness runs: a keyed side effect in a separate database, via ctx.step.
+"""The jobs the chaos harness runs: keyed side effects in a separate database, via ctx.step.
+
+``transfer`` (the standard lifecycle) makes one effect; ``settle`` (a flow: debit, poll for
+a confirmation, credit) makes two, one per work step.
 
 The effect database (``$JOBCHARTS_CHAOS_EFFECTS``, a SQLite file) has three tables:
 ``executions`` logs every call of the effect function (at-least-once: a crash between the
@@ -20,6 +23,7 @@ from pydantic import BaseModel
 from engine.context import JobContext
 from engine.core import Engine
 from engine.retry import RetryPolicy
+from statecharts import Poll, Work, flow
 
 EFFECTS_ENV = "JOBCHARTS_CHAOS_EFFECTS"
 MAX_ATTEMPTS = 10
@@ -91,3 +95,50 @@ def transfer(ctx: JobContext, p: Transfer) -> dict[str, str]:
     if random.random() < 0.05:
         raise ConnectionError("upstream unavailable after the effect")
     return result
+
+
+# A multi-step job for ``--flow`` runs: two keyed effects with a polling state between
+# them, so kills land before, inside and between steps.
+SETTLE = flow(
+    "chaos_settle",
+    Work("debit", on={"debited": "confirm"}),
+    Poll("confirm", every=0.05, deadline=600, on={"confirmed": "credit"}),
+    Work("credit", on={"credited": "succeeded"}),
+    description="debit, wait for a confirmation, credit: each effect exactly once",
+)
+FLOW_EFFECTS = ("debit", "credit")  # the keyed effects of each settled job
+
+
+def _keyed_step(ctx: JobContext, p: Transfer, effect: str) -> None:
+    time.sleep(random.uniform(0, 0.004))
+    if random.random() < 0.05:
+        raise ConnectionError(f"upstream unavailable before the {effect}")
+    key = f"{effect}:{p.n}"
+    ctx.step(effect, lambda: apply_effect(key, ctx.job_id, ctx.attempt))
+    if random.random() < 0.05:
+        raise ConnectionError(f"upstream unavailable after the {effect}")
+
+
+def _debit(ctx: JobContext, p: Transfer) -> str:
+    _keyed_step(ctx, p, "debit")
+    return "debited"
+
+
+def _confirm(ctx: JobContext, p: Transfer) -> str | None:
+    return "confirmed" if random.random() < 0.5 else None  # None: check again later
+
+
+def _credit(ctx: JobContext, p: Transfer) -> str:
+    _keyed_step(ctx, p, "credit")
+    return "credited"
+
+
+engine.flow(
+    "settle",
+    SETTLE,
+    {"debit": _debit, "confirm": _confirm, "credit": _credit},
+    payload=Transfer,
+    idempotency=lambda p: f"settle:{p.n}",
+    retry=RetryPolicy(max_attempts=MAX_ATTEMPTS, base=0.05, factor=2.0, cap=1.0, jitter=0.5),
+    timeout=10.0,
+)

@@ -208,7 +208,7 @@ def run(
         network.heal(0)
         report.cut_seconds = time.monotonic() - cut_at
         deadline = time.monotonic() + settle_timeout
-        while _unfinished(chaos_app.engine) and time.monotonic() < deadline:
+        while _unfinished(chaos_app.engine, "transfer") and time.monotonic() < deadline:
             time.sleep(0.5)
         time.sleep(lease)  # let the healed host reach the server and be fenced
     finally:
@@ -227,7 +227,7 @@ def run(
         network.down()
     report.seconds = time.monotonic() - started
     report.kills = 0
-    _check(report, chaos_app.engine, effects_path, jobs_count)
+    _check(report, chaos_app.engine, effects_path, jobs_count, "transfer")
     report.fenced_on_cut_host = _fenced(directory / "host-0.log")
     if report.rescued_during_cut == 0:
         report.problems.append("no attempt of the cut host was rescued during the cut")

@@ -28,3 +28,25 @@ def test_chaos_kills_lose_nothing_and_duplicate_no_keyed_effect(
     assert report.states == {"succeeded": 1200}
     assert report.expired >= 1, "at least one kill interrupted a running attempt"
     assert report.effects == 1200 and report.duplicated_effects == 0
+
+
+def test_chaos_kills_lose_no_step_of_a_flow(tmp_path: Path, db_url: str, backend: str) -> None:
+    """The multi-step settle flow under kills: every job final, each of its two keyed
+    effects (one per work step) exactly once, every history a path through the flow."""
+    report = run(
+        directory=tmp_path / "chaos",
+        jobs_count=400,
+        workers=3,
+        kills=10,
+        kill_interval=(0.2, 0.6),
+        lease=1.5,
+        seed=20261128,
+        db=db_url if backend == "postgresql" else None,
+        fresh=False,
+        kind="settle",
+    )
+    print(report.summary())
+    assert report.ok, report.summary()
+    assert report.states == {"succeeded": 400}
+    assert report.effects == 800 and report.duplicated_effects == 0
+    assert report.kills >= 3
