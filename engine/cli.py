@@ -395,7 +395,8 @@ def demo(db: str | None, verbose: bool) -> None:
     click.echo(
         f"{len(ids)} enqueues -> {len(unique)} jobs ({len(ids) - len(unique)} deduplicated); "
         f"{totals.claimed} attempts: {totals.succeeded} succeeded, {totals.retried} retried, "
-        f"{totals.quarantined} quarantined, in {elapsed:.2f}s"
+        f"{totals.quarantined} quarantined, {totals.ended} compensated (a flow's own end), "
+        f"in {elapsed:.2f}s"
     )
     worst = next((v for v in views if v.quarantine_reason == "exhausted"), None)
     if worst is not None:

@@ -409,7 +409,9 @@ def test_demo_runs_and_prints_its_table(tmp_path: Path, run: Invoke) -> None:
     rows = [line.split() for line in out.splitlines() if line[:1].isdigit()]
     states = {row[2] for row in rows}
     assert {"succeeded", "quarantined"} <= states
-    assert re.search(r"9 enqueues -> 8 jobs \(1 deduplicated\)", out)
+    assert re.search(r"11 enqueues -> 10 jobs \(1 deduplicated\)", out)
+    assert "not_shipped" in states and "reached its deadline" in out  # the flow compensated
+    assert "1 compensated" in out
     assert "exhausted" in out
     assert "permanent" in out
     assert (tmp_path / "demo.db").exists()
@@ -546,7 +548,8 @@ def test_describe_lists_each_kind_with_its_safety_declarations() -> None:
     result = CliRunner().invoke(cli, ["describe", "--app", "engine.demo:build"])
     assert result.exit_code == 0, result.output
     lines = {line.split()[0]: line for line in result.output.splitlines()[2:]}
-    assert set(lines) == {"greet", "flaky_transfer", "email_report", "sync_partner"}
+    assert set(lines) == {"greet", "flaky_transfer", "email_report", "sync_partner", "ship_order"}
+    assert "reserve: bounded: 4 attempts" in lines.pop("ship_order")
     assert "keyed (TTL 7d)" in lines["greet"] and "bounded: 4 attempts" in lines["greet"]
     assert "invariant: rendering a report twice is harmless" in lines["email_report"]
     assert all("event" in line and "lifecycle" in line and " ok" in line for line in lines.values())
