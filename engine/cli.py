@@ -10,7 +10,7 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from engine.errors import JobchartsError
 from engine.logs import configure_logging
 from engine.registry import Invariant
 from engine.retry import RetryPolicy
+from engine.schedules import seconds_text
 from engine.view import JobView
 from engine.worker import Worker
 from statecharts import Chart
@@ -707,10 +708,7 @@ def _retries(policy: RetryPolicy) -> str:
 
 def _span(seconds: float) -> str:
     """``604800`` -> ``7d``: the largest unit that divides it (the inverse of parse_age)."""
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{seconds / size:g}{unit}"
-    return f"{seconds:g}s"
+    return seconds_text(timedelta(seconds=seconds))
 
 
 def parse_age(text: str) -> float:

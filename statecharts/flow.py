@@ -43,6 +43,7 @@ from statecharts.lifecycle import (
     DEADLINE_PASSED,
     DUE,
     ENGINE_TRIGGERS,
+    FINAL_STATES,
     S,
     T,
 )
@@ -203,17 +204,7 @@ def flow(
     for step in steps:
         builder.states.append(_state_of(step))
     declared = {s.name for s in steps}
-    builtin = (
-        State(S.SUCCEEDED, StateKind.FINAL, success=True, description="done"),
-        State(
-            S.QUARANTINED,
-            StateKind.FINAL,
-            success=False,
-            description="set aside for an operator: permanent, exhausted or invalid",
-        ),
-        State(S.CANCELLED, StateKind.FINAL, success=False, description="cancelled"),
-    )
-    builder.states += [s for s in builtin if s.name not in declared]
+    builder.states += [s for s in FINAL_STATES if s.name not in declared]
     first = runnable[0].name
     builder.add(T.START, S.PENDING, first, DUE, effects=(Effect.START_ATTEMPT,))
     for step in steps:

@@ -66,6 +66,18 @@ BEFORE_DEADLINE = Guard("now < deadline", lambda f: not _deadline_passed(f), bou
 
 LIFECYCLE_NAME = "lifecycle"
 
+FINAL_STATES = (
+    State(S.SUCCEEDED, StateKind.FINAL, success=True, description="done"),
+    State(
+        S.QUARANTINED,
+        StateKind.FINAL,
+        success=False,
+        description="set aside for an operator: permanent, exhausted or invalid",
+    ),
+    State(S.CANCELLED, StateKind.FINAL, success=False, description="cancelled"),
+)
+"""The ends every job has, the standard lifecycle's and every flow's alike."""
+
 _FAILED = (Effect.RECORD_ERROR, Effect.RELEASE_LEASE)
 
 
@@ -87,14 +99,7 @@ def lifecycle(name: str = LIFECYCLE_NAME) -> Chart:
             State(S.PENDING, StateKind.INITIAL, description="enqueued, waiting for a worker"),
             State(S.RUNNING, StateKind.WORK, description="a worker holds the lease"),
             State(S.RETRY_WAIT, StateKind.WAIT, description="failed; sleeping until due_at"),
-            State(S.SUCCEEDED, StateKind.FINAL, success=True, description="done"),
-            State(
-                S.QUARANTINED,
-                StateKind.FINAL,
-                success=False,
-                description="set aside for an operator: permanent, exhausted or invalid",
-            ),
-            State(S.CANCELLED, StateKind.FINAL, success=False, description="cancelled"),
+            *FINAL_STATES,
         ),
         transitions=(
             Transition(
