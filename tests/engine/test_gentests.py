@@ -85,6 +85,13 @@ def test_stale_generated_tests_fail_their_coverage_check(generated: Path, tmp_pa
 
 
 def test_lifecycle_paths_replay_too(tmp_path: Path) -> None:
-    result = CliRunner().invoke(cli, ["gen-tests", "--app", APP, "--out", str(tmp_path)])
+    """The built-in lifecycle's generated tests pass against the engine as well."""
+    args = ["gen-tests", "--app", APP, "--out", str(tmp_path), "lifecycle"]
+    result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
-    assert uncovered(lifecycle(), covering_paths(lifecycle())) == set()
+    assert sorted(p.name for p in tmp_path.glob("*.py")) == ["test_chart_lifecycle.py"]
+    paths = covering_paths(lifecycle())
+    assert uncovered(lifecycle(), paths) == set()
+    run = run_pytest(tmp_path)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert f"{len(paths) + 1} passed" in run.stdout
