@@ -542,6 +542,19 @@ class Engine(Scheduling):  # cron(), poller(), schedule(), fire_schedules(): eng
         failure = None
         if trigger == T.DEADLINE:
             failure = self._deadline_failure(row.state, row.deadline)
+        return self._row_move(spec, row, transition, now, failure=failure)
+
+    def _row_move(
+        self,
+        spec: JobSpec,
+        row: Row[Any],
+        transition: Transition,
+        now: datetime,
+        *,
+        failure: Failure | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> Move:
+        """The compare-and-set taking ``transition`` from the job as ``row`` read it."""
         written = self._write(
             spec,
             transition,
@@ -552,7 +565,13 @@ class Engine(Scheduling):  # cron(), poller(), schedule(), fire_schedules(): eng
             failure=failure,
         )
         event = EventRow(
-            trigger, row.state, transition.dest, row.attempt, now, self.worker_id, written.detail
+            transition.trigger,
+            row.state,
+            transition.dest,
+            row.attempt,
+            now,
+            self.worker_id,
+            {**(written.detail or {}), **(detail or {})} or None,
         )
         return Move(row.id, row.state, row.version, row.lease_token, written.values, event)
 
@@ -667,21 +686,8 @@ class Engine(Scheduling):  # cron(), poller(), schedule(), fire_schedules(): eng
                     f"{row.lease_expires_at.isoformat()} while its handler may have been running"
                     " (the worker crashed, was killed, hung, or lost the database)",
                 )
-            written = self._write(
-                spec,
-                transition,
-                row.state,
-                now=now,
-                attempt=row.attempt,
-                deadline=row.deadline,
-                failure=failure,
-            )
-            detail = dict(written.detail or {})
-            detail["lease_expired_at"] = row.lease_expires_at.isoformat()
-            event = EventRow(
-                trigger, row.state, transition.dest, row.attempt, now, self.worker_id, detail
-            )
-            return Move(row.id, row.state, row.version, row.lease_token, written.values, event)
+            expired_at = {"lease_expired_at": row.lease_expires_at.isoformat()}
+            return self._row_move(spec, row, transition, now, failure=failure, detail=expired_at)
 
         for row, move in self.store.job_rescue_expired(
             now=now,
