@@ -19,6 +19,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from engine.clock import FrozenClock
 from engine.core import Engine
 from engine.errors import JobchartsError, Permanent
 from engine.registry import Invariant, StepHandler
@@ -85,14 +86,15 @@ def register(engine: Engine, chart: Chart, script: Script) -> None:
 def replay(chart: Chart, path: PathData, db_file: Path) -> None:
     """Drive the real engine along ``path``; fail unless its history is exactly the path."""
     steps = [Step(str(t), None if s is None else str(s), str(d)) for t, s, d in path]
-    engine = Engine(f"sqlite:///{db_file}", lease_seconds=LEASE, seed=0, clock=_clock())
+    clock = FrozenClock()
+    engine = Engine(f"sqlite:///{db_file}", lease_seconds=LEASE, seed=0, clock=clock)
     script = Script(engine)
     register(engine, chart, script)
     try:
         job = engine.enqueue(KIND)
         stuck = ""
         try:
-            _drive(engine, script, job, steps)
+            _drive(engine, clock, script, job, steps)
         except (
             Stuck,
             JobchartsError,
@@ -105,27 +107,20 @@ def replay(chart: Chart, path: PathData, db_file: Path) -> None:
         engine.close()
 
 
-def _clock() -> Any:
-    from engine.clock import FrozenClock
-
-    return FrozenClock()
-
-
-def _drive(engine: Engine, script: Script, job: int, steps: list[Step]) -> None:
-    clock = engine.clock
+def _drive(engine: Engine, clock: FrozenClock, script: Script, job: int, steps: list[Step]) -> None:
     index = 1  # steps[0] is the creation
     while index < len(steps):
         step = steps[index]
         row = engine.store.job_get(job)
         assert row is not None
         if step.trigger == DEADLINE_PASSES:
-            clock.set(row.deadline)  # type: ignore[attr-defined]
+            clock.set(row.deadline)
             index += 1
         elif step.trigger == T.START:
-            index = _attempt(engine, script, job, steps, index)
+            index = _attempt(engine, clock, script, job, steps, index)
         elif step.trigger in (T.DEADLINE, T.ELAPSED):
             if row.due_at is not None and row.due_at > clock.now():
-                clock.set(row.due_at)  # type: ignore[attr-defined]
+                clock.set(row.due_at)
             engine.tick(limit=1)
             index += 1
         elif step.trigger == T.CANCEL:
@@ -138,20 +133,21 @@ def _drive(engine: Engine, script: Script, job: int, steps: list[Step]) -> None:
             raise Stuck(f"step {index} ({step.trigger}) cannot be driven here")
 
 
-def _attempt(engine: Engine, script: Script, job: int, steps: list[Step], index: int) -> int:
+def _attempt(
+    engine: Engine, clock: FrozenClock, script: Script, job: int, steps: list[Step], index: int
+) -> int:
     """A claim (steps[index] is its start) and what follows it; returns the next index."""
-    clock = engine.clock
     row = engine.store.job_get(job)
     assert row is not None
     if row.due_at is not None and row.due_at > clock.now():
-        clock.set(row.due_at)  # type: ignore[attr-defined]  # a retry's backoff passes
+        clock.set(row.due_at)  # a retry's backoff passes
     batch = engine.claim(clock.now(), 1)
     if len(batch.jobs) != 1:
         raise Stuck(f"step {index} ({steps[index].trigger}): the engine claimed nothing")
     index += 1
     following = steps[index].trigger if index < len(steps) else None
     if following == T.RELEASE:  # claimed, never started: the lease runs out
-        clock.advance(timedelta(seconds=LEASE + 1))  # type: ignore[attr-defined]
+        clock.advance(timedelta(seconds=LEASE + 1))
         engine.rescue(clock.now())
         return index + 1
     started = engine.start(batch, batch.jobs, clock.now())
@@ -160,13 +156,13 @@ def _attempt(engine: Engine, script: Script, job: int, steps: list[Step], index:
     if following is None:
         return index  # the path ends with the job running
     if following == T.EXPIRE:  # started, then the worker died: the lease runs out
-        clock.advance(timedelta(seconds=LEASE + 1))  # type: ignore[attr-defined]
+        clock.advance(timedelta(seconds=LEASE + 1))
         engine.rescue(clock.now())
         return index + 1
     while following == DEADLINE_PASSES:  # the handler ran past the deadline
         row = engine.store.job_get(job)
         assert row is not None
-        clock.set(row.deadline)  # type: ignore[attr-defined]
+        clock.set(row.deadline)
         index += 1
         following = steps[index].trigger
     script.outcomes.append(following)
