@@ -20,7 +20,7 @@ from sqlalchemy import func, select
 
 from engine.core import Engine
 from engine.registry import Invariant
-from engine.schema import job_events
+from engine.store.schema import job_events
 
 
 class Noop(BaseModel):
@@ -117,7 +117,7 @@ def claim_cost(
 
     from sqlalchemy import insert
 
-    from engine.schema import jobs as jobs_table
+    from engine.store.schema import jobs as jobs_table
 
     engine = Engine(url, batch_size=batch)
     engine.job(payload=Noop, idempotency=Invariant("a no-op"), kind="noop")(lambda ctx, p: None)

@@ -30,7 +30,7 @@ from sqlalchemy.engine import make_url
 
 from engine.chaos_app import EFFECTS_ENV, FLOW_EFFECTS, MAX_ATTEMPTS, effects_schema
 from engine.core import Engine
-from engine.schema import job_events, jobs
+from engine.store.schema import job_events, jobs
 from statecharts import Step, path_errors
 
 

@@ -602,7 +602,7 @@ def describe(app: str) -> None:
 @db_option
 def schedules(app: str, db: str | None) -> None:
     """Per cron schedule and poller: kind, spec, policies, last slot and job, next fire time."""
-    from engine.schedule_store import ScheduleStore
+    from engine.store.schedules import ScheduleStore
 
     engine = open_engine(app, db)
     if not engine.schedules:
@@ -663,8 +663,8 @@ def check(app: str | None) -> None:
 @click.option("--to", "target", default="head", show_default=True, help="Target revision.")
 def migrate(db: str | None, target: str) -> None:
     """Bring the database schema to this jobcharts' revision (Alembic; SQLite and PostgreSQL)."""
-    from engine import migrate as migrations
     from engine.store import Store, resolve_url
+    from engine.store import migrate as migrations
 
     store = Store(resolve_url(db), create=False)
     try:

@@ -20,8 +20,6 @@ from typing import Any, TypeVar, overload
 
 import structlog
 from pydantic import BaseModel
-from sqlalchemy import Connection, Row
-from sqlalchemy.orm import Session
 
 from engine.clock import Clock, SystemClock
 from engine.effects import Failure, Written, write_transition
@@ -38,7 +36,8 @@ from engine.retry import RetryPolicy
 from engine.runner import Claimed, Outcome, log_finished, run_attempt
 from engine.schedules import ScheduleRegistry
 from engine.scheduling import Scheduling
-from engine.store import EventRow, Move, NewJob, Store, resolve_url
+from engine.store import EventRecord, EventRow, JobRow, Move, NewJob, Store, resolve_url
+from engine.store.store import AppConnection
 from engine.view import ErrorInfo, EventView, JobView
 from statecharts import (
     TIMER_TRIGGERS,
@@ -309,7 +308,7 @@ class Engine(Scheduling):  # cron(), poller(), schedule(), fire_schedules(): eng
         priority: int | None = None,
         queue: str | None = None,
         correlation_id: str | None = None,
-        connection: Connection | Session | None = None,
+        connection: AppConnection | None = None,
     ) -> int:
         """Store a job durably and return its id; a duplicate key returns the first job's id.
 
@@ -337,7 +336,7 @@ class Engine(Scheduling):  # cron(), poller(), schedule(), fire_schedules(): eng
         priority: int | None = None,
         queue: str | None = None,
         correlation_id: str | None = None,
-        connection: Connection | Session | None = None,
+        connection: AppConnection | None = None,
     ) -> list[int]:
         """Enqueue many jobs of one kind in one transaction: all are stored or none.
 
@@ -373,8 +372,6 @@ class Engine(Scheduling):  # cron(), poller(), schedule(), fire_schedules(): eng
             for model, key in zip(models, keys, strict=True)
         ]
         store = self.store  # opens the database (and creates the schema) first
-        if isinstance(connection, Session):
-            connection = connection.connection()
         results = store.job_insert_many(items, connection=connection)
         if len(items) == 1:
             (job, _), (job_id, inserted) = items[0], results[0]
@@ -451,7 +448,7 @@ class Engine(Scheduling):  # cron(), poller(), schedule(), fire_schedules(): eng
         states = sorted({s for spec in specs for s in spec.claim_states})
         leased_at: list[datetime] = []
 
-        def plan(row: Row[Any], tx_time: datetime | None) -> Move | None:
+        def plan(row: JobRow, tx_time: datetime | None) -> Move | None:
             spec = self.registry.find(row.kind)
             if spec is None:
                 return None
@@ -533,7 +530,7 @@ class Engine(Scheduling):  # cron(), poller(), schedule(), fire_schedules(): eng
         )
 
     def _timer_move(
-        self, spec: JobSpec, row: Row[Any], trigger: str, facts: Facts, now: datetime
+        self, spec: JobSpec, row: JobRow, trigger: str, facts: Facts, now: datetime
     ) -> Move | None:
         """The move of a transition the tick fires itself (no handler, no lease), or None."""
         transition = spec.compiled.fire(row.state, trigger, facts)
@@ -547,7 +544,7 @@ class Engine(Scheduling):  # cron(), poller(), schedule(), fire_schedules(): eng
     def _row_move(
         self,
         spec: JobSpec,
-        row: Row[Any],
+        row: JobRow,
         transition: Transition,
         now: datetime,
         *,
@@ -655,7 +652,7 @@ class Engine(Scheduling):  # cron(), poller(), schedule(), fire_schedules(): eng
         """
         report = TickReport()
 
-        def plan(row: Row[Any], _tx_time: datetime | None) -> Move | None:
+        def plan(row: JobRow, _tx_time: datetime | None) -> Move | None:
             spec = self.registry.find(row.kind)
             if spec is None:
                 return None
@@ -683,10 +680,10 @@ class Engine(Scheduling):  # cron(), poller(), schedule(), fire_schedules(): eng
                 failure = Failure(
                     LEASE_EXPIRED,
                     f"attempt {row.attempt}'s lease expired at "
-                    f"{row.lease_expires_at.isoformat()} while its handler may have been running"
+                    f"{_iso(row.lease_expires_at)} while its handler may have been running"
                     " (the worker crashed, was killed, hung, or lost the database)",
                 )
-            expired_at = {"lease_expired_at": row.lease_expires_at.isoformat()}
+            expired_at = {"lease_expired_at": _iso(row.lease_expires_at)}
             return self._row_move(spec, row, transition, now, failure=failure, detail=expired_at)
 
         for row, move in self.store.job_rescue_expired(
@@ -704,7 +701,7 @@ class Engine(Scheduling):  # cron(), poller(), schedule(), fire_schedules(): eng
                 attempt=row.attempt,
                 trigger=trigger,
                 state=move.values["state"],
-                lease_expired_at=row.lease_expires_at.isoformat(),
+                lease_expired_at=_iso(row.lease_expires_at),
             )
             if trigger == T.RELEASE:
                 report.released += 1
@@ -1062,7 +1059,7 @@ class Engine(Scheduling):  # cron(), poller(), schedule(), fire_schedules(): eng
             chart = lifecycle()
         return chart
 
-    def _operator(self, job_id: int, trigger: str, row: Row[Any] | None = None) -> str:
+    def _operator(self, job_id: int, trigger: str, row: JobRow | None = None) -> str:
         """Apply an operator's ``trigger`` to the job; returns the state it moved to."""
         row = row or self.store.job_get(job_id)
         if row is None:
@@ -1147,7 +1144,11 @@ def _compiled_lifecycle() -> CompiledChart:
     return compile_chart(lifecycle())
 
 
-def _facts(row: Row[Any], now: datetime) -> Facts:
+def _iso(when: datetime | None) -> str:
+    return when.isoformat() if when is not None else "(unknown)"
+
+
+def _facts(row: JobRow, now: datetime) -> Facts:
     """What a job row tells its chart's guards at ``now``."""
     return Facts(row.attempt, row.max_attempts, now=now, due_at=row.due_at, deadline=row.deadline)
 
@@ -1192,7 +1193,7 @@ def _validate(spec: JobSpec, payload: BaseModel | dict[str, Any] | None) -> Base
     return spec.payload.model_validate(payload if payload is not None else {})
 
 
-def _view(row: Row[Any], events: list[Row[Any]]) -> JobView:
+def _view(row: JobRow, events: list[EventRecord]) -> JobView:
     error = None
     if row.last_error_class is not None:
         error = ErrorInfo(

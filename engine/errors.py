@@ -56,3 +56,7 @@ class DatabaseBound(JobchartsError):
 
 class SchemaMismatch(JobchartsError):
     """The database was created by a jobcharts with another schema version."""
+
+
+class MissingExtra(JobchartsError, ImportError):
+    """An optional dependency is not installed; the message names the extra to install."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -111,16 +111,15 @@ def _drive(engine: Engine, clock: FrozenClock, script: Script, job: int, steps: 
     index = 1  # steps[0] is the creation
     while index < len(steps):
         step = steps[index]
-        row = engine.store.job_get(job)
-        assert row is not None
         if step.trigger == DEADLINE_PASSES:
-            clock.set(row.deadline)
+            clock.set(_deadline(engine, job))
             index += 1
         elif step.trigger == T.START:
             index = _attempt(engine, clock, script, job, steps, index)
         elif step.trigger in (T.DEADLINE, T.ELAPSED):
-            if row.due_at is not None and row.due_at > clock.now():
-                clock.set(row.due_at)
+            due_at = engine.get(job).due_at
+            if due_at is not None and due_at > clock.now():
+                clock.set(due_at)
             engine.tick(limit=1)
             index += 1
         elif step.trigger == T.CANCEL:
@@ -160,15 +159,21 @@ def _attempt(
         engine.rescue(clock.now())
         return index + 1
     while following == DEADLINE_PASSES:  # the handler ran past the deadline
-        row = engine.store.job_get(job)
-        assert row is not None
-        clock.set(row.deadline)
+        clock.set(_deadline(engine, job))
         index += 1
         following = steps[index].trigger
     script.outcomes.append(following)
     outcome = run_attempt(started[0], engine.store, clock.now)
     engine.commit([outcome], clock.now())
     return index + 1
+
+
+def _deadline(engine: Engine, job: int) -> datetime:
+    """The deadline of the state the job is in; a path that passes one must have one."""
+    deadline = engine.get(job).deadline
+    if deadline is None:
+        raise Stuck(f"job {job} is in a state without a deadline")
+    return deadline
 
 
 def _diff(expected: list[Any], got: list[Any]) -> str:

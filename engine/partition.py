@@ -239,7 +239,7 @@ def _rescues(engine: object) -> int:
     from sqlalchemy import func, select
 
     from engine.core import Engine
-    from engine.schema import job_events
+    from engine.store.schema import job_events
 
     assert isinstance(engine, Engine)
     with engine.store.read() as conn:
@@ -255,7 +255,7 @@ def _holding(engine: object, worker: str) -> int:
     from sqlalchemy import and_, func, select
 
     from engine.core import Engine
-    from engine.schema import job_events, jobs
+    from engine.store.schema import job_events, jobs
 
     assert isinstance(engine, Engine)
     stmt = (

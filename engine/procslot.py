@@ -27,7 +27,7 @@ from typing import IO, Any
 
 from engine.effects import Failure
 from engine.runner import Claimed, Outcome, run_attempt
-from engine.schema import CorruptJSON
+from engine.store.schema import CorruptJSON
 from statecharts import T
 
 PROCESS_DIED = "HandlerProcessDied"

@@ -21,7 +21,7 @@ from engine.context import JobContext, to_json_value
 from engine.effects import Failure
 from engine.errors import Cancelled, LeaseLost, Permanent, StepResultError
 from engine.registry import JobSpec, StepSpec, trigger_name
-from engine.schema import CorruptJSON
+from engine.store.schema import CorruptJSON
 from statecharts import T
 
 logger = structlog.get_logger("jobcharts")

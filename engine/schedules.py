@@ -9,7 +9,7 @@ increasing instants are kept, so no instant is ever a slot twice. Poller slots a
 
 ``plan`` decides, from the last slot fired (stored durably) and the time now, which slots
 a pass fires and how far it advances the last slot, by the misfire policy; ``Plan.blocked``
-applies the overlap policy. The database side is ``engine.schedule_store``.
+applies the overlap policy. The database side is ``engine.store.schedules``.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 ``schedule``) and the pass that turns due slots into jobs (``fire_schedules``).
 
 ``Scheduling`` is mixed into ``engine.core.Engine``. Slot arithmetic and policies are in
-``engine.schedules`` (pure), the SQL in ``engine.schedule_store``.
+``engine.schedules`` (pure), the SQL in ``engine.store.schedules``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from pydantic import BaseModel, ValidationError
 from engine.errors import RegistrationError
 from engine.registry import Invariant, KeyFunction, NoPayload, Registry
 from engine.retry import RetryPolicy
-from engine.schedule_store import FirstSeen, ScheduleState, ScheduleStore
 from engine.schedules import (
     EPOCH,
     CronTrigger,
@@ -31,7 +30,8 @@ from engine.schedules import (
     ScheduleRegistry,
     plan,
 )
-from engine.store import EventRow, NewJob, Store
+from engine.store import EventRow, FirstSeen, NewJob, ScheduleState, Store
+from engine.store.schedules import ScheduleStore
 from statecharts import Chart
 
 F = TypeVar("F", bound=Callable[..., Any])

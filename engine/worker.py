@@ -121,9 +121,9 @@ class Worker:
         self._slots = [self._new_slot() for _ in range(self.concurrency)]
         listener = None
         if engine.store.dialect == "postgresql":
-            from engine.wakeup import Listener
+            from engine.store.wakeup import Listener
 
-            listener = Listener(engine.store, self._wake.set).start()
+            listener = Listener(engine.url, self._wake.set).start()
         self._next_heartbeat = next_rescue = next_report = time.monotonic()
         ticks = 0
         draining = False  # max_ticks reached: no more claims, finish what is in flight

@@ -27,7 +27,7 @@ from structlog.testing import capture_logs
 
 from engine import Engine, FrozenClock, JobContext, RetryPolicy
 from engine.runner import Outcome, run_attempt
-from engine.schema import CorruptJSON
+from engine.store.schema import CorruptJSON
 from engine.worker import Worker
 from statecharts import T
 from tests.engine import crash_app

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 
-from engine.schema import jobs
+from engine.store.schema import jobs
 from engine.store import Store
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)

@@ -35,7 +35,7 @@ from engine import (
     RetryPolicy,
 )
 from engine.cli import cli, parse_age
-from engine.schema import idempotency_keys, job_events, job_steps, jobs
+from engine.store.schema import idempotency_keys, job_events, job_steps, jobs
 
 KIND = "task"
 DAY = 86_400.0

@@ -236,7 +236,7 @@ def test_stored_payload_that_no_longer_validates_quarantines_without_retry(
     job_id = engine.enqueue("send_receipt", {"order_id": 8, "email": "a@b.c"})
     from sqlalchemy import update
 
-    from engine.schema import jobs
+    from engine.store.schema import jobs
 
     with engine.store.write() as conn:  # the schema moved on: the old row lacks a field
         conn.execute(update(jobs).where(jobs.c.id == job_id).values(payload={"order_id": 8}))

@@ -10,15 +10,15 @@ from alembic.runtime.migration import MigrationContext
 from click.testing import CliRunner
 
 from engine import Engine, Invariant, NoPayload
-from engine import migrate as migrations
+from engine.store import migrate as migrations
 from engine.cli import cli
 from engine.errors import SchemaMismatch
-from engine.schema import metadata
+from engine.store.schema import metadata
 from engine.store import Store
 
 
 def test_migrations_build_exactly_the_declared_schema(db_url: str) -> None:
-    """After `jobcharts migrate`, autogenerate finds no difference from engine.schema."""
+    """After `jobcharts migrate`, autogenerate finds no difference from engine.store.schema."""
     result = CliRunner().invoke(cli, ["migrate", "--db", db_url])
     assert result.exit_code == 0, result.output
     assert f"to {migrations.head()}" in result.output

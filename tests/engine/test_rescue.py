@@ -123,7 +123,7 @@ def test_a_job_no_transition_can_rescue_does_not_block_the_others(
     longer takes a place in the rescue's batch: the next crashed job is rescued."""
     import sqlalchemy as sa
 
-    from engine.schema import jobs
+    from engine.store.schema import jobs
 
     engine, _ = make(db_url, clock)
     stuck, other = engine.enqueue("item", {"n": 1}), engine.enqueue("item", {"n": 2})

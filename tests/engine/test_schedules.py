@@ -26,7 +26,7 @@ from structlog.testing import capture_logs
 
 from engine import Engine, FrozenClock, Invariant, RegistrationError
 from engine.cli import cli
-from engine.schedule_store import ScheduleStore
+from engine.store.schedules import ScheduleStore
 from engine.schedules import (
     CronTrigger,
     IntervalTrigger,

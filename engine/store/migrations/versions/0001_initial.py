@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-import engine.schema
+import engine.store.schema
 
 revision = "0001_initial"
 down_revision = None
@@ -24,10 +24,10 @@ def upgrade() -> None:
         sa.Column("kind", sa.String(length=200), nullable=False),
         sa.Column("key", sa.String(length=500), nullable=False),
         sa.Column("job_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
-        sa.Column("created_at", engine.schema.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("expires_at", engine.schema.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", engine.store.schema.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("expires_at", engine.store.schema.UTCDateTime(timezone=True), nullable=False),
         sa.Column("final_state", sa.String(length=64), nullable=True),
-        sa.Column("result", engine.schema.JSONDocument(), nullable=True),
+        sa.Column("result", engine.store.schema.JSONDocument(), nullable=True),
         sa.PrimaryKeyConstraint("kind", "key"),
     )
     with op.batch_alter_table("idempotency_keys", schema=None) as batch_op:
@@ -44,27 +44,29 @@ def upgrade() -> None:
         sa.Column("kind", sa.String(length=200), nullable=False),
         sa.Column("chart", sa.String(length=200), nullable=False),
         sa.Column("state", sa.String(length=64), nullable=False),
-        sa.Column("payload", engine.schema.JSONDocument(), nullable=False),
-        sa.Column("result", engine.schema.JSONDocument(), nullable=True),
+        sa.Column("payload", engine.store.schema.JSONDocument(), nullable=False),
+        sa.Column("result", engine.store.schema.JSONDocument(), nullable=True),
         sa.Column("idempotency_key", sa.String(length=500), nullable=True),
         sa.Column("attempt", sa.Integer(), nullable=False),
         sa.Column("max_attempts", sa.Integer(), nullable=False),
         sa.Column("priority", sa.Integer(), nullable=False),
         sa.Column("queue", sa.String(length=100), nullable=False),
-        sa.Column("due_at", engine.schema.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("deadline", engine.schema.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("due_at", engine.store.schema.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("deadline", engine.store.schema.UTCDateTime(timezone=True), nullable=True),
         sa.Column("lease_token", sa.String(length=32), nullable=True),
-        sa.Column("lease_expires_at", engine.schema.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("started_at", engine.schema.UTCDateTime(timezone=True), nullable=True),
+        sa.Column(
+            "lease_expires_at", engine.store.schema.UTCDateTime(timezone=True), nullable=True
+        ),
+        sa.Column("started_at", engine.store.schema.UTCDateTime(timezone=True), nullable=True),
         sa.Column("version", sa.Integer(), nullable=False),
         sa.Column("correlation_id", sa.String(length=64), nullable=False),
         sa.Column("last_error_class", sa.String(length=200), nullable=True),
         sa.Column("last_error_message", sa.Text(), nullable=True),
         sa.Column("last_error_traceback", sa.Text(), nullable=True),
         sa.Column("quarantine_reason", sa.String(length=32), nullable=True),
-        sa.Column("created_at", engine.schema.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("updated_at", engine.schema.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("finished_at", engine.schema.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("created_at", engine.store.schema.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", engine.store.schema.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("finished_at", engine.store.schema.UTCDateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("id"),
         sqlite_autoincrement=True,
     )
@@ -100,9 +102,9 @@ def upgrade() -> None:
         sa.Column("from_state", sa.String(length=64), nullable=True),
         sa.Column("to_state", sa.String(length=64), nullable=False),
         sa.Column("attempt", sa.Integer(), nullable=False),
-        sa.Column("at", engine.schema.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("at", engine.store.schema.UTCDateTime(timezone=True), nullable=False),
         sa.Column("worker", sa.String(length=200), nullable=True),
-        sa.Column("detail", engine.schema.JSONDocument(), nullable=True),
+        sa.Column("detail", engine.store.schema.JSONDocument(), nullable=True),
         sa.ForeignKeyConstraint(["job_id"], ["jobs.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id"),
     )
@@ -113,9 +115,9 @@ def upgrade() -> None:
         "job_steps",
         sa.Column("job_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("name", sa.String(length=200), nullable=False),
-        sa.Column("result", engine.schema.JSONDocument(), nullable=True),
+        sa.Column("result", engine.store.schema.JSONDocument(), nullable=True),
         sa.Column("attempt", sa.Integer(), nullable=False),
-        sa.Column("recorded_at", engine.schema.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("recorded_at", engine.store.schema.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(["job_id"], ["jobs.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("job_id", "name"),
     )

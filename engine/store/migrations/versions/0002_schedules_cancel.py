@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-import engine.schema
+import engine.store.schema
 
 revision = "0002_schedules_cancel"
 down_revision = "0001_initial"
@@ -24,18 +24,18 @@ def upgrade() -> None:
         sa.Column("name", sa.String(length=200), nullable=False),
         sa.Column("kind", sa.String(length=200), nullable=False),
         sa.Column("spec", sa.String(length=200), nullable=False),
-        sa.Column("last_slot", engine.schema.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("last_slot", engine.store.schema.UTCDateTime(timezone=True), nullable=True),
         sa.Column(
             "last_job_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True
         ),
-        sa.Column("fired_at", engine.schema.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("updated_at", engine.schema.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("fired_at", engine.store.schema.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("updated_at", engine.store.schema.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("name"),
     )
     with op.batch_alter_table("jobs", schema=None) as batch_op:
         batch_op.add_column(
             sa.Column(
-                "cancel_requested_at", engine.schema.UTCDateTime(timezone=True), nullable=True
+                "cancel_requested_at", engine.store.schema.UTCDateTime(timezone=True), nullable=True
             )
         )
 

@@ -1,6 +1,6 @@
 """Alembic environment: runs jobcharts' migrations on the connection it is handed.
 
-``engine.migrate`` opens the connection (a write transaction; on PostgreSQL under an
+``engine.store.migrate`` opens the connection (a write transaction; on PostgreSQL under an
 advisory lock, so racing workers migrate once) and passes it in ``config.attributes``.
 """
 
@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from alembic import context
 
-from engine.schema import metadata
+from engine.store.schema import metadata
 
 connection = context.config.attributes.get("connection")
-if connection is None:  # pragma: no cover - always called through engine.migrate
+if connection is None:  # pragma: no cover - always called through engine.store.migrate
     raise RuntimeError("run jobcharts migrations with `jobcharts migrate`")
 
 context.configure(connection=connection, target_metadata=metadata, render_as_batch=True)

@@ -1,104 +1,42 @@
 """The store: every SQL statement jobcharts runs, behind noun_verb methods (SQLAlchemy Core).
 
 The store runs SQL and knows no lifecycle: callers pass state names (read from the chart)
-and the column values a transition writes. Each state change is a compare-and-set on
-(id, state, version[, lease_token]) committed in the same transaction as its event row.
+and the column values a transition writes, and get plain typed rows back (``rows``). Each
+state change is a compare-and-set on (id, state, version[, lease_token]) committed in the
+same transaction as its event row (``cas``).
 """
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import datetime
-from functools import partial
 from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
     Connection,
-    Row,
-    and_,
     bindparam,
-    create_engine,
     delete,
-    event,
     func,
     insert,
     or_,
     select,
-    text,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine as SAEngine
-from sqlalchemy.pool import StaticPool
+from sqlalchemy.orm import Session
 
-from engine import migrate
 from engine.errors import SchemaMismatch
-from engine.schema import (
-    as_utc,
-    idempotency_keys,
-    job_events,
-    job_steps,
-    jobs,
-)
-from engine.wakeup import notify
+from engine.store import keys, migrate
+from engine.store.cas import apply_moves, event_params
+from engine.store.connect import make_engine, resolve_url
+from engine.store.rows import EVENT_COLUMNS, EventRecord, EventRow, JobRow, KeyRow, Move, NewJob
+from engine.store.schema import as_utc, idempotency_keys, job_events, job_steps, jobs
+from engine.store.wakeup import notify
 
-DEFAULT_URL = "sqlite:///jobcharts.db"
-
-
-def resolve_url(url: str | None) -> str:
-    """An explicit URL, else ``$JOBCHARTS_DB``, else the embedded SQLite file."""
-    return url or os.environ.get("JOBCHARTS_DB") or DEFAULT_URL
-
-
-@dataclass(frozen=True)
-class NewJob:
-    """The columns of a job about to be inserted."""
-
-    kind: str
-    chart: str
-    state: str
-    payload: dict[str, Any]
-    idempotency_key: str | None
-    max_attempts: int
-    priority: int
-    queue: str
-    due_at: datetime
-    correlation_id: str
-    created_at: datetime
-    key_expires_at: datetime | None = None  # when the dedupe key may be reused (once final)
-
-
-@dataclass(frozen=True)
-class EventRow:
-    """One history row to append with a state change."""
-
-    trigger: str
-    from_state: str | None
-    to_state: str
-    attempt: int
-    at: datetime
-    worker: str | None = None
-    detail: dict[str, Any] | None = None
-
-
-@dataclass(frozen=True)
-class Move:
-    """A guarded state change: apply ``values`` only if the row still matches ``expect``."""
-
-    job_id: int
-    from_state: str
-    version: int
-    lease_token: str | None
-    values: dict[str, Any]
-    event: EventRow
-    tag: Any = field(default=None, compare=False)
-    unless_cancelled: bool = False  # also require that no cancel was requested meanwhile
+AppConnection = Connection | Session  # the caller's own open transaction (transactional enqueue)
 
 
 class Store:
@@ -114,7 +52,7 @@ class Store:
         max_overflow: int = 10,
     ) -> None:
         self.url = resolve_url(url)
-        self.db: SAEngine = _make_engine(self.url, busy_timeout, pool_size, max_overflow)
+        self.db: SAEngine = make_engine(self.url, busy_timeout, pool_size, max_overflow)
         self.dialect = self.db.dialect.name
         # executemany rowcounts tell whether every compare-and-set of a batch applied.
         self._sane_multi_rowcount = bool(self.db.dialect.supports_sane_multi_rowcount)
@@ -178,13 +116,15 @@ class Store:
         self,
         items: Sequence[tuple[NewJob, EventRow]],
         *,
-        connection: Connection | None = None,
+        connection: AppConnection | None = None,
     ) -> list[tuple[int, bool]]:
         """Insert jobs and their creation events in one transaction; dedupe each by key.
 
         With ``connection`` the rows join the caller's open transaction: they exist if and
         only if the caller commits.
         """
+        if isinstance(connection, Session):
+            connection = connection.connection()
         if connection is not None:
             return self._insert_many(connection, items)
         with self.write() as conn:
@@ -196,110 +136,15 @@ class Store:
         results: list[tuple[int, bool]] = []
         events: list[dict[str, Any]] = []
         for job, created in items:
-            job_id, inserted = self._insert_job(conn, job)
+            job_id, inserted = keys.insert_job(conn, self.dialect, job)
             results.append((job_id, inserted))
             if inserted:
-                events.append(_event_params(job_id, created))
+                events.append(event_params(job_id, created))
         if events:
             conn.execute(insert(job_events), events)
             if self.dialect == "postgresql":
                 notify(conn, "enqueue")
         return results
-
-    def _lock_key(self, conn: Connection, kind: str, key: str) -> None:
-        """PostgreSQL: serialize writers of one (kind, key) for the rest of the transaction,
-        so every check below sees committed state (READ COMMITTED snapshots per statement
-        would otherwise let a racing writer read a job that is not committed yet as absent).
-        SQLite needs nothing: its write transactions are serialized already."""
-        if self.dialect == "postgresql":
-            conn.execute(
-                text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"),
-                {"k": f"{kind}\x1f{key}"},
-            )
-
-    def _insert_job(self, conn: Connection, job: NewJob) -> tuple[int, bool]:
-        if job.idempotency_key is not None:
-            self._lock_key(conn, job.kind, job.idempotency_key)
-            existing = self._live_key(conn, job)
-            if existing is not None:
-                return existing, False
-        values = {
-            "kind": job.kind,
-            "chart": job.chart,
-            "state": job.state,
-            "payload": job.payload,
-            "idempotency_key": job.idempotency_key,
-            "attempt": 0,
-            "max_attempts": job.max_attempts,
-            "priority": job.priority,
-            "queue": job.queue,
-            "due_at": job.due_at,
-            "version": 0,
-            "correlation_id": job.correlation_id,
-            "created_at": job.created_at,
-            "updated_at": job.created_at,
-        }
-        job_id = int(conn.execute(insert(jobs).values(values).returning(jobs.c.id)).scalar_one())
-        if job.idempotency_key is None:
-            return job_id, True
-        holder = self._take_key(
-            conn, job.kind, job.idempotency_key, job_id, job.created_at, job.key_expires_at
-        )
-        if holder != job_id:
-            # A concurrent transaction took the key first (possible when the caller's
-            # transaction began before that one committed): this job must not exist.
-            conn.execute(delete(jobs).where(jobs.c.id == job_id))
-            return holder, False
-        return job_id, True
-
-    def _take_key(
-        self,
-        conn: Connection,
-        kind: str,
-        key: str,
-        job_id: int,
-        now: datetime,
-        expires_at: datetime | None,
-    ) -> int:
-        """Give (kind, key) to ``job_id`` unless another job holds it live; return the holder.
-
-        A key is live until it has expired *and* its job is final (or pruned). The takeover
-        is one conditional upsert, so two racing writers cannot both win it.
-        """
-        key_values = {
-            "job_id": job_id,
-            "created_at": now,
-            "expires_at": expires_at or now,
-            "final_state": None,
-            "result": None,
-        }
-        unfinished = (
-            select(jobs.c.id)
-            .where(jobs.c.id == idempotency_keys.c.job_id, jobs.c.finished_at.is_(None))
-            .exists()
-        )
-        stmt = (
-            self._insert(idempotency_keys)
-            .values(kind=kind, key=key, **key_values)
-            .on_conflict_do_update(
-                index_elements=["kind", "key"],
-                set_=key_values,
-                where=or_(
-                    idempotency_keys.c.job_id == job_id,
-                    and_(idempotency_keys.c.expires_at <= now, ~unfinished),
-                ),
-            )
-            .returning(idempotency_keys.c.job_id)
-        )
-        taken = conn.execute(stmt).scalar()
-        if taken is not None:
-            return int(taken)
-        holder = conn.execute(
-            select(idempotency_keys.c.job_id).where(
-                idempotency_keys.c.kind == kind, idempotency_keys.c.key == key
-            )
-        ).scalar_one()
-        return int(holder)
 
     def job_requeue(self, move: Move, kind: str, key: str | None, expires_at: datetime) -> int:
         """Apply an operator requeue; a keyed job first takes its key back.
@@ -315,64 +160,42 @@ class Store:
                         select(jobs.c.id).where(jobs.c.id == move.job_id).with_for_update()
                     )
                 if key is not None:
-                    self._lock_key(conn, kind, key)
-                    holder = self._take_key(conn, kind, key, move.job_id, move.event.at, expires_at)
+                    keys.lock_key(conn, self.dialect, kind, key)
+                    holder = keys.take_key(
+                        conn, self.dialect, kind, key, move.job_id, move.event.at, expires_at
+                    )
                     if holder != move.job_id:
                         return holder
-                if not self._apply_moves(conn, [move])[0]:
+                if not self._apply(conn, [move])[0]:
                     raise _Undo  # the key stays with whoever held it
                 return move.job_id
         except _Undo:
             return 0
 
-    def _live_key(self, conn: Connection, job: NewJob) -> int | None:
-        """The job id holding (kind, key), unless the key expired and its job is final."""
+    def job_get(self, job_id: int) -> JobRow | None:
+        with self.read() as conn:
+            row = conn.execute(select(jobs).where(jobs.c.id == job_id)).first()
+        return None if row is None else _job(row)
+
+    def job_events(self, job_id: int) -> list[EventRecord]:
         stmt = (
-            select(
-                idempotency_keys.c.job_id,
-                idempotency_keys.c.expires_at,
-                jobs.c.id.label("present"),
-                jobs.c.finished_at,
-            )
-            .select_from(idempotency_keys.outerjoin(jobs, jobs.c.id == idempotency_keys.c.job_id))
-            .where(
-                idempotency_keys.c.kind == job.kind, idempotency_keys.c.key == job.idempotency_key
-            )
+            select(*(job_events.c[name] for name in EVENT_COLUMNS))
+            .where(job_events.c.job_id == job_id)
+            .order_by(job_events.c.id)
         )
-        if self.dialect == "postgresql":
-            stmt = stmt.with_for_update(of=idempotency_keys)
-        row = conn.execute(stmt).first()
-        if row is None:
-            return None
-        finished = row.present is None or row.finished_at is not None
-        if finished and row.expires_at <= job.created_at:
-            return None  # expired, and its job can no longer run: the key may be reused
-        return int(row.job_id)
-
-    def job_get(self, job_id: int) -> Row[Any] | None:
         with self.read() as conn:
-            return conn.execute(select(jobs).where(jobs.c.id == job_id)).first()
-
-    def job_events(self, job_id: int) -> list[Row[Any]]:
-        with self.read() as conn:
-            return list(
-                conn.execute(
-                    select(job_events)
-                    .where(job_events.c.job_id == job_id)
-                    .order_by(job_events.c.id)
-                )
-            )
+            return [EventRecord(*row) for row in conn.execute(stmt)]
 
     def job_list(
         self, *, state: str | None = None, kind: str | None = None, limit: int = 100
-    ) -> list[Row[Any]]:
+    ) -> list[JobRow]:
         stmt = select(jobs).order_by(jobs.c.id.desc()).limit(limit)
         if state is not None:
             stmt = stmt.where(jobs.c.state == state)
         if kind is not None:
             stmt = stmt.where(jobs.c.kind == kind)
         with self.read() as conn:
-            return list(conn.execute(stmt))
+            return [_job(row) for row in conn.execute(stmt)]
 
     def job_count_by_state(self) -> dict[str, int]:
         stmt = select(jobs.c.state, func.count()).group_by(jobs.c.state)
@@ -455,9 +278,9 @@ class Store:
         limit: int,
         kinds: Sequence[str],
         states: Sequence[str],
-        plan: Callable[[Row[Any], datetime | None], Move | None],
+        plan: Callable[[JobRow, datetime | None], Move | None],
         queues: Sequence[str] | None = None,
-    ) -> list[tuple[Row[Any], Move]]:
+    ) -> list[tuple[JobRow, Move]]:
         """Claim up to ``limit`` due jobs (priority, then due_at) in one transaction.
 
         ``plan`` turns each selected row into its move (the chart's claim transition);
@@ -503,9 +326,9 @@ class Store:
         now: datetime,
         limit: int,
         kinds: Sequence[str],
-        plan: Callable[[Row[Any], datetime | None], Move | None],
+        plan: Callable[[JobRow, datetime | None], Move | None],
         exclude: Sequence[int] = (),
-    ) -> list[tuple[Row[Any], Move]]:
+    ) -> list[tuple[JobRow, Move]]:
         """Apply ``plan``'s move to up to ``limit`` jobs whose lease expired before ``now``."""
         if limit <= 0 or not kinds:
             return []
@@ -523,8 +346,8 @@ class Store:
         return self._select_and_apply(stmt, plan)
 
     def _select_and_apply(
-        self, stmt: Any, plan: Callable[[Row[Any], datetime | None], Move | None]
-    ) -> list[tuple[Row[Any], Move]]:
+        self, stmt: Any, plan: Callable[[JobRow, datetime | None], Move | None]
+    ) -> list[tuple[JobRow, Move]]:
         """Select rows (locked), plan a move for each, apply the moves: one transaction.
 
         ``plan`` also gets the database's time read once the rows are locked (PostgreSQL;
@@ -534,11 +357,11 @@ class Store:
         if self.dialect == "postgresql":
             stmt = stmt.with_for_update(skip_locked=True)
         with self.write() as conn:
-            rows = list(conn.execute(stmt))
+            rows = [_job(row) for row in conn.execute(stmt)]
             if rows and self.dialect == "postgresql":
                 tx_time = as_utc(conn.execute(select(func.clock_timestamp())).scalar_one())
             planned = [(row, move) for row in rows if (move := plan(row, tx_time)) is not None]
-            applied = self._apply_moves(conn, [move for _, move in planned])
+            applied = self._apply(conn, [move for _, move in planned])
             return [pair for pair, ok in zip(planned, applied, strict=True) if ok]
 
     def job_mark_started(self, job_ids: Sequence[int], lease_token: str, now: datetime) -> set[int]:
@@ -630,20 +453,21 @@ class Store:
             ).rowcount
         return len(ids), int(keys or 0)
 
-    def key_get(self, kind: str, key: str) -> Row[Any] | None:
+    def key_get(self, kind: str, key: str) -> KeyRow | None:
         """The dedupe row of (kind, key): job id, expiry, and final state once pruned."""
         stmt = select(idempotency_keys).where(
             idempotency_keys.c.kind == kind, idempotency_keys.c.key == key
         )
         with self.read() as conn:
-            return conn.execute(stmt).first()
+            row = conn.execute(stmt).first()
+        return None if row is None else KeyRow(**row._mapping)
 
     def job_transition_many(self, moves: Sequence[Move]) -> list[bool]:
         """Apply each move as a compare-and-set; return which applied (all in one transaction)."""
         if not moves:
             return []
         with self.write() as conn:
-            applied = self._apply_moves(conn, moves)
+            applied = self._apply(conn, moves)
             if self.dialect == "postgresql" and any(
                 ok and move.values.get("due_at") is not None
                 for move, ok in zip(moves, applied, strict=True)
@@ -651,34 +475,7 @@ class Store:
                 notify(conn, "due")  # a retry, a release or a requeue may be due now
             return applied
 
-    def _apply_moves(self, conn: Connection, moves: Sequence[Move]) -> list[bool]:
-        applied = [False] * len(moves)
-        groups: dict[tuple[bool, tuple[str, ...]], list[int]] = {}
-        for index, move in enumerate(moves):
-            key = (move.unless_cancelled, tuple(sorted(move.values)))
-            groups.setdefault(key, []).append(index)
-        for (unless_cancelled, columns), indexes in groups.items():
-            stmt = _cas_update(columns, unless_cancelled)
-            params = [_cas_params(moves[i]) for i in indexes]
-            if self._sane_multi_rowcount and len(params) > 1:
-                savepoint = conn.begin_nested()
-                if conn.execute(stmt, params).rowcount == len(params):
-                    savepoint.commit()
-                    for i in indexes:
-                        applied[i] = True
-                    continue
-                # Some compare-and-set lost: undo the batch and learn which, row by row.
-                savepoint.rollback()
-            for i, param in zip(indexes, params, strict=True):
-                applied[i] = conn.execute(stmt, param).rowcount == 1
-        events = [
-            _event_params(m.job_id, m.event) for m, ok in zip(moves, applied, strict=True) if ok
-        ]
-        if events:
-            conn.execute(insert(job_events), events)
-        return applied
-
-    def job_request_cancel(self, move_from: Row[Any], now: datetime) -> bool:
+    def job_request_cancel(self, move_from: JobRow, now: datetime) -> bool:
         """Ask the handler holding this job's lease to stop (the row is otherwise unchanged:
         its version stays, so the holder can still commit, and then sees the request)."""
         stmt = (
@@ -704,12 +501,13 @@ class Store:
         with self.read() as conn:
             return conn.execute(stmt).scalar_one_or_none() is not None
 
-    def job_get_many(self, job_ids: Iterable[int]) -> dict[int, Row[Any]]:
+    def job_get_many(self, job_ids: Iterable[int]) -> dict[int, JobRow]:
         ids = list(job_ids)
         if not ids:
             return {}
         with self.read() as conn:
-            return {int(r.id): r for r in conn.execute(select(jobs).where(jobs.c.id.in_(ids)))}
+            rows = conn.execute(select(jobs).where(jobs.c.id.in_(ids)))
+            return {int(r.id): _job(r) for r in rows}
 
     # -- steps ---------------------------------------------------------------------------
 
@@ -742,7 +540,7 @@ class Store:
             holder = conn.execute(select(jobs.c.lease_token).where(jobs.c.id == job_id)).first()
             if holder is None or holder[0] != lease_token:
                 return False
-            stmt = self._insert(job_steps).values(
+            stmt = keys.dialect_insert(self.dialect, job_steps).values(
                 job_id=job_id, name=name, result=result, attempt=attempt, recorded_at=at
             )
             conn.execute(stmt.on_conflict_do_nothing(index_elements=["job_id", "name"]))
@@ -750,8 +548,8 @@ class Store:
 
     # -- helpers -------------------------------------------------------------------------
 
-    def _insert(self, table: Any) -> Any:
-        return (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(table)
+    def _apply(self, conn: Connection, moves: Sequence[Move]) -> list[bool]:
+        return apply_moves(conn, moves, multi_rowcount=self._sane_multi_rowcount)
 
 
 def _utc_value(value: Any) -> datetime:
@@ -759,107 +557,9 @@ def _utc_value(value: Any) -> datetime:
     return datetime.fromisoformat(value) if isinstance(value, str) else value
 
 
+def _job(row: Any) -> JobRow:
+    return JobRow(**row._mapping)
+
+
 class _Undo(Exception):
     """Roll back the current write transaction and report that nothing applied."""
-
-
-def _cas_update(columns: tuple[str, ...], unless_cancelled: bool = False) -> Any:
-    conditions = [
-        jobs.c.id == bindparam("b_id"),
-        jobs.c.state == bindparam("b_state"),
-        jobs.c.version == bindparam("b_version"),
-        jobs.c.lease_token.is_not_distinct_from(bindparam("b_lease")),
-    ]
-    if unless_cancelled:
-        conditions.append(jobs.c.cancel_requested_at.is_(None))
-    values: dict[str, Any] = {c: bindparam(f"v_{c}") for c in columns}
-    values["version"] = jobs.c.version + 1
-    return update(jobs).where(and_(*conditions)).values(values)
-
-
-def _cas_params(move: Move) -> dict[str, Any]:
-    params = {f"v_{k}": v for k, v in move.values.items()}
-    params.update(
-        b_id=move.job_id, b_state=move.from_state, b_version=move.version, b_lease=move.lease_token
-    )
-    return params
-
-
-def _event_params(job_id: int, row: EventRow) -> dict[str, Any]:
-    return {
-        "job_id": job_id,
-        "trigger": row.trigger,
-        "from_state": row.from_state,
-        "to_state": row.to_state,
-        "attempt": row.attempt,
-        "at": row.at,
-        "worker": row.worker,
-        "detail": row.detail,
-    }
-
-
-def _make_engine(
-    url: str,
-    busy_timeout: float,
-    pool_size: int = 5,
-    max_overflow: int = 10,
-    pool_timeout: float = 30.0,
-) -> SAEngine:
-    serializer = partial(json.dumps, allow_nan=False, separators=(",", ":"))
-    if url.startswith("sqlite"):
-        memory = url in ("sqlite://", "sqlite:///:memory:")
-        kwargs: dict[str, Any] = {"json_serializer": serializer}
-        if memory:
-            kwargs.update(poolclass=StaticPool, connect_args={"check_same_thread": False})
-        db = create_engine(url, **kwargs)
-        _configure_sqlite(db, memory, int(busy_timeout * 1000))
-        return db
-    # pool_pre_ping: a connection broken by a server restart is replaced, not used.
-    return create_engine(
-        url,
-        json_serializer=serializer,
-        pool_pre_ping=True,
-        pool_size=pool_size,
-        max_overflow=max_overflow,
-        pool_timeout=pool_timeout,
-    )
-
-
-def _set_wal(cursor: Any, patience: float) -> None:
-    """Switch to WAL. SQLite answers "locked" at once, without calling the busy handler,
-    while another connection is switching a new file: wait and try again."""
-    import sqlite3
-
-    deadline = time.monotonic() + patience
-    pause = 0.005
-    while True:
-        try:
-            cursor.execute("PRAGMA journal_mode=WAL")
-            return
-        except sqlite3.OperationalError as error:
-            if "locked" not in str(error) or time.monotonic() > deadline:
-                raise
-            time.sleep(pause)
-            pause = min(pause * 2, 0.2)
-
-
-def _configure_sqlite(db: SAEngine, memory: bool, busy_timeout_ms: int) -> None:
-    """WAL + synchronous=FULL: a committed enqueue survives a crash or power loss."""
-
-    @event.listens_for(db, "connect")
-    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-        dbapi_conn.isolation_level = None  # we emit BEGIN ourselves (below)
-        cursor = dbapi_conn.cursor()
-        # The busy timeout first: switching a new file to WAL takes a lock that another
-        # process opening it at the same moment may hold.
-        cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
-        if not memory:
-            _set_wal(cursor, busy_timeout_ms / 1000)
-        cursor.execute("PRAGMA synchronous=FULL")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.close()
-
-    @event.listens_for(db, "begin")
-    def _on_begin(conn: Connection) -> None:
-        mode = conn.get_execution_options().get("sqlite_begin", "IMMEDIATE")
-        conn.exec_driver_sql(f"BEGIN {mode}")

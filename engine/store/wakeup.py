@@ -9,15 +9,12 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import psycopg
 import structlog
 from sqlalchemy import Connection, text
-from sqlalchemy.engine import make_url
 
-if TYPE_CHECKING:
-    from engine.store import Store
+from engine.store.connect import import_psycopg, libpq_conninfo
 
 logger = structlog.get_logger("jobcharts")
 
@@ -35,8 +32,8 @@ def notify(conn: Connection, reason: str) -> None:
 class Listener:
     """A thread holding one connection that LISTENs and calls ``on_wake`` per notification."""
 
-    def __init__(self, store: Store, on_wake: Callable[[], None]) -> None:
-        self.store = store
+    def __init__(self, url: str, on_wake: Callable[[], None]) -> None:
+        self.url = url
         self.on_wake = on_wake
         self._stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name="jobcharts-listen", daemon=True)
@@ -52,7 +49,8 @@ class Listener:
     def _run(self) -> None:
         # Its own connection, outside the pool: a LISTEN holds a connection for good, and
         # the pool's connections are for the tick and the handlers.
-        conninfo = make_url(self.store.url).set(drivername="postgresql").render_as_string(False)
+        psycopg = import_psycopg()
+        conninfo = libpq_conninfo(self.url)
         while not self._stop.is_set():
             conn: Any = None
             try:

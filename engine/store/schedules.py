@@ -9,35 +9,14 @@ nothing. The slot's own dedupe key (``idempotency_keys``) is a second, independe
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import Row, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import select, update
 
-from engine.schema import jobs, schedules
-from engine.store import EventRow, NewJob, Store
-
-
-@dataclass(frozen=True)
-class ScheduleState:
-    """What a pass needs of a stored schedule: its last slot and whether the job fired
-    for it is still unfinished (a job pruned since counts as finished)."""
-
-    last_slot: datetime | None
-    last_job_id: int | None
-    previous_unfinished: bool
-
-
-@dataclass(frozen=True)
-class FirstSeen:
-    """A schedule's first row: it starts from ``last_slot`` (the latest slot <= now)."""
-
-    name: str
-    kind: str
-    spec: str
-    last_slot: datetime | None
+from engine.store.keys import dialect_insert
+from engine.store.rows import EventRow, FirstSeen, NewJob, ScheduleListing, ScheduleState
+from engine.store.schema import jobs, schedules
+from engine.store.store import Store
 
 
 class ScheduleStore:
@@ -76,8 +55,9 @@ class ScheduleStore:
         created meanwhile is kept as it is (its start wins)."""
         if not rows:
             return
-        dialect_insert = postgresql.insert if self.store.dialect == "postgresql" else sqlite.insert
-        stmt = dialect_insert(schedules).on_conflict_do_nothing(index_elements=["name"])
+        stmt = dialect_insert(self.store.dialect, schedules).on_conflict_do_nothing(
+            index_elements=["name"]
+        )
         params = [
             {
                 "name": row.name,
@@ -126,9 +106,9 @@ class ScheduleStore:
             )
             return results
 
-    def listing(self) -> dict[str, Row[Any]]:
+    def listing(self) -> dict[str, ScheduleListing]:
         """Every stored schedule with the state of its last job (for ``jobcharts schedules``)."""
-        stmt: Any = select(  # Any: rows of seven typed columns read as Row[Any]
+        stmt = select(
             schedules.c.name,
             schedules.c.kind,
             schedules.c.spec,
@@ -138,4 +118,4 @@ class ScheduleStore:
             jobs.c.state.label("last_job_state"),
         ).select_from(schedules.outerjoin(jobs, jobs.c.id == schedules.c.last_job_id))
         with self.store.read() as conn:
-            return {row.name: row for row in conn.execute(stmt)}
+            return {row.name: ScheduleListing(*row) for row in conn.execute(stmt)}

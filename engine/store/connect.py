@@ -1,0 +1,124 @@
+"""Opening a database: the URL to use, the SQLAlchemy engine, SQLite's durability settings.
+
+PostgreSQL needs the ``postgres`` extra (psycopg); SQLite needs nothing beyond the base
+install, so nothing here imports psycopg.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from functools import partial
+from typing import Any
+
+from sqlalchemy import Connection, create_engine, event
+from sqlalchemy.engine import Engine as SAEngine
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import StaticPool
+
+from engine.errors import MissingExtra
+
+DEFAULT_URL = "sqlite:///jobcharts.db"
+POSTGRES_HINT = "PostgreSQL needs psycopg: pip install 'jobcharts[postgres]'"
+
+
+def resolve_url(url: str | None) -> str:
+    """An explicit URL, else ``$JOBCHARTS_DB``, else the embedded SQLite file."""
+    return url or os.environ.get("JOBCHARTS_DB") or DEFAULT_URL
+
+
+def redact(url: str) -> str:
+    """A database URL without its password, for logs."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def sqlite_path(url: str) -> str | None:
+    """The file behind a SQLite URL, or None for other databases and in-memory SQLite."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return parsed.database
+
+
+def libpq_conninfo(url: str) -> str:
+    """A SQLAlchemy PostgreSQL URL as psycopg's own connection string."""
+    return make_url(url).set(drivername="postgresql").render_as_string(False)
+
+
+def import_psycopg() -> Any:
+    """psycopg, or a one-line MissingExtra naming the extra that installs it."""
+    try:
+        import psycopg
+    except ModuleNotFoundError as error:
+        raise MissingExtra(POSTGRES_HINT) from error
+    return psycopg
+
+
+def make_engine(
+    url: str,
+    busy_timeout: float,
+    pool_size: int = 5,
+    max_overflow: int = 10,
+    pool_timeout: float = 30.0,
+) -> SAEngine:
+    serializer = partial(json.dumps, allow_nan=False, separators=(",", ":"))
+    if url.startswith("sqlite"):
+        memory = url in ("sqlite://", "sqlite:///:memory:")
+        kwargs: dict[str, Any] = {"json_serializer": serializer}
+        if memory:
+            kwargs.update(poolclass=StaticPool, connect_args={"check_same_thread": False})
+        db = create_engine(url, **kwargs)
+        _configure_sqlite(db, memory, int(busy_timeout * 1000))
+        return db
+    if make_url(url).get_backend_name() == "postgresql":
+        import_psycopg()  # the one-line hint, not a traceback from the dialect
+    # pool_pre_ping: a connection broken by a server restart is replaced, not used.
+    return create_engine(
+        url,
+        json_serializer=serializer,
+        pool_pre_ping=True,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        pool_timeout=pool_timeout,
+    )
+
+
+def _set_wal(cursor: Any, patience: float) -> None:
+    """Switch to WAL. SQLite answers "locked" at once, without calling the busy handler,
+    while another connection is switching a new file: wait and try again."""
+    import sqlite3
+
+    deadline = time.monotonic() + patience
+    pause = 0.005
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.2)
+
+
+def _configure_sqlite(db: SAEngine, memory: bool, busy_timeout_ms: int) -> None:
+    """WAL + synchronous=FULL: a committed enqueue survives a crash or power loss."""
+
+    @event.listens_for(db, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # we emit BEGIN ourselves (below)
+        cursor = dbapi_conn.cursor()
+        # The busy timeout first: switching a new file to WAL takes a lock that another
+        # process opening it at the same moment may hold.
+        cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
+        if not memory:
+            _set_wal(cursor, busy_timeout_ms / 1000)
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(db, "begin")
+    def _on_begin(conn: Connection) -> None:
+        mode = conn.get_execution_options().get("sqlite_begin", "IMMEDIATE")
+        conn.exec_driver_sql(f"BEGIN {mode}")

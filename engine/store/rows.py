@@ -1,0 +1,153 @@
+"""The plain typed rows the store takes and returns: callers never see SQLAlchemy objects.
+
+``JobRow`` mirrors the ``jobs`` table column for column; the others are what one write or
+one read needs. Frozen dataclasses: a row read is a snapshot, not a live handle.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from datetime import datetime
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class JobRow:
+    """One job as stored (see ``engine.store.schema.jobs`` for what each column means)."""
+
+    id: int
+    kind: str
+    chart: str
+    state: str
+    payload: Any  # JSON, or CorruptJSON when the stored text no longer parses
+    result: Any
+    idempotency_key: str | None
+    attempt: int
+    max_attempts: int
+    priority: int
+    queue: str
+    due_at: datetime | None
+    deadline: datetime | None
+    lease_token: str | None
+    lease_expires_at: datetime | None
+    started_at: datetime | None
+    version: int
+    correlation_id: str
+    last_error_class: str | None
+    last_error_message: str | None
+    last_error_traceback: str | None
+    quarantine_reason: str | None
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+    cancel_requested_at: datetime | None
+
+
+JOB_COLUMNS = tuple(f.name for f in fields(JobRow))
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    """One row of a job's history, as read back."""
+
+    trigger: str
+    from_state: str | None
+    to_state: str
+    attempt: int
+    at: datetime
+    worker: str | None
+    detail: dict[str, Any] | None
+
+
+EVENT_COLUMNS = tuple(f.name for f in fields(EventRecord))
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRow:
+    """A dedupe key: the job holding it, until when, and the job's end once it is pruned."""
+
+    kind: str
+    key: str
+    job_id: int
+    created_at: datetime
+    expires_at: datetime
+    final_state: str | None
+    result: Any
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """The columns of a job about to be inserted."""
+
+    kind: str
+    chart: str
+    state: str
+    payload: dict[str, Any]
+    idempotency_key: str | None
+    max_attempts: int
+    priority: int
+    queue: str
+    due_at: datetime
+    correlation_id: str
+    created_at: datetime
+    key_expires_at: datetime | None = None  # when the dedupe key may be reused (once final)
+
+
+@dataclass(frozen=True)
+class EventRow:
+    """One history row to append with a state change."""
+
+    trigger: str
+    from_state: str | None
+    to_state: str
+    attempt: int
+    at: datetime
+    worker: str | None = None
+    detail: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Move:
+    """A guarded state change: apply ``values`` only if the row still matches ``expect``."""
+
+    job_id: int
+    from_state: str
+    version: int
+    lease_token: str | None
+    values: dict[str, Any]
+    event: EventRow
+    tag: Any = field(default=None, compare=False)
+    unless_cancelled: bool = False  # also require that no cancel was requested meanwhile
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleState:
+    """What a pass needs of a stored schedule: its last slot and whether the job fired
+    for it is still unfinished (a job pruned since counts as finished)."""
+
+    last_slot: datetime | None
+    last_job_id: int | None
+    previous_unfinished: bool
+
+
+@dataclass(frozen=True, slots=True)
+class FirstSeen:
+    """A schedule's first row: it starts from ``last_slot`` (the latest slot <= now)."""
+
+    name: str
+    kind: str
+    spec: str
+    last_slot: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleListing:
+    """A stored schedule with the state of its last job (``jobcharts schedules``)."""
+
+    name: str
+    kind: str
+    spec: str
+    last_slot: datetime | None
+    last_job_id: int | None
+    fired_at: datetime | None
+    last_job_state: str | None
