@@ -2,7 +2,7 @@
 
 from engine.clock import Clock, FrozenClock, OffsetClock, SystemClock
 from engine.context import JobContext
-from engine.core import Engine, TickReport
+from engine.engine import Engine
 from engine.errors import (
     Cancelled,
     IdempotencyRequired,
@@ -16,8 +16,10 @@ from engine.errors import (
     UnknownJobKind,
 )
 from engine.registry import Invariant, NoPayload, StepHandler
+from engine.report import TickReport
 from engine.retry import RetryPolicy, backoff
 from engine.view import ErrorInfo, EventView, JobView
+from engine.worker import Worker
 
 __all__ = [
     "Cancelled",
@@ -44,5 +46,6 @@ __all__ = [
     "TickReport",
     "TransitionNotAllowed",
     "UnknownJobKind",
+    "Worker",
     "backoff",
 ]

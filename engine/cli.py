@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
 import os
@@ -16,14 +15,15 @@ from typing import Any
 
 import click
 from pydantic import ValidationError
-from sqlalchemy.engine import make_url
 
-from engine.core import Engine
+from engine import app
+from engine.engine import Engine
 from engine.errors import JobchartsError
 from engine.logs import configure_logging
 from engine.registry import Invariant
 from engine.retry import RetryPolicy
-from engine.schedules import seconds_text
+from engine.store import sqlite_path
+from engine.timetable import seconds_text
 from engine.view import JobView
 from engine.worker import Worker
 from statecharts import Chart
@@ -35,31 +35,11 @@ DB_HELP = "Database URL (default: $JOBCHARTS_DB or sqlite:///jobcharts.db)."
 
 
 def load_app(spec: str) -> Engine:
-    """Import ``module:attribute`` (from the current directory too) and return the Engine."""
-    module_name, _, attr = spec.partition(":")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
+    """The app's Engine (engine.app.load_app), its failure as a usage error of ``--app``."""
     try:
-        module = importlib.import_module(module_name)
-    except ImportError as error:
-        raise click.BadParameter(
-            f"cannot import {module_name!r}: {error}", param_hint="--app"
-        ) from error
-    target = getattr(module, attr or "engine", None)
-    if callable(target) and not isinstance(target, Engine):
-        try:  # a factory function returning the engine
-            target = target()
-        except Exception as error:
-            raise click.BadParameter(
-                f"{spec!r} is callable but calling it with no arguments failed: {error}",
-                param_hint="--app",
-            ) from error
-    if not isinstance(target, Engine):
-        raise click.BadParameter(
-            f"{spec!r} is not a jobcharts Engine (found {type(target).__name__})",
-            param_hint="--app",
-        )
-    return target
+        return app.load_app(spec)
+    except app.AppNotLoaded as error:
+        raise click.BadParameter(str(error), param_hint="--app") from error
 
 
 def open_engine(app: str | None, db: str | None, *, existing: bool = False) -> Engine:
@@ -82,14 +62,6 @@ def open_engine(app: str | None, db: str | None, *, existing: bool = False) -> E
                 "(or --app for an app that names its database)"
             )
     return engine
-
-
-def sqlite_path(url: str) -> str | None:
-    """The file behind a SQLite URL, or None for other databases and in-memory SQLite."""
-    parsed = make_url(url)
-    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
-        return None
-    return parsed.database
 
 
 def app_option(required: bool = False) -> Any:
@@ -156,7 +128,7 @@ def worker(
     queue_names = [q.strip() for q in queues.split(",") if q.strip()] if queues else None
     root = click.get_current_context().find_root().params
     if processes > 1:
-        from engine.supervisor import supervise
+        from engine.worker.supervisor import supervise
 
         child = ["--log-level", root["log_level"], "--log-format", root["log_format"], "worker"]
         child += ["--app", app, "--concurrency", str(concurrency), "--poll", str(poll)]
@@ -419,7 +391,7 @@ def demo(db: str | None, verbose: bool) -> None:
 )
 def bench(db: str | None, n_jobs: int, batch: int, repeat: int, claim_rows: str | None) -> None:
     """Measure enqueue and drain throughput (logs off; fresh SQLite file per run by default)."""
-    from engine import bench as bench_mod
+    from engine.harness import bench as bench_mod
 
     configure_logging("error")
     if claim_rows:

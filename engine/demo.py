@@ -11,7 +11,7 @@ import uuid
 
 from pydantic import BaseModel
 
-from engine.core import Engine
+from engine.engine import Engine
 from engine.errors import Permanent
 from engine.registry import Invariant
 from engine.retry import RetryPolicy

@@ -19,12 +19,13 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from engine.app import load_app
+from engine.attempt import run_attempt
 from engine.clock import FrozenClock
-from engine.core import Engine
+from engine.engine import Engine
 from engine.errors import JobchartsError, Permanent
 from engine.registry import Invariant, StepHandler
 from engine.retry import RetryPolicy
-from engine.runner import run_attempt
 from statecharts import Chart, Step, T, handler_states
 from statecharts.testing import (
     DEADLINE_PASSES,
@@ -163,7 +164,7 @@ def _attempt(
         index += 1
         following = steps[index].trigger
     script.outcomes.append(following)
-    outcome = run_attempt(started[0], engine.store, clock.now)
+    outcome = run_attempt(started[0], engine.store, clock.now, engine.telemetry)
     engine.commit([outcome], clock.now())
     return index + 1
 
@@ -220,8 +221,6 @@ def test_paths_still_cover_the_chart() -> None:
 
 def app_chart(app: str, name: str) -> Chart:
     """The chart ``name`` of the app ``module:engine``, as the engine registered it."""
-    from engine.cli import load_app
-
     chart = load_app(app).chart_of(name)
     if chart is None:
         raise LookupError(f"{app} has no chart named {name!r}")

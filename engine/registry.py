@@ -8,7 +8,7 @@ import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 from pydantic import BaseModel, ConfigDict
 
@@ -46,9 +46,33 @@ class NoPayload(BaseModel):
 
 
 DEFAULT_KEY_TTL = timedelta(days=7)
+DEFAULT_TIMEOUT = 60.0
 
 KeyFunction = Callable[[Any], str]
 Handler = Callable[..., Any]
+
+
+class KindOptions(TypedDict, total=False):
+    """The options every registration takes (``job``, ``flow``, ``cron``, ``poller``):
+    declared once, so the registration verbs cannot drift apart."""
+
+    payload: type[BaseModel] | None  # the pydantic model of the payload (default: none)
+    idempotency: KeyFunction | Invariant | None  # a dedupe key function, or an Invariant
+    retry: RetryPolicy | None  # attempts and backoff (a flow's: every step's default)
+    timeout: float  # seconds a handler may run (default 60)
+    queue: str  # the queue its jobs go to (default "default")
+    priority: int  # higher is claimed first (default 0)
+    idempotency_ttl: float | timedelta  # how long a key outlives its final job (7 days)
+
+
+class JobOptions(KindOptions, total=False):
+    """``KindOptions`` plus what a single-handler kind may also name."""
+
+    kind: str | None  # the kind's name (default: the handler's name)
+    chart: Chart | None  # a chart of the lifecycle's shape (default: the lifecycle)
+
+
+JOB_OPTIONS = frozenset(JobOptions.__annotations__)
 
 
 @dataclass(frozen=True)
@@ -173,19 +197,22 @@ class Registry:
     def add(
         self,
         handler: Handler,
-        *,
-        kind: str | None,
-        payload: type[BaseModel] | None,
-        idempotency: KeyFunction | Invariant | None,
-        retry: RetryPolicy | None,
-        timeout: float,
-        queue: str,
-        priority: int,
-        chart: Chart | None,
-        key_ttl: float | timedelta = DEFAULT_KEY_TTL,
+        options: JobOptions,
         handlers: Mapping[str, Handler | StepHandler] | None = None,
     ) -> JobSpec:
         """Register a job kind. ``handlers`` (state -> handler) makes it a flow."""
+        unknown = sorted(set(options) - JOB_OPTIONS)
+        if unknown:
+            raise TypeError(f"unexpected registration option(s) {unknown}")
+        kind = options.get("kind")
+        payload = options.get("payload")
+        idempotency = options.get("idempotency")
+        retry = options.get("retry")
+        timeout = options.get("timeout", DEFAULT_TIMEOUT)
+        queue = options.get("queue", "default")
+        priority = options.get("priority", 0)
+        chart = options.get("chart")
+        key_ttl = options.get("idempotency_ttl", DEFAULT_KEY_TTL)
         name = kind or getattr(handler, "__name__", None)
         if not name:
             raise RegistrationError("a job needs a kind: pass kind= or register a named function")
@@ -411,9 +438,9 @@ def _annotated_outcomes(fn: Handler) -> set[str | None] | None:
         if part is type(None):
             found.add(None)
         elif typing.get_origin(part) is Literal:
-            found |= {_trigger_name(v) for v in typing.get_args(part)}
+            found |= {trigger_of(v) for v in typing.get_args(part)}
         elif isinstance(part, type) and issubclass(part, enum.Enum):
-            found |= {_trigger_name(member) for member in part}
+            found |= {trigger_of(member) for member in part}
         else:
             return None  # str or something else: any name, checked at run time
     return found
@@ -425,12 +452,8 @@ def _union_parts(hint: Any) -> tuple[Any, ...]:
     return (hint,)
 
 
-def trigger_name(value: Any) -> str | None:
+def trigger_of(value: Any) -> str | None:
     """The trigger a flow handler's return value names (an Enum's value, a str, or None)."""
-    return _trigger_name(value)
-
-
-def _trigger_name(value: Any) -> str | None:
     if value is None:
         return None
     if isinstance(value, enum.Enum):

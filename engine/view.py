@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from engine.errors import JobNotFound
+from engine.store import EventRecord, JobRow, Store
 from statecharts import Chart, StateKind, Step, T
 
 
@@ -187,3 +189,47 @@ def _in(seconds: float) -> str:
     if seconds <= 0:
         return "due now"
     return f"in {seconds:.1f}s"
+
+
+def job_view(store: Store, job_id: int) -> JobView:
+    """The job's state, attempts, timing, last error and full history (JobNotFound if none)."""
+    row = store.job_get(job_id)
+    if row is None:
+        raise JobNotFound(f"no job with id {job_id}")
+    return view_of(row, store.job_events(job_id))
+
+
+def view_of(row: JobRow, events: list[EventRecord]) -> JobView:
+    error = None
+    if row.last_error_class is not None:
+        error = ErrorInfo(
+            row.last_error_class, row.last_error_message or "", row.last_error_traceback or ""
+        )
+    return JobView(
+        id=row.id,
+        kind=row.kind,
+        chart=row.chart,
+        state=row.state,
+        payload=row.payload,
+        result=row.result,
+        idempotency_key=row.idempotency_key,
+        attempt=row.attempt,
+        max_attempts=row.max_attempts,
+        priority=row.priority,
+        queue=row.queue,
+        due_at=row.due_at,
+        lease_expires_at=row.lease_expires_at,
+        started_at=row.started_at,
+        correlation_id=row.correlation_id,
+        last_error=error,
+        quarantine_reason=row.quarantine_reason,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        finished_at=row.finished_at,
+        history=tuple(
+            EventView(e.trigger, e.from_state, e.to_state, e.attempt, e.at, e.worker, e.detail)
+            for e in events
+        ),
+        deadline=row.deadline,
+        cancel_requested_at=row.cancel_requested_at,
+    )

@@ -11,6 +11,14 @@ from datetime import datetime
 from typing import Any
 
 
+@dataclass(frozen=True)
+class CorruptJSON:
+    """A stored JSON column that no longer parses: kept raw so one bad row fails alone."""
+
+    raw: str
+    error: str
+
+
 @dataclass(frozen=True, slots=True)
 class JobRow:
     """One job as stored (see ``engine.store.schema.jobs`` for what each column means)."""

@@ -11,7 +11,6 @@ partial index serves every chart's claim query.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,6 +30,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.types import TypeEngine
+
+from engine.store.rows import CorruptJSON
 
 ID = BigInteger().with_variant(Integer(), "sqlite")  # SQLite: a rowid alias, autoincrementing
 
@@ -62,14 +63,6 @@ def as_utc(value: datetime) -> datetime:
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
     return value.astimezone(UTC)
-
-
-@dataclass(frozen=True)
-class CorruptJSON:
-    """A stored JSON column that no longer parses: kept raw so one bad row fails alone."""
-
-    raw: str
-    error: str
 
 
 class JSONDocument(TypeDecorator[Any]):

@@ -491,6 +491,26 @@ class Store:
         with self.write() as conn:
             return bool(conn.execute(stmt).rowcount == 1)
 
+    def job_park(self, row: JobRow, error_class: str, message: str) -> bool:
+        """Take a held job out of every later rescue (its lease end cleared; it keeps its
+        state and lease token, so nothing claims it) and record why, for an operator."""
+        stmt = (
+            update(jobs)
+            .where(
+                jobs.c.id == row.id,
+                jobs.c.version == row.version,
+                jobs.c.lease_token == row.lease_token,
+            )
+            .values(
+                lease_expires_at=None,
+                last_error_class=error_class,
+                last_error_message=message[:2000],
+                last_error_traceback="",
+            )
+        )
+        with self.write() as conn:
+            return bool(conn.execute(stmt).rowcount == 1)
+
     def job_clear_cancel(self, job_id: int) -> None:
         """Drop a cancel request that the job's state cannot honour (it is moot)."""
         with self.write() as conn:

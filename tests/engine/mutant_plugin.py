@@ -13,38 +13,39 @@ import dataclasses
 import os
 from typing import Any
 
-from engine import core
+from engine import claim, moves
+from engine.services import rescue
 from statecharts import T
 
 MUTATION = os.environ.get("JOBCHARTS_MUTATION", "")
 
 if MUTATION == "fail_is_permanent":
-    _outcome_move = core.Engine._outcome_move
+    _outcome_move = moves.Moves.outcome
 
     def _broken_outcome(self: Any, outcome: Any, now: Any) -> Any:
         if outcome.trigger == T.FAIL:
             outcome = dataclasses.replace(outcome, trigger=T.FAIL_PERMANENT)
         return _outcome_move(self, outcome, now)
 
-    core.Engine._outcome_move = _broken_outcome  # type: ignore[method-assign]
+    moves.Moves.outcome = _broken_outcome  # type: ignore[method-assign]
 elif MUTATION == "deadline_ignored":
-    core.TIMER_TRIGGERS = (T.ELAPSED,)  # type: ignore[misc]
+    claim.TIMER_TRIGGERS = (T.ELAPSED,)  # type: ignore[misc]
 elif MUTATION == "release_counts":
-    _rescue = core.Engine.rescue
+    _rescue = rescue.Rescuer.run_once
 
     def _broken_rescue(self: Any, now: Any, limit: Any = None, exclude: Any = ()) -> Any:
-        original = core.T
+        original = rescue.T
         try:
 
             class _T:
                 def __getattr__(self, name: str) -> Any:
                     return getattr(original, "EXPIRE" if name == "RELEASE" else name)
 
-            core.T = _T()  # type: ignore[assignment, misc]
-            return _rescue(self, now, limit, exclude)
+            rescue.T = _T()  # type: ignore[assignment, misc]
+            return _rescue(self, now, limit=limit, exclude=exclude)
         finally:
-            core.T = original  # type: ignore[misc]
+            rescue.T = original  # type: ignore[misc]
 
-    core.Engine.rescue = _broken_rescue  # type: ignore[method-assign]
+    rescue.Rescuer.run_once = _broken_rescue  # type: ignore[method-assign]
 elif MUTATION:
     raise ValueError(f"unknown mutation {MUTATION!r}")

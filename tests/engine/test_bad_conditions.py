@@ -26,8 +26,9 @@ from pydantic import BaseModel
 from structlog.testing import capture_logs
 
 from engine import Engine, FrozenClock, JobContext, RetryPolicy
-from engine.runner import Outcome, run_attempt
-from engine.store.schema import CorruptJSON
+from engine.attempt import run_attempt
+from engine.outcomes import Outcome
+from engine.store.rows import CorruptJSON
 from engine.worker import Worker
 from statecharts import T
 from tests.engine import crash_app
@@ -760,7 +761,9 @@ def test_a_claim_taken_over_by_another_engine_cannot_commit_or_record_steps(url:
             attempt=old.attempt,
             at=clock.now(),
         )
-        late = run_attempt(old, a.store, clock.now)  # A's handler runs its step: refused
+        late = run_attempt(
+            old, a.store, clock.now, a.telemetry
+        )  # A's handler runs its step: refused
         assert late.fenced
         assert late.failure is not None and late.failure.error_class == "LeaseLost"
         assert a.commit([late], clock.now()).fenced == 1

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engine.chaos import run
+from engine.harness.chaos import run
 
 
 def test_chaos_kills_lose_nothing_and_duplicate_no_keyed_effect(

@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 
-from engine.store.schema import jobs
 from engine.store import Store
+from engine.store.schema import jobs
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -10,11 +10,11 @@ from alembic.runtime.migration import MigrationContext
 from click.testing import CliRunner
 
 from engine import Engine, Invariant, NoPayload
-from engine.store import migrate as migrations
 from engine.cli import cli
 from engine.errors import SchemaMismatch
-from engine.store.schema import metadata
 from engine.store import Store
+from engine.store import migrate as migrations
+from engine.store.schema import metadata
 
 
 def test_migrations_build_exactly_the_declared_schema(db_url: str) -> None:

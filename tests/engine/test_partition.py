@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.partition import run
+from engine.harness.partition import run
 from tests.conftest import PG_URL
 
 

@@ -27,7 +27,7 @@ from structlog.testing import capture_logs
 from engine import Engine, FrozenClock, Invariant, RegistrationError
 from engine.cli import cli
 from engine.store.schedules import ScheduleStore
-from engine.schedules import (
+from engine.timetable import (
     CronTrigger,
     IntervalTrigger,
     Misfire,

@@ -18,7 +18,7 @@ from pathlib import Path
 from pydantic import BaseModel
 from sqlalchemy import func, select
 
-from engine.core import Engine
+from engine.engine import Engine
 from engine.registry import Invariant
 from engine.store.schema import job_events
 
@@ -159,7 +159,7 @@ def claim_cost(
 def claim_cost_fresh(rows: int, db: str | None) -> float:
     """``claim_cost`` in a fresh SQLite file, or a fresh schema of the PostgreSQL ``db``."""
     if db:
-        from engine.chaos import fresh_database
+        from engine.harness.chaos import fresh_database
 
         return claim_cost(fresh_database(db), rows)
     with tempfile.TemporaryDirectory() as tmp:

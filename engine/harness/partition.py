@@ -1,6 +1,6 @@
 """The partition harness: worker "hosts" in network namespaces; one is cut off mid-run.
 
-    sudo python -m engine.partition --db postgresql+psycopg://postgres@127.0.0.1:5432/test
+    sudo python -m engine.harness.partition --db postgresql+psycopg://postgres@127.0.0.1:5432/test
 
 Each host is a Linux network namespace with a veth link to this one; a small TCP relay,
 listening only on the private link addresses, carries its traffic to the PostgreSQL server.
@@ -32,8 +32,8 @@ from typing import IO
 
 from sqlalchemy.engine import make_url
 
-from engine.chaos import ChaosReport, _check, _unfinished, fresh_database
-from engine.chaos_app import EFFECTS_ENV, effects_schema
+from engine.harness.chaos import ChaosReport, _check, _unfinished, fresh_database
+from engine.harness.chaos_app import EFFECTS_ENV, effects_schema
 
 PREFIX = "jcpart"
 SUBNET = "10.231"
@@ -155,7 +155,7 @@ def run(
     url = fresh_database(db)
     server = make_url(db)
     os.environ[EFFECTS_ENV] = str(effects_path)
-    from engine import chaos_app
+    from engine.harness import chaos_app
 
     chaos_app.engine.bind(url)
     chaos_app.engine.enqueue_many("transfer", [{"n": n} for n in range(jobs_count)])
@@ -185,7 +185,7 @@ def run(
             command = [
                 "ip", "netns", "exec", f"{PREFIX}{i}",
                 sys.executable, "-m", "engine.cli", "--log-level", "info", "--log-format", "json",
-                "worker", "--app", "engine.chaos_app:engine",
+                "worker", "--app", "engine.harness.chaos_app:engine",
                 "--db", host_url.render_as_string(hide_password=False),
                 "--concurrency", str(concurrency), "--lease", str(lease), "--poll", "0.2",
                 "--grace", "3",
@@ -238,7 +238,7 @@ def run(
 def _rescues(engine: object) -> int:
     from sqlalchemy import func, select
 
-    from engine.core import Engine
+    from engine.engine import Engine
     from engine.store.schema import job_events
 
     assert isinstance(engine, Engine)
@@ -254,7 +254,7 @@ def _holding(engine: object, worker: str) -> int:
     """How many jobs are running under a claim made by ``worker``."""
     from sqlalchemy import and_, func, select
 
-    from engine.core import Engine
+    from engine.engine import Engine
     from engine.store.schema import job_events, jobs
 
     assert isinstance(engine, Engine)

@@ -1,9 +1,9 @@
-"""Handler slots: the threads (each optionally driving a child process) that run attempts.
+"""Handler threads: the threads (each optionally driving a child process) that run attempts.
 
-A slot receives a *wave* of claimed attempts and runs them one after another. The
-coordinator and the slot agree on what has started through one lock shared by the worker:
-an attempt begins only if it was not taken back, and a retired slot begins nothing more.
-Whatever a handler does (raise anything, break its runner), the slot turns it into an
+A handler thread receives a *wave* of claimed attempts and runs them one after another. The
+coordinator and the runner agree on what has started through one lock shared by the worker:
+an attempt begins only if it was not taken back, and a retired runner begins nothing more.
+Whatever a handler does (raise anything, break its runner), the runner turns it into an
 outcome and carries on.
 """
 
@@ -18,15 +18,11 @@ from dataclasses import dataclass
 
 import structlog
 
-from engine.core import Batch
-from engine.effects import Failure
-from engine.runner import Claimed, Outcome
+from engine.claim import Batch
+from engine.outcomes import Claimed, ErrorClass, Failure, Outcome
 from statecharts import T
 
 logger = structlog.get_logger("jobcharts")
-
-SLOT_CRASHED = "SlotCrashed"  # the runner itself failed (not the handler)
-RUNNER_FAILED = "RunnerFailedToStart"  # e.g. the handler process could not be started
 
 
 @dataclass(eq=False)
@@ -41,7 +37,7 @@ class InFlight:
     timed_out: bool = False
 
 
-class Slot:
+class HandlerThread:
     """A handler thread that runs the waves of attempts it is given, one at a time."""
 
     def __init__(
@@ -80,7 +76,7 @@ class Slot:
         """Begin nothing more; return the queued attempts taken back (never started).
 
         With ``expected``, retire only if that attempt is still the one running (else
-        None: it returned meanwhile and the slot moved on). The call holds the shared
+        None: it returned meanwhile and the runner moved on). The call holds the shared
         lock, so an attempt either began before it (and is ``current``) or never will.
         """
         with self.lock:
@@ -105,13 +101,13 @@ class Slot:
                     self._one(item)
                 with self.lock:
                     self.pending = []
-                self._done(None, None)  # wake the coordinator: this slot is idle
+                self._done(None, None)  # wake the coordinator: this runner is idle
         finally:
             if self.close is not None:
                 try:
                     self.close()
                 except Exception as error:
-                    logger.warning("slot.close_failed", error=repr(error))
+                    logger.warning("runner.close_failed", error=repr(error))
 
     def _one(self, item: InFlight) -> None:
         if not self._may_begin(item):
@@ -124,11 +120,11 @@ class Slot:
             self.current = item
         try:
             if not_ready is not None:  # counted: a runner that never starts must not loop
-                outcome = _crashed(item.claimed, not_ready, RUNNER_FAILED)
+                outcome = _crashed(item.claimed, not_ready, ErrorClass.RUNNER_FAILED)
             else:
                 outcome = self._run(item)
-        except BaseException as error:  # a broken runner must not take the slot with it
-            outcome = _crashed(item.claimed, error, SLOT_CRASHED)
+        except BaseException as error:  # a broken runner must not take the runner with it
+            outcome = _crashed(item.claimed, error, ErrorClass.SLOT_CRASHED)
         with self.lock:
             self.current = None
         self._done(item, outcome)
@@ -158,6 +154,6 @@ def _crashed(claimed: Claimed, error: BaseException, error_class: str) -> Outcom
         message = type(error).__name__
     failure = Failure(error_class, message[:2000], "".join(traceback.format_exception(error)))
     logger.error(
-        "slot.crashed", job_id=claimed.job_id, kind=claimed.kind, cause=error_class, error=message
+        "runner.crashed", job_id=claimed.job_id, kind=claimed.kind, cause=error_class, error=message
     )
     return Outcome(claimed, T.FAIL, failure=failure)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from engine.outcomes import Failure, QuarantineReason
 from engine.registry import Entry
 from engine.retry import RetryPolicy
 from statecharts import Effect, Transition
@@ -21,27 +22,7 @@ DETAIL_MESSAGE_LIMIT = 300
 
 
 @dataclass(frozen=True)
-class Failure:
-    """Why an attempt failed: error class, message, traceback, and a quarantine reason."""
-
-    error_class: str
-    message: str
-    traceback: str = ""
-    reason: str | None = None  # "permanent", "invalid_payload", ... for fail_permanent
-
-    @classmethod
-    def of(cls, error: BaseException, tb: str = "", reason: str | None = None) -> Failure:
-        kind = type(error)
-        name = (
-            kind.__qualname__
-            if kind.__module__ in ("builtins", "engine.errors")
-            else (f"{kind.__module__}.{kind.__qualname__}")
-        )
-        return cls(name, str(error), tb, reason)
-
-
-@dataclass(frozen=True)
-class Written:
+class Columns:
     """The column values of one transition and the detail kept in its event row."""
 
     values: dict[str, Any]
@@ -61,7 +42,7 @@ def _until_deadline(due: datetime, deadline: datetime | None) -> datetime:
     return due if deadline is None or due <= deadline else deadline
 
 
-def write_transition(
+def transition_columns(
     transition: Transition,
     *,
     now: datetime,
@@ -76,7 +57,7 @@ def write_transition(
     entry: Entry | None = None,
     deadline: datetime | None = None,
     every: float | None = None,
-) -> Written:
+) -> Columns:
     """Column values for taking ``transition`` at ``now`` from a job at ``attempt``.
 
     ``timeout`` is the lease length granted by START_ATTEMPT; ``retry_now`` makes
@@ -131,9 +112,9 @@ def write_transition(
         )
         attempt = 0
     if Effect.QUARANTINE in effects:
-        reason = (failure.reason if failure else None) or "exhausted"
-        values["quarantine_reason"] = reason
-        detail["reason"] = reason
+        reason = (failure.reason if failure else None) or QuarantineReason.EXHAUSTED
+        values["quarantine_reason"] = str(reason)
+        detail["reason"] = str(reason)
     if Effect.UNDO_ATTEMPT in effects:
         attempt = max(attempt - 1, 0)
         values.update(attempt=attempt, due_at=now, started_at=None)
@@ -153,4 +134,4 @@ def write_transition(
         values.update(finished_at=now, due_at=None, deadline=None, cancel_requested_at=None)
     if result is not None:
         values["result"] = result
-    return Written(values, detail or None, next_due)
+    return Columns(values, detail or None, next_due)

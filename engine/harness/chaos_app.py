@@ -21,7 +21,7 @@ import time
 from pydantic import BaseModel
 
 from engine.context import JobContext
-from engine.core import Engine
+from engine.engine import Engine
 from engine.retry import RetryPolicy
 from statecharts import Poll, Work, flow
 

@@ -1,11 +1,11 @@
-"""The worker: claim due jobs, run them on handler slots, commit their outcomes in batches.
+"""The worker: claim due jobs, run them on handler runners, commit their outcomes in batches.
 
 One coordinator thread owns every database call of the loop (claims, started marks,
-commits, lease heartbeats, rescue); handler slots only run handlers (and their ``ctx.step``
+commits, lease heartbeats, rescue); handler runners only run handlers (and their ``ctx.step``
 writes). Every duty is a method called from the loop, so a hung handler, a lost lease or a
 database that goes away is handled in one place:
 
-- a handler past its kind's ``timeout`` is failed (retryable) at once and its slot retired
+- a handler past its kind's ``timeout`` is failed (retryable) at once and its runner retired
   and replaced; in process isolation its child is killed; its late result is fenced out;
 - leases of running jobs are renewed every ``lease_seconds / 3``, also while stopping;
 - expired leases of other (crashed) workers are rescued every ``rescue_interval``;
@@ -25,19 +25,21 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import structlog
-from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 
-from engine.core import Engine, TickReport
-from engine.effects import Failure
-from engine.runner import Outcome, run_attempt
-from engine.slots import InFlight, Slot
+from engine.attempt import run_attempt
+from engine.commit import unstorable
+from engine.engine import Engine
+from engine.outcomes import ErrorClass, Failure, Outcome
+from engine.report import TickReport
+from engine.store import redact
+from engine.store.errors import DatabaseError, DriverError, driver_reason, is_transient
+from engine.store.wakeup import Listener
+from engine.worker.threads import HandlerThread, InFlight
 from statecharts import T
 
 logger = structlog.get_logger("jobcharts")
 
 MAX_ERROR_BACKOFF = 30.0
-HANDLER_TIMEOUT = "HandlerTimeout"
-UNSTORABLE = "UnstorableOutcome"
 WAVE_TARGET_SECONDS = 0.01  # a wave should take about 25x one started-mark transaction
 MAX_WAVE = 64
 UNHANDLED_REPORT_INTERVAL = 60.0
@@ -81,14 +83,14 @@ class Worker:
         self.rescue_interval = rescue_interval or min(engine.lease_seconds / 2, 5.0)
         self.stop_event = threading.Event()
         self.totals = TickReport()
-        self._lock = threading.Lock()  # shared with the slots: who started what
+        self._lock = threading.Lock()  # shared with the runners: who started what
         self._wake = threading.Event()
         self._completed: queue.SimpleQueue[tuple[InFlight, Outcome]] = queue.SimpleQueue()
         self._in_flight: dict[int, InFlight] = {}
         self._uncommitted: list[tuple[InFlight, Outcome]] = []
-        self._slots: list[Slot] = []
-        self._retired: list[Slot] = []
-        self._slot_seq = 0
+        self._runners: list[HandlerThread] = []
+        self._retired: list[HandlerThread] = []
+        self._runner_seq = 0
         self._avg_duration = 0.005
         self._error_backoff = 0.0
         self._next_heartbeat = 0.0
@@ -116,13 +118,11 @@ class Worker:
             isolation=self.isolation,
             queues=self.queues or "all",
             lease_seconds=engine.lease_seconds,
-            db=_redact(engine.url),
+            db=redact(engine.url),
         )
-        self._slots = [self._new_slot() for _ in range(self.concurrency)]
+        self._runners = [self._new_runner() for _ in range(self.concurrency)]
         listener = None
         if engine.store.dialect == "postgresql":
-            from engine.store.wakeup import Listener
-
             listener = Listener(engine.url, self._wake.set).start()
         self._next_heartbeat = next_rescue = next_report = time.monotonic()
         ticks = 0
@@ -141,7 +141,7 @@ class Worker:
                 if draining and not self._busy():
                     break
                 claimed: int | None = None
-                if not draining and any(slot.idle for slot in self._slots):
+                if not draining and any(runner.idle for runner in self._runners):
                     if max_ticks is not None and ticks >= max_ticks:
                         draining = True
                         continue
@@ -163,10 +163,10 @@ class Worker:
         return self.totals
 
     def _maintain(self) -> None:
-        """The duties that keep running attempts safe: commit, timeouts, slots, heartbeat."""
+        """The duties that keep running attempts safe: commit, timeouts, runners, heartbeat."""
         self._guarded(self._commit_completed)
         self._guarded(self._enforce_timeouts)
-        self._guarded(self._replace_dead_slots)
+        self._guarded(self._replace_dead_runners)
         if time.monotonic() >= self._next_heartbeat and self._guarded(self._heartbeat):
             self._next_heartbeat = time.monotonic() + self.heartbeat_interval
 
@@ -185,7 +185,7 @@ class Worker:
             engine = self.engine
             kinds, now = engine.registry.kinds, engine.now()
             return engine.store.job_count_active(kinds, now, self.queues) == 0
-        except SQLAlchemyError:
+        except DatabaseError:
             return False
 
     # -- duties (each called from the coordinator loop) --------------------------------------
@@ -195,7 +195,7 @@ class Worker:
         now = engine.now()  # one read of the clock (a round trip on PostgreSQL) for both
         if engine.schedules:  # due cron/poller slots become jobs, claimed just below
             engine.fire_schedules(now)
-        idle = [slot for slot in self._slots if slot.idle]
+        idle = [runner for runner in self._runners if runner.idle]
         wave = max(1, min(MAX_WAVE, int(WAVE_TARGET_SECONDS / max(self._avg_duration, 1e-6))))
         limit = min(self.batch_size, len(idle) * wave)
         batch = engine.claim(now, limit, queues=self.queues)
@@ -203,18 +203,18 @@ class Worker:
         if not batch.jobs:
             return batch.timed
         self.totals.claimed += len(batch.jobs)
-        # Everything claimed is handed to an idle slot now, so the claim is marked started
+        # Everything claimed is handed to an idle runner now, so the claim is marked started
         # in one statement. A job whose mark fails (lease lost, database error) is not
         # run; its lease expires and rescue releases it without counting an attempt.
         started = engine.start(batch, batch.jobs, engine.now())
         items = [InFlight(claimed, batch) for claimed in started]
         for item in items:
             self._in_flight[item.claimed.job_id] = item
-        per_slot = -(-len(items) // len(idle))  # ceiling division: spread over idle slots
-        for index, slot in enumerate(idle):
-            chunk = items[index * per_slot : (index + 1) * per_slot]
+        per_runner = -(-len(items) // len(idle))  # ceiling division: spread over idle runners
+        for index, runner in enumerate(idle):
+            chunk = items[index * per_runner : (index + 1) * per_runner]
             if chunk:
-                slot.give(chunk)
+                runner.give(chunk)
         return len(batch.jobs)
 
     def _commit_completed(self) -> None:
@@ -232,8 +232,8 @@ class Worker:
         now = self.engine.now()
         try:
             report = self.engine.commit([outcome for _, outcome in self._uncommitted], now)
-        except DBAPIError as error:
-            if _transient(error):
+        except DriverError as error:
+            if is_transient(error):
                 raise  # kept in _uncommitted; committed once the database is back
             report = self._commit_one_by_one(now)
         for item, outcome in self._uncommitted:
@@ -252,17 +252,15 @@ class Worker:
             try:
                 report.add(self.engine.commit([outcome], now))
                 continue
-            except DBAPIError as error:
-                if _transient(error):
+            except DriverError as error:
+                if is_transient(error):
                     raise
-                reason = str(error.orig)[:500]
-            logger.error("attempt.unstorable", job_id=outcome.claimed.job_id, error=reason)
-            failure = Failure(UNSTORABLE, f"the attempt's outcome could not be stored: {reason}")
-            replacement = Outcome(outcome.claimed, T.FAIL_PERMANENT, failure=failure)
+                reason = driver_reason(error)[:500]
+            replacement = unstorable(self.engine, outcome, reason)
             try:
                 report.add(self.engine.commit([replacement], now))
-            except DBAPIError as error:
-                if _transient(error):
+            except DriverError as error:
+                if is_transient(error):
                     raise
                 # Not even that: forget it; its lease expires and rescue counts the attempt.
                 logger.error("attempt.uncommittable", job_id=outcome.claimed.job_id)
@@ -292,9 +290,9 @@ class Worker:
 
     def _enforce_timeouts(self) -> None:
         now = time.monotonic()
-        for slot in [*self._slots, *self._retired]:
+        for runner in [*self._runners, *self._retired]:
             with self._lock:
-                item = slot.current
+                item = runner.current
                 if item is None or item.started is None:
                     continue
                 timeout = item.claimed.timeout
@@ -304,7 +302,7 @@ class Worker:
                 # Commit the timeout in place of the handler's result: a stand-in entry,
                 # because the real one is abandoned and dropped whenever it returns.
                 failure = Failure(
-                    HANDLER_TIMEOUT,
+                    ErrorClass.HANDLER_TIMEOUT,
                     f"the handler ran longer than its timeout of {timeout:g}s; its result, "
                     "if it ever returns, is discarded",
                 )
@@ -321,37 +319,37 @@ class Worker:
                     timeout=timeout,
                 )
             item.abandoned = True
-            self._retire(slot, item)
+            self._retire(runner, item)
 
-    def _retire(self, slot: Slot, running: InFlight | None = None) -> None:
-        """Replace a slot whose handler cannot be trusted to return: kill it if possible,
-        hand back what was queued behind it, start a fresh slot in its place.
+    def _retire(self, runner: HandlerThread, running: InFlight | None = None) -> None:
+        """Replace a runner whose handler cannot be trusted to return: kill it if possible,
+        hand back what was queued behind it, start a fresh runner in its place.
 
-        With ``running``, only while that attempt is still the slot's current one.
+        With ``running``, only while that attempt is still the runner's current one.
         """
-        if slot not in self._slots:
+        if runner not in self._runners:
             return
-        taken = slot.retire(running)
+        taken = runner.retire(running)
         if taken is None:
             return  # it returned meanwhile; its (abandoned) result will be dropped
-        self._slots.remove(slot)
-        self._slots.append(self._new_slot())
-        if slot.kill is not None:
-            slot.kill()  # a process: really stopped
+        self._runners.remove(runner)
+        self._runners.append(self._new_runner())
+        if runner.kill is not None:
+            runner.kill()  # a process: really stopped
         else:
-            self._retired.append(slot)  # a thread: it exits when its handler returns
+            self._retired.append(runner)  # a thread: it exits when its handler returns
         self._hand_back(taken, started=False)
 
-    def _replace_dead_slots(self) -> None:
-        for slot in list(self._slots):
-            if not slot.thread.is_alive():
-                logger.error("slot.died", slot=slot.thread.name)
-                current = slot.current
+    def _replace_dead_runners(self) -> None:
+        for runner in list(self._runners):
+            if not runner.thread.is_alive():
+                logger.error("runner.died", runner=runner.thread.name)
+                current = runner.current
                 if current is not None:
                     current.abandoned = True
                     self._forget(current)  # its lease expires; rescue counts the attempt
-                self._retire(slot)
-        self._retired = [slot for slot in self._retired if slot.thread.is_alive()]
+                self._retire(runner)
+        self._retired = [runner for runner in self._retired if runner.thread.is_alive()]
 
     def _heartbeat(self) -> None:
         by_batch: dict[str, list[InFlight]] = {}
@@ -374,9 +372,9 @@ class Worker:
             kind=item.claimed.kind,
             attempt=item.claimed.attempt,
         )
-        for slot in list(self._slots):
-            if slot.current is item and slot.kill is not None:
-                self._retire(slot, item)
+        for runner in list(self._runners):
+            if runner.current is item and runner.kill is not None:
+                self._retire(runner, item)
 
     def _rescue(self) -> None:
         report = self.engine.rescue(self.engine.now(), exclude=list(self._in_flight))
@@ -419,9 +417,9 @@ class Worker:
             running = self._running()
             for item in running:
                 item.abandoned = True
-            for slot in list(self._slots):
-                if slot.current in running and slot.kill is not None:
-                    slot.kill()  # no handler process outlives its worker
+            for runner in list(self._runners):
+                if runner.current in running and runner.kill is not None:
+                    runner.kill()  # no handler process outlives its worker
             self._hand_back(running, started=True)
             for _ in range(20):  # outcomes that could not be committed yet: keep trying
                 if not self._uncommitted and self._completed.empty():
@@ -431,8 +429,8 @@ class Worker:
         except Exception as error:
             logger.error("worker.shutdown_failed", error=repr(error))
         finally:
-            for slot in [*self._slots, *self._retired]:
-                slot.inbox.put(None)
+            for runner in [*self._runners, *self._retired]:
+                runner.inbox.put(None)
 
     def _running(self) -> list[InFlight]:
         """Dispatched attempts not yet finished (queued in a wave counts too)."""
@@ -460,8 +458,8 @@ class Worker:
 
     # -- helpers ---------------------------------------------------------------------------
 
-    def _new_slot(self) -> Slot:
-        self._slot_seq += 1
+    def _new_runner(self) -> HandlerThread:
+        self._runner_seq += 1
         engine = self.engine
 
         def done(item: InFlight | None, outcome: Outcome | None) -> None:
@@ -469,25 +467,25 @@ class Worker:
                 self._completed.put((item, outcome))
             self._wake.set()
 
-        name = f"jobcharts-slot-{self._slot_seq}"
+        name = f"jobcharts-handler-{self._runner_seq}"
         if self.isolation == "process":
-            from engine.procslot import ProcessRunner
+            from engine.worker.processes import ProcessRunner
 
             assert self.app_spec is not None
             runner = ProcessRunner(self.app_spec, engine.url, self.log_args)
-            return Slot(
+            return HandlerThread(
                 name,
                 self._lock,
-                lambda item: runner.run(item.claimed, engine.store, engine.now),
+                lambda item: runner.run(item.claimed, engine.store, engine.now, engine.telemetry),
                 done,
                 kill=runner.kill,
                 close=runner.close,
                 prepare=runner.prepare,
             )
-        return Slot(
+        return HandlerThread(
             name,
             self._lock,
-            lambda item: run_attempt(item.claimed, engine.store, engine.now),
+            lambda item: run_attempt(item.claimed, engine.store, engine.now, engine.telemetry),
             done,
         )
 
@@ -495,7 +493,7 @@ class Worker:
         """Run a duty; on an error log it, back off, and report failure (never raise)."""
         try:
             result = duty()
-        except SQLAlchemyError as error:  # the database, or the pool waiting for it
+        except DatabaseError as error:  # the database, or the pool waiting for it
             self._error_backoff = min(max(self._error_backoff * 2, 0.1), MAX_ERROR_BACKOFF)
             logger.warning(
                 "worker.db_error",
@@ -522,23 +520,11 @@ class Worker:
         now = time.monotonic()
         deadlines = [self._next_heartbeat - now, next_rescue - now, self.poll_interval]
         with self._lock:
-            running = [s.current for s in self._slots if s.current is not None]
+            running = [s.current for s in self._runners if s.current is not None]
         for item in running:
             if item.started is not None and not item.abandoned:
                 deadlines.append(item.started + item.claimed.timeout - now)
-        if any(slot.idle for slot in self._slots):
-            with contextlib.suppress(SQLAlchemyError):  # a pool timeout included
+        if any(runner.idle for runner in self._runners):
+            with contextlib.suppress(DatabaseError):  # a pool timeout included
                 deadlines.append(self.engine.sleep_for(self.poll_interval))
         return max(min(deadlines), 0.0)
-
-
-def _transient(error: DBAPIError) -> bool:
-    """Locked, disconnected, restarting: worth retrying as is (unlike a refused value)."""
-    return isinstance(error, OperationalError) or bool(error.connection_invalidated)
-
-
-def _redact(url: str) -> str:
-    """A database URL without its password, for logs."""
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).render_as_string(hide_password=True)

@@ -287,11 +287,6 @@ class Plan:
     overlapped: tuple[datetime, ...] = ()
     waiting: bool = False
 
-    @property
-    def idle(self) -> bool:
-        """Nothing to write: no slot to fire and no last slot to advance."""
-        return not self.fire and self.advance_to is None
-
     def blocked(self, policy: Policy) -> Plan:
         """This plan when the previous job is still unfinished and overlap is skip.
 
@@ -367,10 +362,6 @@ class Schedule:
     @property
     def spec(self) -> str:
         return self.trigger.spec
-
-    @property
-    def is_cron(self) -> bool:
-        return isinstance(self.trigger, CronTrigger)
 
     def key(self, slot: datetime) -> str:
         """The slot's dedupe key, the same whichever scheduler fires it."""

@@ -1,9 +1,9 @@
 """The chaos harness: worker processes drain jobs while a killer SIGKILLs them at random.
 
-    python -m engine.chaos --jobs 10000 --workers 4 --kills 50 --dir /tmp/chaos [--flow]
+    python -m engine.harness.chaos --jobs 10000 --workers 4 --kills 50 --dir /tmp/chaos [--flow]
 
 Each job performs a keyed side effect through ``ctx.step`` into a separate SQLite file
-(see ``engine.chaos_app``). A killer sends SIGKILL to a random worker at random moments
+(see ``engine.harness.chaos_app``). A killer sends SIGKILL to a random worker at random moments
 and restarts it. When the kills are done and every job is final, the harness checks and
 prints: every job final, zero lost, zero duplicated keyed effects, every job's history a
 valid path through its chart, attempts within bounds. Exit status 0 only if all hold.
@@ -28,8 +28,8 @@ from typing import IO
 from sqlalchemy import create_engine, select, text
 from sqlalchemy.engine import make_url
 
-from engine.chaos_app import EFFECTS_ENV, FLOW_EFFECTS, MAX_ATTEMPTS, effects_schema
-from engine.core import Engine
+from engine.engine import Engine
+from engine.harness.chaos_app import EFFECTS_ENV, FLOW_EFFECTS, MAX_ATTEMPTS, effects_schema
 from engine.store.schema import job_events, jobs
 from statecharts import Step, path_errors
 
@@ -119,14 +119,14 @@ def run(
         "JOBCHARTS_CHAOS_LEASE": str(lease),
     }
     os.environ[EFFECTS_ENV] = str(effects_path)
-    from engine import chaos_app
+    from engine.harness import chaos_app
 
     chaos_app.engine.bind(url)
     chaos_app.engine.enqueue_many(kind, [{"n": n} for n in range(jobs_count)])
 
     command = [
         sys.executable, "-m", "engine.cli", "--log-level", "warning", "--log-format", "json",
-        "worker", "--app", "engine.chaos_app:engine", "--db", url,
+        "worker", "--app", "engine.harness.chaos_app:engine", "--db", url,
         "--concurrency", str(concurrency), "--lease", str(lease), "--poll", "0.2",
         "--grace", "5",
     ]  # fmt: skip

@@ -2,7 +2,7 @@
 
 In thread mode a hung handler cannot be stopped: the worker fails its attempt at the
 timeout, fences its late result and replaces its thread, but the thread lives on. In
-process mode each handler slot owns a child process (``python -m engine.procslot``); at
+process mode each handler slot owns a child process (``python -m engine.worker.processes``); at
 the timeout the child is SIGKILLed, and a child that dies on its own (a handler calling
 ``os._exit``, a segfault, the OOM killer) fails only the attempt it was running.
 
@@ -23,14 +23,15 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
+from datetime import datetime
 from typing import IO, Any
 
-from engine.effects import Failure
-from engine.runner import Claimed, Outcome, run_attempt
-from engine.store.schema import CorruptJSON
+from engine.attempt import run_attempt
+from engine.events import Telemetry
+from engine.outcomes import Claimed, ErrorClass, Failure, Outcome
+from engine.store.rows import CorruptJSON
 from statecharts import T
-
-PROCESS_DIED = "HandlerProcessDied"
 
 
 class ProcessRunner:
@@ -40,9 +41,8 @@ class ProcessRunner:
         self, app_spec: str, url: str, log_args: list[str], start_timeout: float = 60.0
     ) -> None:
         self.start_timeout = start_timeout
-        self.command = [
-            sys.executable, "-m", "engine.procslot", "--app", app_spec, "--db", url, *log_args,
-        ]  # fmt: skip
+        module = "engine.worker.processes"
+        self.command = [sys.executable, "-m", module, "--app", app_spec, "--db", url, *log_args]
         self._proc: subprocess.Popen[str] | None = None
         self._lock = threading.Lock()
 
@@ -80,9 +80,11 @@ class ProcessRunner:
         """Start the child (if it is not running) before an attempt's clock starts."""
         self._child()
 
-    def run(self, claimed: Claimed, store: Any, now: Any) -> Outcome:
+    def run(
+        self, claimed: Claimed, store: Any, now: Callable[[], datetime], telemetry: Telemetry
+    ) -> Outcome:
         if isinstance(claimed.payload, CorruptJSON):
-            return run_attempt(claimed, store, now)  # never reaches a handler
+            return run_attempt(claimed, store, now, telemetry)  # never reaches a handler
         proc = self._child()
         request = {
             "job_id": claimed.job_id,
@@ -106,7 +108,7 @@ class ProcessRunner:
         if not line:
             code = proc.wait()
             failure = Failure(
-                PROCESS_DIED,
+                ErrorClass.PROCESS_DIED,
                 f"the handler's process exited with status {code} while running the attempt",
             )
             return Outcome(claimed, T.FAIL, failure=failure)
@@ -144,7 +146,7 @@ class ProcessRunner:
 
 def serve(app_spec: str, url: str, requests: IO[str], replies: IO[str]) -> None:
     """The child's loop: run each attempt read from ``requests``, answer on ``replies``."""
-    from engine.cli import load_app
+    from engine.app import load_app
 
     engine = load_app(app_spec)
     engine.bind(url)
@@ -155,7 +157,7 @@ def serve(app_spec: str, url: str, requests: IO[str], replies: IO[str]) -> None:
         request = json.loads(line)
         spec = engine.registry.get(request.pop("kind"))
         claimed = Claimed(kind=spec.kind, spec=spec, **request)
-        outcome = run_attempt(claimed, store, engine.now)
+        outcome = run_attempt(claimed, store, engine.now, engine.telemetry)
         failure = outcome.failure
         reply = {
             "trigger": outcome.trigger,

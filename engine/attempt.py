@@ -10,7 +10,6 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -18,60 +17,19 @@ import structlog
 from pydantic import ValidationError
 
 from engine.context import JobContext, to_json_value
-from engine.effects import Failure
 from engine.errors import Cancelled, LeaseLost, Permanent, StepResultError
-from engine.registry import JobSpec, StepSpec, trigger_name
-from engine.store.schema import CorruptJSON
+from engine.events import Telemetry
+from engine.outcomes import Claimed, ErrorClass, Failure, Outcome, QuarantineReason
+from engine.registry import StepSpec, trigger_of
+from engine.store.rows import CorruptJSON
 from statecharts import T
 
 logger = structlog.get_logger("jobcharts")
 
-INVALID_PAYLOAD = "invalid_payload"
-PERMANENT = "permanent"
-NOT_JSON = "not_json"
-UNDECLARED_OUTCOME = "undeclared_outcome"
 
-
-@dataclass
-class Claimed:
-    """A job this worker holds a lease on, as claimed."""
-
-    job_id: int
-    kind: str
-    state: str
-    version: int
-    lease_token: str | None
-    attempt: int
-    max_attempts: int
-    payload: Any
-    correlation_id: str
-    spec: JobSpec
-    steps: dict[str, Any]
-    deadline: datetime | None = None
-
-    @property
-    def step(self) -> StepSpec:
-        """How the handler of the state this job was claimed into runs."""
-        return self.spec.step_for(self.state)
-
-    @property
-    def timeout(self) -> float:
-        return self.step.timeout
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What an attempt asks the chart to do next; ``fenced`` means commit nothing."""
-
-    claimed: Claimed
-    trigger: str
-    failure: Failure | None = None
-    result: Any = None
-    duration: float = 0.0
-    fenced: bool = False
-
-
-def run_attempt(claimed: Claimed, store: Any, now: Any) -> Outcome:
+def run_attempt(
+    claimed: Claimed, store: Any, now: Callable[[], datetime], telemetry: Telemetry
+) -> Outcome:
     """Run ``claimed``'s handler once and say which trigger its outcome fires."""
     spec = claimed.spec
     step = claimed.step
@@ -82,7 +40,15 @@ def run_attempt(claimed: Claimed, store: Any, now: Any) -> Outcome:
         correlation_id=claimed.correlation_id,
         **({"state": claimed.state} if spec.is_flow else {}),
     )
-    log.info("attempt.started", max_attempts=claimed.max_attempts)
+    telemetry.info(
+        "attempt.started",
+        job_id=claimed.job_id,
+        kind=claimed.kind,
+        attempt=claimed.attempt,
+        max_attempts=claimed.max_attempts,
+        correlation_id=claimed.correlation_id,
+        **({"state": claimed.state} if spec.is_flow else {}),
+    )
     started = time.perf_counter()
 
     def done(trigger: str, **kw: Any) -> Outcome:
@@ -90,15 +56,17 @@ def run_attempt(claimed: Claimed, store: Any, now: Any) -> Outcome:
 
     if isinstance(claimed.payload, CorruptJSON):
         corrupt = Failure(
-            "CorruptPayload",
+            ErrorClass.CORRUPT_PAYLOAD,
             f"the stored payload is not valid JSON: {claimed.payload.error}",
-            reason=INVALID_PAYLOAD,
+            reason=QuarantineReason.INVALID_PAYLOAD,
         )
         return done(T.FAIL_PERMANENT, failure=corrupt)
     try:
         payload = spec.payload.model_validate(claimed.payload)
     except ValidationError as error:
-        return done(T.FAIL_PERMANENT, failure=Failure.of(error, "", INVALID_PAYLOAD))
+        return done(
+            T.FAIL_PERMANENT, failure=Failure.of(error, "", QuarantineReason.INVALID_PAYLOAD)
+        )
     ctx = JobContext(
         job_id=claimed.job_id,
         kind=claimed.kind,
@@ -118,17 +86,21 @@ def run_attempt(claimed: Claimed, store: Any, now: Any) -> Outcome:
             return _flow_outcome(step, result, done)
         stored = None if result is None else to_json_value(result, "a handler's return value")
     except LeaseLost as error:
-        log.warning("attempt.fenced", reason=str(error))
+        telemetry.warning("attempt.fenced", job_id=claimed.job_id, reason=str(error))
         return done(T.FAIL, fenced=True, failure=Failure.of(error))
     except Cancelled as error:
-        log.info("attempt.cancelled", reason=str(error))
+        telemetry.info("attempt.cancelled", job_id=claimed.job_id, reason=str(error))
         return done(T.CANCEL)
     except Permanent as error:
-        return done(T.FAIL_PERMANENT, failure=Failure.of(error, _trace(), PERMANENT))
+        return done(
+            T.FAIL_PERMANENT, failure=Failure.of(error, _trace(), QuarantineReason.PERMANENT)
+        )
     except StepResultError as error:
         # Deterministic: the same code returns the same non-JSON value on every retry, and
         # a step's side effect already happened, so retrying would only repeat it.
-        return done(T.FAIL_PERMANENT, failure=Failure.of(error, _trace(), NOT_JSON))
+        return done(
+            T.FAIL_PERMANENT, failure=Failure.of(error, _trace(), QuarantineReason.NOT_JSON)
+        )
     except BaseException as error:
         # SystemExit, a BaseException of the handler's own, even KeyboardInterrupt raised on
         # a handler thread: the attempt failed. Only Ctrl-C on the main thread stops the run
@@ -136,7 +108,9 @@ def run_attempt(claimed: Claimed, store: Any, now: Any) -> Outcome:
         if isinstance(error, KeyboardInterrupt) and _on_main_thread():
             raise
         if step.retry.permanent and isinstance(error, step.retry.permanent):
-            return done(T.FAIL_PERMANENT, failure=Failure.of(error, _trace(), PERMANENT))
+            return done(
+                T.FAIL_PERMANENT, failure=Failure.of(error, _trace(), QuarantineReason.PERMANENT)
+            )
         return done(T.FAIL, failure=Failure.of(error, _trace()))
     return done(T.SUCCEED, result=stored)
 
@@ -144,7 +118,7 @@ def run_attempt(claimed: Claimed, store: Any, now: Any) -> Outcome:
 def _flow_outcome(step: StepSpec, result: Any, done: Callable[..., Outcome]) -> Outcome:
     """The trigger a flow handler's return value names, checked against its state."""
     try:
-        trigger = trigger_name(result)
+        trigger = trigger_of(result)
     except TypeError as error:
         trigger, problem = None, str(error)
     else:
@@ -163,13 +137,20 @@ def _flow_outcome(step: StepSpec, result: Any, done: Callable[..., Outcome]) -> 
             f"{step.state!r}; its outcomes are {list(step.outcomes)}"
         )
     if problem:
-        failure = Failure("UndeclaredOutcome", problem, reason=UNDECLARED_OUTCOME)
+        failure = Failure(
+            ErrorClass.UNDECLARED_OUTCOME, problem, reason=QuarantineReason.UNDECLARED_OUTCOME
+        )
         return done(T.FAIL_PERMANENT, failure=failure)
     return done(trigger)
 
 
-def log_finished(
-    outcome: Outcome, *, committed: bool, dest: str | None, next_due: datetime | None
+def report_finished(
+    telemetry: Telemetry,
+    outcome: Outcome,
+    *,
+    committed: bool,
+    dest: str | None,
+    next_due: datetime | None,
 ) -> None:
     """The one event every attempt ends with, whatever happened."""
     claimed = outcome.claimed
@@ -189,9 +170,9 @@ def log_finished(
         fields["next_due_at"] = next_due.isoformat()
     if committed:
         level = "info" if outcome.failure is None else "warning"
-        getattr(logger, level)("attempt.finished", **fields)
+        telemetry.emit("attempt.finished", level, **fields)
     else:
-        logger.warning("attempt.fenced_out", **fields)
+        telemetry.warning("attempt.fenced_out", **fields)
 
 
 def _on_main_thread() -> bool:

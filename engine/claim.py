@@ -1,0 +1,140 @@
+"""Claim and start: take due jobs under one new lease, then mark the ones about to run.
+
+A due job whose state has no ``start`` enabled takes its timer instead (a polling state's
+deadline, a wait state's delay), and a job an operator asked to cancel is cancelled: those
+moves happen in the claim's transaction, without running a handler.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from engine.moves import Moves, facts
+from engine.outcomes import Claimed, Outcome
+from engine.runtime import Runtime
+from engine.store import JobRow, Move
+from statecharts import TIMER_TRIGGERS, ChartError, T
+
+
+@dataclass
+class Batch:
+    """Jobs claimed together under one lease token."""
+
+    token: str
+    jobs: list[Claimed]
+    timed: int = 0  # jobs moved by a timer (deadline, delay) or a cancel instead of claimed
+
+
+def claim(rt: Runtime, now: datetime, limit: int, *, queues: Sequence[str] | None = None) -> Batch:
+    """Claim up to ``limit`` due jobs of the registered kinds under one new lease."""
+    registry = rt.registry
+    specs = registry.specs
+    token = uuid.uuid4().hex
+    if not specs or limit <= 0:
+        return Batch(token, [])
+    states = sorted({s for spec in specs for s in spec.claim_states})
+    leased_at: list[datetime] = []
+
+    def plan(row: JobRow, tx_time: datetime | None) -> Move | None:
+        spec = registry.find(row.kind)
+        if spec is None:
+            return None
+        moves: Moves = rt.moves
+        try:
+            cancelled = moves.requested_cancel(spec, row, now)
+            if cancelled is not None:
+                return cancelled
+            transition = spec.compiled.fire(row.state, T.START, facts(row, now))
+            if transition is None:
+                for trigger in TIMER_TRIGGERS:
+                    timed = moves.timer(spec, row, trigger, now)
+                    if timed is not None:
+                        return timed
+                return None
+        except ChartError as error:  # a state its chart no longer has
+            rt.telemetry.error("job.unclaimable", job_id=row.id, kind=row.kind, error=str(error))
+            return None
+        if not leased_at:
+            # Read inside the claim's transaction, after its lock was granted: a wait for
+            # the lock must not eat into the lease.
+            leased_at.append(rt.lease_base(now, tx_time))
+        return moves.start(
+            spec,
+            row,
+            transition,
+            leased_at=leased_at[0],
+            lease_seconds=rt.lease_seconds,
+            token=token,
+            now=now,
+        )
+
+    moved = rt.store.job_claim_due(
+        now=now, limit=limit, kinds=registry.kinds, states=states, plan=plan, queues=queues
+    )
+    pairs = [(row, move) for row, move in moved if move.event.trigger == T.START]
+    for row, move in moved:
+        if move.event.trigger != T.START:
+            rt.telemetry.info(
+                f"job.{move.event.trigger}",
+                job_id=row.id,
+                kind=row.kind,
+                from_state=row.state,
+                to_state=move.values["state"],
+            )
+    # One query for the whole batch: a first attempt after a requeue has steps too.
+    steps = rt.store.step_get_many([row.id for row, _ in pairs])
+    jobs = [
+        Claimed(
+            job_id=row.id,
+            kind=row.kind,
+            state=move.values["state"],
+            version=row.version + 1,
+            lease_token=token,
+            attempt=move.values["attempt"],
+            max_attempts=row.max_attempts,
+            payload=row.payload,
+            correlation_id=row.correlation_id,
+            spec=registry.get(row.kind),
+            steps=steps.get(row.id, {}),
+            deadline=row.deadline,
+        )
+        for row, move in pairs
+    ]
+    if jobs:
+        rt.telemetry.emit("jobs.claimed", "debug", jobs=len(jobs), worker=rt.worker_id)
+    return Batch(token, jobs, timed=len(moved) - len(pairs))
+
+
+def start(rt: Runtime, batch: Batch, jobs: list[Claimed], now: datetime) -> list[Claimed]:
+    """Record that ``jobs``' handlers start now; return those still under the lease.
+
+    A job asked to cancel since its claim is cancelled now rather than run.
+    """
+    store = rt.store
+    held = store.job_mark_started([c.job_id for c in jobs], batch.token, now)
+    lost = [c for c in jobs if c.job_id not in held]
+    if lost:
+        rows = store.job_get_many(c.job_id for c in lost)
+        asked = [
+            planned.move
+            for c in lost
+            if (row := rows.get(c.job_id)) is not None
+            and row.cancel_requested_at is not None
+            and (planned := rt.moves.cancel_held(Outcome(c, T.CANCEL), now)) is not None
+        ]
+        done = {
+            m.job_id for m, ok in zip(asked, store.job_transition_many(asked), strict=True) if ok
+        }
+        for claimed in lost:
+            if claimed.job_id in done:
+                rt.telemetry.info(
+                    "job.cancel", job_id=claimed.job_id, kind=claimed.kind, before="start"
+                )
+            else:
+                rt.telemetry.warning(
+                    "attempt.lease_lost_before_start", job_id=claimed.job_id, kind=claimed.kind
+                )
+    return [c for c in jobs if c.job_id in held]

@@ -1,0 +1,520 @@
+"""``Engine``: a thin facade over the lifecycle verbs (config, clock, registration,
+enqueue, operators, tick). Each verb lives in its own module; this class binds them to
+one database, one registry and one instrumentation point."""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Executor
+from datetime import datetime, timedelta
+from typing import Any, TypeVar, Unpack, overload
+
+from pydantic import BaseModel
+
+from engine import claim as claiming
+from engine import commit as committing
+from engine import enqueue as enqueuing
+from engine import operators
+from engine.clock import Clock, SystemClock
+from engine.errors import DatabaseBound
+from engine.events import Telemetry
+from engine.moves import Moves
+from engine.outcomes import Claimed, Outcome
+from engine.registration import Payload, attach_schedule, scheduled_kind, span
+from engine.registry import JobOptions, JobSpec, KindOptions, Registry, StepHandler
+from engine.report import TickReport
+from engine.services.prune import PruneConfig, Pruner
+from engine.services.rescue import RescueConfig, Rescuer
+from engine.services.schedules import Scheduler
+from engine.store import Store, resolve_url
+from engine.store.store import AppConnection
+from engine.tick import claim_due, run_pass
+from engine.timetable import (
+    EPOCH,
+    CronTrigger,
+    IntervalTrigger,
+    Misfire,
+    Overlap,
+    Policy,
+    Schedule,
+    ScheduleRegistry,
+)
+from engine.view import JobView, job_view
+from statecharts import Chart
+from statecharts.render import Overlay
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Engine:
+    """A job engine bound to one database (SQLite file by default, or PostgreSQL)."""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        clock: Clock | None = None,
+        batch_size: int = 200,
+        seed: int | None = None,
+        worker_id: str | None = None,
+        lease_seconds: float = 30.0,
+        start_wave: int = 64,
+        busy_timeout: float = 30.0,
+        time_source: str | None = None,
+        pool_size: int = 5,
+        max_overflow: int = 10,
+    ) -> None:
+        """Bind to ``url`` (opened on first use).
+
+        ``time_source``: ``"database"`` takes every time that leases, claims and due dates
+        depend on from the database server's clock, so workers with skewed clocks cannot
+        steal or keep leases; ``"local"`` uses ``clock``. The default is the database on
+        PostgreSQL unless a ``clock`` is given (tests drive time), and local on SQLite
+        (one machine, one clock).
+        """
+        if time_source not in (None, "database", "local"):
+            raise ValueError(f"time_source is 'database' or 'local', got {time_source!r}")
+        if lease_seconds <= 0:
+            raise ValueError(f"lease_seconds must be > 0, got {lease_seconds}")
+        self._time_source = time_source
+        self._pool = (pool_size, max_overflow)
+        self._clock_given = clock is not None
+        self._url = url
+        self.lease_seconds = lease_seconds
+        self.start_wave = start_wave
+        self.busy_timeout = busy_timeout
+        self.clock: Clock = clock or SystemClock()
+        self.batch_size = batch_size
+        self.rng = random.Random(seed)
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
+        self.registry = Registry()
+        self.schedules = ScheduleRegistry()
+        self.telemetry = Telemetry()
+        self.moves = Moves(self.rng, self.worker_id)
+        self._rescuer = Rescuer(self, RescueConfig(batch_size))
+        self._scheduler = Scheduler(self, self.schedules)
+        self._store: Store | None = None
+
+    # -- set-up --------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        return resolve_url(self._url)
+
+    @property
+    def store(self) -> Store:
+        """The database, opened (and its schema created) on first use."""
+        if self._store is None:
+            self._store = Store(
+                self._url,
+                busy_timeout=self.busy_timeout,
+                pool_size=self._pool[0],
+                max_overflow=self._pool[1],
+            )
+        return self._store
+
+    def now(self) -> datetime:
+        """The current time by this engine's time source (see ``time_source``)."""
+        if self._uses_db_time:
+            return self.store.db_now()
+        return self.clock.now()
+
+    def lease_base(self, now: datetime, tx_time: datetime | None) -> datetime:
+        """When a lease taken now starts: the database's time inside the claim (database
+        time), the clock read after the lock was granted (local time), or the caller's
+        ``now`` when a clock was injected (tests drive time)."""
+        if self._uses_db_time:
+            return tx_time or self.now()
+        return now if self._clock_given else self.clock.now()
+
+    @property
+    def _uses_db_time(self) -> bool:
+        if self.store.dialect != "postgresql":
+            return False  # SQLite: one machine, one clock; its time is the local time
+        if self._time_source is not None:
+            return self._time_source == "database"
+        return not self._clock_given
+
+    def bind(self, url: str) -> None:
+        """Point the engine at another database before it is first used (CLI ``--db``)."""
+        if self._store is not None and self._store.url != url:
+            raise DatabaseBound(f"the engine already opened {self._store.url}")
+        self._url = url
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    # -- registration (options: engine.registry.KindOptions) -----------------------------
+
+    @overload
+    def job(self, fn: F) -> F: ...
+
+    @overload
+    def job(self, fn: None = None, **options: Unpack[JobOptions]) -> Callable[[F], F]: ...
+
+    def job(self, fn: F | None = None, **options: Unpack[JobOptions]) -> Any:
+        """Register a handler ``fn(ctx, payload)`` as a job kind (its name unless ``kind=``).
+
+        Options: ``payload``, ``idempotency`` (required), ``retry``, ``timeout``, ``kind``,
+        ``queue``, ``priority``, ``chart``, ``idempotency_ttl`` (engine.registry.JobOptions).
+        """
+
+        def register(handler: F) -> F:
+            self.registry.add(handler, options)
+            return handler
+
+        return register(fn) if fn is not None else register
+
+    def flow(
+        self,
+        kind: str,
+        chart: Chart,
+        handlers: Mapping[str, Callable[..., Any] | StepHandler],
+        **options: Unpack[KindOptions],
+    ) -> JobSpec:
+        """Register a multi-step job: ``chart`` (see ``statecharts.flow``) and one handler
+        per state it runs work in, ``{state: fn}`` or ``{state: StepHandler(fn, retry=...,
+        timeout=...)}``. ``retry`` and ``timeout`` are the defaults of every step.
+
+        A handler ``fn(ctx, payload)`` returns the outcome to take (a trigger name or an
+        Enum member; None when its state has one outcome, or "not yet" in a polling
+        state). A chart and its handlers that do not match are refused here.
+        """
+        return self.registry.add(
+            _flow_entry(kind), {**options, "kind": kind, "chart": chart}, handlers=handlers
+        )
+
+    def cron(
+        self,
+        expr: str,
+        *,
+        tz: str = "UTC",
+        name: str | None = None,
+        misfire: Misfire = "skip",
+        overlap: Overlap = "skip",
+        max_catch_up: int = 10,
+        grace: float | timedelta = 60.0,
+        data: Payload = None,
+        **options: Unpack[JobOptions],
+    ) -> Callable[[F], F]:
+        """Register a handler as a job kind (like ``job``) fired at each slot of ``expr``.
+
+        ``expr`` is a cron expression read in the wall-clock time of ``tz``. Each slot
+        fires one job, whatever the number of schedulers, with payload ``data`` (validated
+        against ``payload`` now). The slot is the job's dedupe key; ``idempotency`` (default
+        an Invariant naming the schedule) applies to enqueues by hand. See docs/triggers.md
+        for ``misfire``, ``overlap``, ``grace`` and ``max_catch_up``. A malformed expression
+        or an unknown zone is refused here with croniter's or zoneinfo's reason.
+        """
+        trigger = CronTrigger(expr, tz)
+        policy = Policy(misfire, overlap, span(grace), max_catch_up)
+        return scheduled_kind(
+            self.registry, self.schedules, trigger, policy, name=name, data=data, options=options
+        )
+
+    def poller(
+        self,
+        every: float | timedelta,
+        *,
+        anchor: datetime = EPOCH,
+        name: str | None = None,
+        misfire: Misfire = "once",
+        overlap: Overlap = "skip",
+        max_catch_up: int = 10,
+        grace: float | timedelta = 60.0,
+        data: Payload = None,
+        **options: Unpack[JobOptions],
+    ) -> Callable[[F], F]:
+        """Register a handler as a job kind run every ``every`` seconds.
+
+        Slots fall at ``anchor + k * every`` (default anchor: the Unix epoch), so a long
+        run never makes the cadence drift. By default a poll is skipped while the previous
+        one is unfinished, and after downtime one poll runs at once (misfire ``once``).
+        Otherwise as ``cron``.
+        """
+        trigger = IntervalTrigger(span(every), anchor)
+        policy = Policy(misfire, overlap, span(grace), max_catch_up)
+        return scheduled_kind(
+            self.registry, self.schedules, trigger, policy, name=name, data=data, options=options
+        )
+
+    def schedule(
+        self,
+        kind: str,
+        *,
+        cron: str | None = None,
+        every: float | timedelta | None = None,
+        tz: str = "UTC",
+        anchor: datetime = EPOCH,
+        name: str | None = None,
+        misfire: Misfire | None = None,
+        overlap: Overlap = "skip",
+        max_catch_up: int = 10,
+        grace: float | timedelta = 60.0,
+        payload: Payload = None,
+    ) -> Schedule:
+        """Attach a schedule (``cron=`` expression or ``every=`` seconds) to a registered kind.
+
+        ``payload`` is the payload each fired job gets (as in ``enqueue``), validated now.
+        ``name`` defaults to the kind; give it when one kind has several schedules.
+        ``misfire`` defaults to skip for cron and once for ``every``.
+        """
+        return attach_schedule(
+            self.registry,
+            self.schedules,
+            kind,
+            cron=cron,
+            every=every,
+            tz=tz,
+            anchor=anchor,
+            name=name,
+            misfire=misfire,
+            overlap=overlap,
+            max_catch_up=max_catch_up,
+            grace=grace,
+            payload=payload,
+        )
+
+    # -- enqueue -------------------------------------------------------------------------
+
+    def enqueue(
+        self,
+        kind: str,
+        payload: BaseModel | dict[str, Any] | None = None,
+        *,
+        delay: float | timedelta | None = None,
+        run_at: datetime | None = None,
+        priority: int | None = None,
+        queue: str | None = None,
+        correlation_id: str | None = None,
+        connection: AppConnection | None = None,
+    ) -> int:
+        """Store a job durably and return its id; a duplicate key returns the first job's id.
+
+        Raises UnknownJobKind for an unregistered kind and pydantic's ValidationError for an
+        invalid payload; in both cases nothing is stored.
+        """
+        return self.enqueue_many(
+            kind,
+            [payload],
+            delay=delay,
+            run_at=run_at,
+            priority=priority,
+            queue=queue,
+            correlation_id=correlation_id,
+            connection=connection,
+        )[0]
+
+    def enqueue_many(
+        self,
+        kind: str,
+        payloads: Sequence[BaseModel | dict[str, Any] | None],
+        *,
+        delay: float | timedelta | None = None,
+        run_at: datetime | None = None,
+        priority: int | None = None,
+        queue: str | None = None,
+        correlation_id: str | None = None,
+        connection: AppConnection | None = None,
+    ) -> list[int]:
+        """Enqueue many jobs of one kind in one transaction: all are stored or none.
+
+        Every payload is validated before anything is written. With ``connection`` (a
+        SQLAlchemy Connection or Session on the same database, inside the caller's open
+        transaction) the jobs are written in that transaction: they exist if and only if
+        the caller commits.
+        """
+        return enqueuing.enqueue_many(
+            self,
+            kind,
+            payloads,
+            delay=delay,
+            run_at=run_at,
+            priority=priority,
+            queue=queue,
+            correlation_id=correlation_id,
+            connection=connection,
+        )
+
+    # -- the tick (engine.tick) and its verbs ----------------------------------------------
+
+    def tick(
+        self,
+        now: datetime | None = None,
+        *,
+        limit: int | None = None,
+        executor: Executor | None = None,
+        queues: Sequence[str] | None = None,
+    ) -> TickReport:
+        """One pass: rescue expired leases, fire due schedules, claim due jobs, run them,
+        commit their transitions. ``queues``: claim only jobs of these queues (None: all)."""
+        return run_pass(
+            self,
+            self._rescuer,
+            self._scheduler,
+            now=now,
+            limit=limit or self.batch_size,
+            executor=executor,
+            queues=queues,
+        )
+
+    def run_until_idle(
+        self, now: datetime | None = None, *, max_ticks: int = 100_000
+    ) -> TickReport:
+        """Tick until nothing is due now (jobs waiting for a later due_at stay waiting)."""
+        total = TickReport()
+        for _ in range(max_ticks):
+            report = self.tick(now)
+            total.add(report)
+            if not report.busy:
+                return total
+        raise RuntimeError(f"run_until_idle: still busy after {max_ticks} ticks")
+
+    def drain(self, *, timeout: float = 60.0, poll: float = 0.05) -> TickReport:
+        """Tick, sleeping until the next due time, until every job of ours is final.
+
+        Uses the real clock's passage of time: for scripts and the demo, not frozen-clock tests.
+        """
+        total = TickReport()
+        deadline = time.monotonic() + timeout
+        while True:
+            total.add(self.run_until_idle())
+            if self.store.job_count_unfinished(self.registry.kinds) == 0:
+                return total
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"drain: jobs still unfinished after {timeout}s")
+            time.sleep(self.sleep_for(poll))
+
+    def sleep_for(self, ceiling: float) -> float:
+        """Seconds until the next due job, at most ``ceiling`` (what an idle worker sleeps)."""
+        nxt = self.schedules.sooner(self.store.job_next_due(self.registry.kinds))
+        if nxt is None:
+            return ceiling
+        return min(max((nxt - self.now()).total_seconds(), 0.0), ceiling)
+
+    def claim_due(
+        self, now: datetime, limit: int, *, queues: Sequence[str] | None = None
+    ) -> claiming.Batch:
+        """Fire due schedules, then claim up to ``limit`` due jobs (the worker's claim)."""
+        return claim_due(self, self._scheduler, now, limit, queues)
+
+    def claim(
+        self, now: datetime, limit: int, *, queues: Sequence[str] | None = None
+    ) -> claiming.Batch:
+        """Claim up to ``limit`` due jobs under one new lease (engine.claim)."""
+        return claiming.claim(self, now, limit, queues=queues)
+
+    def start(self, batch: claiming.Batch, jobs: list[Claimed], now: datetime) -> list[Claimed]:
+        """Record that ``jobs``' handlers start now; return those still under the lease."""
+        return claiming.start(self, batch, jobs, now)
+
+    def commit(self, outcomes: Iterable[Outcome], now: datetime) -> TickReport:
+        """Persist every outcome's transition in one transaction (engine.commit)."""
+        return committing.commit(self, outcomes, now)
+
+    def rescue(
+        self, now: datetime, limit: int | None = None, exclude: Sequence[int] = ()
+    ) -> TickReport:
+        """Hand on jobs whose lease expired (engine.services.rescue)."""
+        return self._rescuer.run_once(now, limit=limit, exclude=exclude)
+
+    def fire_schedules(self, now: datetime | None = None) -> int:
+        """Fire the due slots of every schedule; returns how many jobs were created."""
+        if not self.schedules:
+            return 0
+        return self._scheduler.run_once(self.now() if now is None else now)
+
+    def hand_back(self, jobs: Iterable[Claimed], *, started: bool, now: datetime) -> TickReport:
+        """Give up held jobs at once (a worker shutting down); reports what moved.
+
+        Jobs whose handler never started are released (attempt not counted); jobs still
+        running past the grace period expire now (attempt counted, due at once). Their late
+        results are fenced out by the lease.
+        """
+        report = TickReport()
+        planned = [
+            (claimed, move)
+            for claimed in jobs
+            if (move := self.moves.hand_back(claimed, started=started, now=now)) is not None
+        ]
+        applied = self.store.job_transition_many([move for _, move in planned])
+        for (claimed, move), ok in zip(planned, applied, strict=True):
+            if ok:
+                report.count(move, claimed.spec.chart)
+        return report
+
+    def renew(self, batch_token: str, job_ids: list[int], now: datetime) -> set[int]:
+        """Heartbeat: extend the lease of running jobs; returns the ids still held."""
+        expires = now + timedelta(seconds=self.lease_seconds)
+        return self.store.lease_renew(job_ids, batch_token, expires)
+
+    # -- operators -----------------------------------------------------------------------
+
+    def prune(
+        self, older_than: float | timedelta, *, include_quarantined: bool = False
+    ) -> tuple[int, int]:
+        """Delete final jobs (with their events and steps) finished more than ``older_than`` ago.
+
+        Quarantined jobs wait for an operator, so they stay unless ``include_quarantined``.
+        Dedupe keys outlive their jobs until their TTL: pruning never reopens a key early.
+        Returns (jobs deleted, expired keys deleted).
+        """
+        age = older_than if isinstance(older_than, timedelta) else timedelta(seconds=older_than)
+        return Pruner(self, PruneConfig(age, include_quarantined)).run_once(self.now())
+
+    def key_holder(self, kind: str, key: str) -> int | None:
+        """The id of the job holding dedupe key (kind, key), even after it was pruned."""
+        row = self.store.key_get(kind, key)
+        return row.job_id if row is not None else None
+
+    def get(self, job_id: int) -> JobView:
+        """The job's state, attempts, timing, last error and full history."""
+        return job_view(self.store, job_id)
+
+    def requeue(self, job_id: int) -> None:
+        """Operator action: a quarantined (or cancelled) job gets a fresh run from pending."""
+        operators.requeue(self, job_id)
+
+    def cancel(self, job_id: int) -> str:
+        """Cancel a job that has not finished; returns the state it moved to ("cancelled",
+        or a compensating step) or "requested".
+
+        A job no handler holds takes its chart's cancel at once (to ``cancelled``, or to a
+        compensating step a flow declares). A job a handler holds gets a cancel request: the
+        handler sees ``ctx.cancelled``, ``ctx.step`` stops before its next step, and the job
+        then takes the cancel instead of a retry or its next step (an outcome that ends the
+        job stands: that work happened). A state the chart cannot be cancelled from refuses.
+        """
+        return operators.cancel(self, job_id)
+
+    def overlay(self, chart: str, window: float | timedelta = 3600.0) -> Overlay:
+        """Live figures for ``render --live``: jobs per state of ``chart`` and the age of
+        each state's oldest (since its last change), transitions per edge in ``window``."""
+        span_ = window if isinstance(window, timedelta) else timedelta(seconds=window)
+        now = self.now()
+        figures = self.store.chart_state_figures(chart)
+        return Overlay(
+            jobs={state: count for state, (count, _) in figures.items()},
+            oldest={state: now - oldest for state, (_, oldest) in figures.items()},
+            taken=self.store.chart_edge_counts(chart, now - span_),
+            window=span_,
+        )
+
+    def chart_of(self, name: str) -> Chart | None:
+        """The chart named ``name``: a registered one, or the built-in lifecycle."""
+        return operators.chart_of(self, name)
+
+
+def _flow_entry(kind: str) -> Callable[..., Any]:
+    """A flow has no single handler; this stands in for it and says so if ever called."""
+
+    def no_single_handler(*_args: Any) -> None:
+        raise TypeError(f"job {kind!r} is a flow: its handlers run per state")
+
+    return no_single_handler

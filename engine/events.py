@@ -1,0 +1,64 @@
+"""The one instrumentation point: every persisted transition, claim, rescue, fenced result
+and schedule firing is reported here as a named event with its fields.
+
+Logs are the default subscriber (structlog, under the names the docs list); metrics and
+traces attach their own handlers with ``Telemetry.attach`` instead of being called from
+each lifecycle verb (Oban's telemetry, around the engine's verbs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+logger = structlog.get_logger("jobcharts")
+
+
+@dataclass(frozen=True)
+class Event:
+    """One thing the engine did: ``name`` (e.g. ``job.rescued``), a log level, its fields."""
+
+    name: str
+    level: str
+    fields: dict[str, Any]
+
+
+Handler = Callable[[Event], None]
+
+
+def log_event(event: Event) -> None:
+    """The default subscriber: one structlog line per event."""
+    getattr(logger, event.level)(event.name, **event.fields)
+
+
+class Telemetry:
+    """Where the engine reports what it does; subscribers are called in order."""
+
+    def __init__(self) -> None:
+        self._handlers: list[Handler] = [log_event]
+
+    def attach(self, handler: Handler) -> None:
+        self._handlers.append(handler)
+
+    def detach(self, handler: Handler) -> None:
+        self._handlers.remove(handler)
+
+    def emit(self, name: str, level: str = "info", **fields: Any) -> None:
+        event = Event(name, level, fields)
+        for handler in self._handlers:
+            try:
+                handler(event)
+            except Exception as error:  # a broken subscriber must not break the engine
+                logger.warning("telemetry.handler_failed", event=name, error=repr(error))
+
+    def info(self, name: str, **fields: Any) -> None:
+        self.emit(name, "info", **fields)
+
+    def warning(self, name: str, **fields: Any) -> None:
+        self.emit(name, "warning", **fields)
+
+    def error(self, name: str, **fields: Any) -> None:
+        self.emit(name, "error", **fields)

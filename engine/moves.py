@@ -1,0 +1,274 @@
+"""The one place a trigger becomes a Move: the facts a chart's guards read, the column
+values its effects write (``columns``), the event row, and the cancel rule.
+
+A Move is a compare-and-set the store applies only if the job is still as it was read;
+every verb (claim, commit, rescue, hand back, operators) gets its Moves from here.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+from engine.columns import Columns, transition_columns
+from engine.outcomes import Claimed, ErrorClass, Failure, Outcome, QuarantineReason
+from engine.registry import JobSpec
+from engine.retry import RetryPolicy
+from engine.store import EventRow, JobRow, Move
+from statecharts import ChartError, CompiledChart, Effect, Facts, T, Transition
+
+CREATED = "enqueue"  # the trigger recorded for a job's creation event
+RETRYING = (Effect.SCHEDULE_RETRY, Effect.SCHEDULE_POLL)  # outcomes that stay for another go
+
+
+@dataclass(frozen=True)
+class Planned:
+    """An attempt's outcome as the Move that commits it, and what it leads to."""
+
+    move: Move
+    outcome: Outcome
+    next_due: datetime | None
+    enters_step: bool  # a pending cancel is taken from the step it enters
+
+    @property
+    def dest(self) -> str:
+        return str(self.move.values["state"])
+
+
+def facts(row: JobRow, now: datetime) -> Facts:
+    """What a job row tells its chart's guards at ``now``."""
+    return Facts(row.attempt, row.max_attempts, now=now, due_at=row.due_at, deadline=row.deadline)
+
+
+def deadline_failure(state: str, deadline: datetime | None) -> Failure:
+    when = deadline.isoformat() if deadline else "(unknown)"
+    return Failure(
+        ErrorClass.DEADLINE_PASSED,
+        f"state {state!r} reached its deadline {when}",
+        reason=QuarantineReason.DEADLINE,
+    )
+
+
+class Moves:
+    """Builds every Move of one engine (its retry jitter and its worker id)."""
+
+    def __init__(self, rng: random.Random, worker_id: str) -> None:
+        self.rng = rng
+        self.worker_id = worker_id
+
+    def columns(
+        self,
+        spec: JobSpec | None,
+        transition: Transition,
+        source: str,
+        *,
+        now: datetime,
+        attempt: int,
+        deadline: datetime | None,
+        **kw: Any,
+    ) -> Columns:
+        """The columns ``transition`` writes, with the retry policy, timers and budgets of
+        ``spec``'s states (the default policy for a kind no app registers)."""
+        if spec is None:
+            return transition_columns(
+                transition, now=now, attempt=attempt, retry=RetryPolicy(), rng=self.rng, **kw
+            )
+        entry = None
+        if Effect.ENTER_STEP in transition.effects:
+            entry = spec.entry(transition.dest)
+        elif Effect.RESET_ATTEMPTS in transition.effects:
+            entry = spec.entry(spec.first_step)
+        columns = transition_columns(
+            transition,
+            now=now,
+            attempt=attempt,
+            retry=spec.retry_for(source),
+            rng=self.rng,
+            entry=entry,
+            deadline=deadline,
+            every=spec.chart.state(source).every,
+            **kw,
+        )
+        if transition.trigger == T.CANCEL:
+            columns.values["cancel_requested_at"] = None  # the request is honoured
+        return columns
+
+    def from_row(
+        self,
+        spec: JobSpec | None,
+        row: JobRow,
+        transition: Transition,
+        now: datetime,
+        *,
+        failure: Failure | None = None,
+        detail: dict[str, Any] | None = None,
+        **kw: Any,
+    ) -> Move:
+        """The compare-and-set taking ``transition`` from the job as ``row`` read it."""
+        columns = self.columns(
+            spec,
+            transition,
+            row.state,
+            now=now,
+            attempt=row.attempt,
+            deadline=row.deadline,
+            failure=failure,
+            **kw,
+        )
+        event = EventRow(
+            transition.trigger,
+            row.state,
+            transition.dest,
+            row.attempt,
+            now,
+            self.worker_id,
+            {**(columns.detail or {}), **(detail or {})} or None,
+        )
+        return Move(row.id, row.state, row.version, row.lease_token, columns.values, event)
+
+    def start(
+        self,
+        spec: JobSpec,
+        row: JobRow,
+        transition: Transition,
+        *,
+        leased_at: datetime,
+        lease_seconds: float,
+        token: str,
+        now: datetime,
+    ) -> Move:
+        """The claim of a due job: a new attempt under lease ``token`` from ``leased_at``."""
+        columns = self.columns(
+            spec,
+            transition,
+            row.state,
+            now=leased_at,
+            attempt=row.attempt,
+            deadline=row.deadline,
+            timeout=lease_seconds,
+            lease_token=token,
+        )
+        attempt = int(columns.values["attempt"])
+        event = EventRow(T.START, row.state, transition.dest, attempt, now, self.worker_id)
+        return Move(row.id, row.state, row.version, row.lease_token, columns.values, event)
+
+    def timer(self, spec: JobSpec, row: JobRow, trigger: str, now: datetime) -> Move | None:
+        """A transition the tick fires itself (no handler, no lease), or None if not enabled."""
+        transition = spec.compiled.fire(row.state, trigger, facts(row, now))
+        if transition is None:
+            return None
+        failure = deadline_failure(row.state, row.deadline) if trigger == T.DEADLINE else None
+        return self.from_row(spec, row, transition, now, failure=failure)
+
+    def requested_cancel(self, spec: JobSpec, row: JobRow, now: datetime) -> Move | None:
+        """The cancel rule for a job no handler holds: a pending request is taken from the
+        state the job is in now (to ``cancelled``, or a compensating step), if it can be."""
+        if row.cancel_requested_at is None or row.finished_at is not None:
+            return None
+        return self.timer(spec, row, T.CANCEL, now)
+
+    def outcome(self, outcome: Outcome, now: datetime) -> Planned:
+        """The Move committing an attempt's outcome (ChartError if its chart has no edge)."""
+        claimed = outcome.claimed
+        spec = claimed.spec
+        failure = outcome.failure
+        guards = Facts(
+            claimed.attempt,
+            claimed.max_attempts,
+            now=now,
+            deadline=claimed.deadline,
+            error_class=failure.error_class if failure else None,
+        )
+        transition = spec.compiled.require(claimed.state, outcome.trigger, guards)
+        if outcome.trigger == T.WAIT and transition.dest != claimed.state and failure is None:
+            failure = deadline_failure(claimed.state, claimed.deadline)  # "not yet", late
+        columns = self.columns(
+            spec,
+            transition,
+            claimed.state,
+            now=now,
+            attempt=claimed.attempt,
+            deadline=claimed.deadline,
+            failure=failure,
+            result=outcome.result,
+        )
+        event = EventRow(
+            outcome.trigger,
+            claimed.state,
+            transition.dest,
+            claimed.attempt,
+            now,
+            self.worker_id,
+            columns.detail,
+        )
+        move = Move(
+            claimed.job_id,
+            claimed.state,
+            claimed.version,
+            claimed.lease_token,
+            columns.values,
+            event,
+            # A retry (or "check again later") gives way to a cancel requested meanwhile;
+            # an outcome that leaves the step stands (its work happened), and a request
+            # still pending is then taken from the state it leads to (commit).
+            unless_cancelled=any(e in transition.effects for e in RETRYING),
+        )
+        enters = Effect.ENTER_STEP in transition.effects
+        return Planned(move, outcome, columns.next_due_at, enters)
+
+    def cancel_held(self, outcome: Outcome, now: datetime) -> Planned | None:
+        """The cancel of a job a handler holds, or None when its chart has no cancel there."""
+        try:
+            cancel = Outcome(outcome.claimed, T.CANCEL, duration=outcome.duration)
+            planned = self.outcome(cancel, now)
+        except ChartError:
+            return None
+        return replace(planned, move=replace(planned.move, unless_cancelled=False))
+
+    def hand_back(self, claimed: Claimed, *, started: bool, now: datetime) -> Move | None:
+        """A stopping worker gives a held job back: release it if its handler never started,
+        else expire the attempt (counted, due at once)."""
+        trigger = T.EXPIRE if started else T.RELEASE
+        guards = Facts(claimed.attempt, claimed.max_attempts, now=now, deadline=claimed.deadline)
+        transition = claimed.spec.compiled.fire(claimed.state, trigger, guards)
+        if transition is None:
+            return None
+        failure = (
+            Failure(ErrorClass.WORKER_SHUTDOWN, "the worker shut down while the handler ran")
+            if started
+            else None
+        )
+        columns = self.columns(
+            claimed.spec,
+            transition,
+            claimed.state,
+            now=now,
+            attempt=claimed.attempt,
+            deadline=claimed.deadline,
+            failure=failure,
+            retry_now=True,
+        )
+        event = EventRow(
+            trigger,
+            claimed.state,
+            transition.dest,
+            claimed.attempt,
+            now,
+            self.worker_id,
+            {**(columns.detail or {}), "by": "shutdown"},
+        )
+        return Move(
+            claimed.job_id,
+            claimed.state,
+            claimed.version,
+            claimed.lease_token,
+            columns.values,
+            event,
+        )
+
+
+def cancel_enabled(compiled: CompiledChart, row: JobRow, now: datetime) -> bool:
+    """Whether the job's chart can take a cancel from the state it is in."""
+    return compiled.fire(row.state, T.CANCEL, facts(row, now)) is not None
