@@ -51,3 +51,12 @@ def test_database_time_is_the_server_clock(db_url: str, backend: str) -> None:
     assert abs(offset - (0 if backend == "postgresql" else HOUR)) < 5
     assert abs((engine.clock.now() - SystemClock().now()).total_seconds() - HOUR) < 5
     engine.close()
+
+
+def test_database_time_on_sqlite_is_the_local_clock(tmp_path: object) -> None:
+    """time_source='database' on SQLite (one machine) claims and runs jobs normally."""
+    engine = Engine(f"sqlite:///{tmp_path}/t.db", time_source="database")  # type: ignore[str-bytes-safe]
+    engine.job(payload=Item, idempotency=lambda p: f"k:{p.n}", kind="k")(lambda ctx, p: None)
+    engine.enqueue("k", {"n": 1})
+    assert engine.run_until_idle().succeeded == 1
+    engine.close()

@@ -702,3 +702,28 @@ def test_each_key_has_at_most_one_unfinished_job_which_enqueue_returns(
                     assert engine.key_holder(KIND, key) == ids[0]
         finally:
             engine.close()
+
+
+def test_a_zero_ttl_key_is_never_shared_by_two_unfinished_jobs(db_url: str) -> None:
+    """An enqueue racing an uncommitted enqueue of the same key returns that job's id."""
+    engine = Engine(db_url)
+    engine.job(payload=Task, idempotency=lambda p: f"k:{p.n}", idempotency_ttl=0, kind="k")(
+        lambda ctx, p: None
+    )
+    engine.store  # the schema exists before the caller's transaction  # noqa: B018
+    other = sa.create_engine(db_url)
+    results: list[int] = []
+    with other.connect() as conn:
+        conn.begin()
+        first = engine.enqueue("k", {"n": 1}, connection=conn)
+        racer = threading.Thread(
+            target=lambda: results.append(engine.enqueue("k", {"n": 1})), daemon=True
+        )
+        racer.start()
+        time.sleep(0.5)  # the racer waits for the first transaction
+        conn.commit()
+    racer.join(timeout=30)
+    other.dispose()
+    assert results == [first]
+    assert engine.store.job_count_by_state() == {"pending": 1}
+    engine.close()

@@ -279,3 +279,9 @@ def test_boolean_max_attempts_is_refused() -> None:
     """max_attempts=True is not an attempt count, even though bool subclasses int."""
     with pytest.raises(ValueError, match="max_attempts"):
         RetryPolicy(max_attempts=True)
+
+
+def test_a_backoff_cap_beyond_ten_years_is_refused() -> None:
+    """A cap whose due dates would overflow the calendar is refused when declared."""
+    with pytest.raises(ValueError, match="cap"):
+        RetryPolicy(cap=1e12)

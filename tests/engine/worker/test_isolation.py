@@ -77,7 +77,7 @@ def test_a_signal_to_the_whole_group_stops_gracefully_in_process_mode(
             "--app", "tests.engine.iso_app:engine", "--db", db_url,
             "--isolation", "process", "--grace", "10", "--poll", "0.05",
         ],
-        cwd=Path(__file__).resolve().parents[2],
+        cwd=Path(__file__).resolve().parents[3],
         start_new_session=True,  # its own group, which we then signal as a whole
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
