@@ -1,0 +1,193 @@
+"""Commands that run things: ``worker``, ``demo``, ``bench``."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from typing import Any
+
+import click
+
+from engine.cli.common import (
+    SECOND_SIGNAL_AFTER,
+    app_option,
+    cli,
+    db_option,
+    open_engine,
+    outcome_text,
+    table,
+)
+from engine.logs import configure_logging
+from engine.worker import Worker
+
+
+@cli.command()
+@app_option(required=True)
+@db_option
+@click.option("--concurrency", "-c", default=1, show_default=True, help="Handler threads.")
+@click.option(
+    "--processes",
+    "-p",
+    default=1,
+    show_default=True,
+    help="Worker processes sharing the database (restarted if they crash).",
+)
+@click.option("--poll", default=1.0, show_default=True, help="Longest idle sleep, seconds.")
+@click.option("--batch", default=None, type=int, help="Jobs claimed per tick.")
+@click.option("--max-ticks", default=None, type=int, help="Stop after this many claim attempts.")
+@click.option("--until-idle", is_flag=True, help="Exit once nothing runs and nothing is due.")
+@click.option(
+    "--grace", default=30.0, show_default=True, help="Seconds running handlers get on SIGTERM."
+)
+@click.option(
+    "--lease", default=None, type=float, help="Lease length in seconds (renewed by heartbeat)."
+)
+@click.option(
+    "--isolation",
+    type=click.Choice(["thread", "process"]),
+    default="thread",
+    show_default=True,
+    help="Run handlers in threads, or in child processes that a timeout can kill.",
+)
+@click.option("--queues", default=None, help="Claim only jobs of these queues (a,b,...).")
+def worker(
+    app: str,
+    db: str | None,
+    concurrency: int,
+    processes: int,
+    poll: float,
+    batch: int | None,
+    max_ticks: int | None,
+    until_idle: bool,
+    grace: float,
+    lease: float | None,
+    isolation: str,
+    queues: str | None,
+) -> None:
+    """Run jobs until SIGINT/SIGTERM: running handlers finish (within --grace) first."""
+    queue_names = [q.strip() for q in queues.split(",") if q.strip()] if queues else None
+    root = click.get_current_context().find_root().params
+    if processes > 1:
+        from engine.worker.supervisor import supervise
+
+        child = ["--log-level", root["log_level"], "--log-format", root["log_format"], "worker"]
+        child += ["--app", app, "--concurrency", str(concurrency), "--poll", str(poll)]
+        child += ["--grace", str(grace), "--isolation", isolation]
+        for flag, value in (
+            ("--db", db),
+            ("--batch", batch),
+            ("--lease", lease),
+            ("--queues", queues),
+        ):
+            if value is not None:
+                child += [flag, str(value)]
+        if max_ticks is not None:
+            child += ["--max-ticks", str(max_ticks)]
+        if until_idle:
+            child.append("--until-idle")
+        raise SystemExit(supervise(processes, child))
+    engine = open_engine(app, db)
+    if lease is not None:
+        engine.lease_seconds = lease
+    runner = Worker(
+        engine,
+        concurrency=concurrency,
+        poll_interval=poll,
+        batch_size=batch,
+        grace=grace,
+        isolation=isolation,
+        app_spec=app,
+        log_args=["--log-level", root["log_level"], "--log-format", root["log_format"]],
+        queues=queue_names,
+    )
+    first_signal: list[float] = []
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        # systemd signals every process of the service and the supervisor forwards too:
+        # the same stop can arrive twice within moments, which is not a second request.
+        now = time.monotonic()
+        if first_signal and now - first_signal[0] > SECOND_SIGNAL_AFTER:
+            click.echo("second signal: exiting now; unfinished leases will expire", err=True)
+            os._exit(128 + signum)
+        if not first_signal:
+            first_signal.append(now)
+            click.echo(
+                "stopping after the running handlers finish (signal again to exit now)", err=True
+            )
+        runner.stop()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        totals = runner.run(max_ticks=max_ticks, until_idle=until_idle)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    click.echo(
+        f"worker stopped: claimed {totals.claimed}, succeeded {totals.succeeded}, "
+        f"retried {totals.retried}, quarantined {totals.quarantined}"
+    )
+
+
+@cli.command()
+@db_option
+@click.option("--verbose", "-v", is_flag=True, help="Show every attempt's log events.")
+def demo(db: str | None, verbose: bool) -> None:
+    """A self-contained run on the embedded default: success, recovery, permanent, exhausted."""
+    from engine import demo as demo_app
+
+    if not verbose:
+        configure_logging("error")
+    engine = demo_app.build(db)
+    click.echo(f"jobcharts demo on {engine.url}")
+    started = time.monotonic()
+    ids = demo_app.enqueue_batch(engine)
+    totals = engine.drain(timeout=60.0)
+    elapsed = time.monotonic() - started
+    unique = list(dict.fromkeys(ids))
+    views = [engine.get(i) for i in unique]
+    click.echo(
+        table(
+            ["id", "kind", "state", "attempts", "why / result"],
+            [
+                [v.id, v.kind, v.state, f"{v.attempt}/{v.max_attempts}", outcome_text(v)]
+                for v in views
+            ],
+        )
+    )
+    click.echo(
+        f"{len(ids)} enqueues -> {len(unique)} jobs ({len(ids) - len(unique)} deduplicated); "
+        f"{totals.claimed} attempts: {totals.succeeded} succeeded, {totals.retried} retried, "
+        f"{totals.quarantined} quarantined, {totals.ended} compensated (a flow's own end), "
+        f"in {elapsed:.2f}s"
+    )
+    worst = next((v for v in views if v.quarantine_reason == "exhausted"), None)
+    if worst is not None:
+        click.echo(f"\njobcharts inspect {worst.id}:")
+        for question, answer in worst.explain(engine.chart_of(worst.chart), engine.now()).items():
+            click.echo(f"  {question + '?':<17} {answer}")
+
+
+@cli.command()
+@db_option
+@click.option("--jobs", "n_jobs", default=20_000, show_default=True, help="Jobs per run.")
+@click.option("--batch", default=500, show_default=True, help="Jobs claimed per tick.")
+@click.option("--repeat", default=3, show_default=True, help="Runs; the median is reported.")
+@click.option(
+    "--claim-rows",
+    default=None,
+    help="Instead: time one claim of 100 due jobs in tables of these sizes, e.g. 1000,1000000 "
+    "(each in a fresh database: a SQLite file, or a new schema of the --db PostgreSQL).",
+)
+def bench(db: str | None, n_jobs: int, batch: int, repeat: int, claim_rows: str | None) -> None:
+    """Measure enqueue and drain throughput (logs off; fresh SQLite file per run by default)."""
+    from engine.harness import bench as bench_mod
+
+    configure_logging("error")
+    if claim_rows:
+        for rows in (int(r) for r in claim_rows.split(",")):
+            ms = bench_mod.claim_cost_fresh(rows, db)
+            click.echo(f"claim 100 of {rows:>9,} rows: median {ms:.2f} ms")
+        return
+    runs = bench_mod.run(n_jobs, batch, repeat, db)
+    click.echo(bench_mod.summary(runs, batch, db))
