@@ -33,22 +33,15 @@ def run_attempt(
     """Run ``claimed``'s handler once and say which trigger its outcome fires."""
     spec = claimed.spec
     step = claimed.step
-    log = logger.bind(
-        job_id=claimed.job_id,
-        kind=claimed.kind,
-        attempt=claimed.attempt,
-        correlation_id=claimed.correlation_id,
+    ids: dict[str, Any] = {
+        "job_id": claimed.job_id,
+        "kind": claimed.kind,
+        "attempt": claimed.attempt,
+        "correlation_id": claimed.correlation_id,
         **({"state": claimed.state} if spec.is_flow else {}),
-    )
-    telemetry.info(
-        "attempt.started",
-        job_id=claimed.job_id,
-        kind=claimed.kind,
-        attempt=claimed.attempt,
-        max_attempts=claimed.max_attempts,
-        correlation_id=claimed.correlation_id,
-        **({"state": claimed.state} if spec.is_flow else {}),
-    )
+    }
+    log = logger.bind(**ids)  # the handler's own logger (ctx.log)
+    telemetry.info("attempt.started", max_attempts=claimed.max_attempts, **ids)
     started = time.perf_counter()
 
     def done(trigger: str, **kw: Any) -> Outcome:
@@ -86,10 +79,10 @@ def run_attempt(
             return _flow_outcome(step, result, done)
         stored = None if result is None else to_json_value(result, "a handler's return value")
     except LeaseLost as error:
-        telemetry.warning("attempt.fenced", job_id=claimed.job_id, reason=str(error))
+        telemetry.warning("attempt.fenced", reason=str(error), **ids)
         return done(T.FAIL, fenced=True, failure=Failure.of(error))
     except Cancelled as error:
-        telemetry.info("attempt.cancelled", job_id=claimed.job_id, reason=str(error))
+        telemetry.info("attempt.cancelled", reason=str(error), **ids)
         return done(T.CANCEL)
     except Permanent as error:
         return done(
