@@ -13,7 +13,8 @@ from dataclasses import replace
 from datetime import datetime
 
 from engine.attempt import report_finished
-from engine.outcomes import ErrorClass, Failure, Outcome
+from engine.moves import Planned
+from engine.outcomes import Claimed, ErrorClass, Failure, Outcome
 from engine.report import TickReport
 from engine.runtime import Runtime
 from engine.store import Move
@@ -72,11 +73,13 @@ def unstorable(rt: Runtime, outcome: Outcome, reason: str) -> Outcome:
     return Outcome(outcome.claimed, T.FAIL_PERMANENT, failure=failure)
 
 
-def _cancel_instead(rt: Runtime, refused: list, now: datetime) -> list:  # type: ignore[type-arg]
+def _cancel_instead(
+    rt: Runtime, refused: list[Planned], now: datetime
+) -> list[tuple[Planned, bool]]:
     """Replace outcomes refused because a cancel was requested by the cancel itself."""
     rows = rt.store.job_get_many(p.move.job_id for p in refused)
-    results = []
-    replacements = []
+    results: list[tuple[Planned, bool]] = []
+    replacements: list[Planned] = []
     for planned in refused:
         move: Move = planned.move
         row = rows.get(move.job_id)
@@ -118,3 +121,31 @@ def _cancel_pending(rt: Runtime, job_ids: list[int], now: datetime) -> int:
     if done:
         rt.telemetry.info("jobs.cancelled_after_step", jobs=done)
     return done
+
+
+def hand_back(rt: Runtime, jobs: Iterable[Claimed], *, started: bool, now: datetime) -> TickReport:
+    """Give up held jobs at once (a worker shutting down); reports what moved.
+
+    Jobs whose handler never started are released (attempt not counted); jobs still
+    running past the grace period expire now (attempt counted, due at once). Their late
+    results are fenced out by the lease.
+    """
+    report = TickReport()
+    planned = [
+        (claimed, move)
+        for claimed in jobs
+        if (move := rt.moves.hand_back(claimed, started=started, now=now)) is not None
+    ]
+    applied = rt.store.job_transition_many([move for _, move in planned])
+    for (claimed, move), ok in zip(planned, applied, strict=True):
+        if ok:
+            report.count(move, claimed.spec.chart)
+            rt.telemetry.info(
+                f"job.{move.event.trigger}",
+                job_id=claimed.job_id,
+                kind=claimed.kind,
+                from_state=claimed.state,
+                to_state=move.values["state"],
+                by="shutdown",
+            )
+    return report

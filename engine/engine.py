@@ -43,7 +43,7 @@ from engine.timetable import (
     Schedule,
     ScheduleRegistry,
 )
-from engine.view import JobView, job_view
+from engine.view import JobView, job_view, live_overlay
 from statecharts import Chart
 from statecharts.render import Overlay
 
@@ -431,23 +431,9 @@ class Engine:
         return self._scheduler.run_once(self.now() if now is None else now)
 
     def hand_back(self, jobs: Iterable[Claimed], *, started: bool, now: datetime) -> TickReport:
-        """Give up held jobs at once (a worker shutting down); reports what moved.
-
-        Jobs whose handler never started are released (attempt not counted); jobs still
-        running past the grace period expire now (attempt counted, due at once). Their late
-        results are fenced out by the lease.
-        """
-        report = TickReport()
-        planned = [
-            (claimed, move)
-            for claimed in jobs
-            if (move := self.moves.hand_back(claimed, started=started, now=now)) is not None
-        ]
-        applied = self.store.job_transition_many([move for _, move in planned])
-        for (claimed, move), ok in zip(planned, applied, strict=True):
-            if ok:
-                report.count(move, claimed.spec.chart)
-        return report
+        """Give up held jobs at once (a worker shutting down): unstarted ones are released,
+        running ones expire (attempt counted, due at once); see engine.commit.hand_back."""
+        return committing.hand_back(self, jobs, started=started, now=now)
 
     def renew(self, batch_token: str, job_ids: list[int], now: datetime) -> set[int]:
         """Heartbeat: extend the lease of running jobs; returns the ids still held."""
@@ -497,14 +483,7 @@ class Engine:
         """Live figures for ``render --live``: jobs per state of ``chart`` and the age of
         each state's oldest (since its last change), transitions per edge in ``window``."""
         span_ = window if isinstance(window, timedelta) else timedelta(seconds=window)
-        now = self.now()
-        figures = self.store.chart_state_figures(chart)
-        return Overlay(
-            jobs={state: count for state, (count, _) in figures.items()},
-            oldest={state: now - oldest for state, (_, oldest) in figures.items()},
-            taken=self.store.chart_edge_counts(chart, now - span_),
-            window=span_,
-        )
+        return live_overlay(self.store, chart, self.now(), span_)
 
     def chart_of(self, name: str) -> Chart | None:
         """The chart named ``name``: a registered one, or the built-in lifecycle."""

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from engine.errors import JobNotFound
 from engine.store import EventRecord, JobRow, Store
 from statecharts import Chart, StateKind, Step, T
+from statecharts.render import Overlay
 
 
 @dataclass(frozen=True)
@@ -232,4 +233,16 @@ def view_of(row: JobRow, events: list[EventRecord]) -> JobView:
         ),
         deadline=row.deadline,
         cancel_requested_at=row.cancel_requested_at,
+    )
+
+
+def live_overlay(store: Store, chart: str, now: datetime, window: timedelta) -> Overlay:
+    """Jobs per state of ``chart``, each state's oldest, and transitions per edge since
+    ``now - window``: what ``render --live`` draws over the chart."""
+    figures = store.chart_state_figures(chart)
+    return Overlay(
+        jobs={state: count for state, (count, _) in figures.items()},
+        oldest={state: now - oldest for state, (_, oldest) in figures.items()},
+        taken=store.chart_edge_counts(chart, now - window),
+        window=window,
     )
