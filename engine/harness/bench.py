@@ -12,15 +12,14 @@ import platform
 import statistics
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pydantic import BaseModel
-from sqlalchemy import func, select
 
 from engine.engine import Engine
 from engine.registry import Invariant
-from engine.store.schema import job_events
+from engine.store.audit import BulkJob
 
 
 class Noop(BaseModel):
@@ -71,9 +70,7 @@ def run_once(url: str, jobs: int, batch: int, chunk: int = 1000) -> BenchRun:
 def _totals(engine: Engine) -> tuple[dict[str, int], int]:
     """Jobs per state and events in all (opens the database and its schema first)."""
     counts = engine.store.job_count_by_state()
-    with engine.store.read() as conn:
-        events = int(conn.execute(select(func.count()).select_from(job_events)).scalar_one())
-    return counts, events
+    return counts, engine.store.audit_event_count()
 
 
 def run(jobs: int, batch: int, repeat: int, url: str | None = None) -> list[BenchRun]:
@@ -114,38 +111,35 @@ def claim_cost(
     pending ones. Each measured claim is handed back (released) so the next finds as many.
     """
     from datetime import UTC, datetime, timedelta
-
-    from sqlalchemy import insert
-
-    from engine.store.schema import jobs as jobs_table
+    from itertools import chain
+    from itertools import repeat as times
 
     engine = Engine(url, batch_size=batch)
     engine.job(payload=Noop, idempotency=Invariant("a no-op"), kind="noop")(lambda ctx, p: None)
     now = datetime.now(UTC)
-    base = {
-        "kind": "noop",
-        "chart": "lifecycle",
-        "payload": {"n": 0},
-        "attempt": 1,
-        "max_attempts": 5,
-        "priority": 0,
-        "queue": "default",
-        "version": 2,
-        "correlation_id": "bench",
-        "created_at": now,
-        "updated_at": now,
-    }
-    finished = {**base, "state": "succeeded", "due_at": None, "finished_at": now}
-    pending = {**base, "state": "pending", "attempt": 0, "version": 0, "finished_at": None}
-    chunk = 10_000
-    with engine.store.write() as conn:
-        for first in range(0, rows - due, chunk):
-            count = min(chunk, rows - due - first)
-            conn.execute(insert(jobs_table), [finished] * count)
-        conn.execute(
-            insert(jobs_table),
-            [{**pending, "due_at": now - timedelta(seconds=i % 60)} for i in range(due)],
+    finished = BulkJob(
+        kind="noop",
+        chart="lifecycle",
+        state="succeeded",
+        payload={"n": 0},
+        attempt=1,
+        max_attempts=5,
+        priority=0,
+        queue="default",
+        version=2,
+        correlation_id="bench",
+        created_at=now,
+        updated_at=now,
+        due_at=None,
+        finished_at=now,
+    )
+    pending = replace(finished, state="pending", attempt=0, version=0, finished_at=None)
+    engine.store.job_insert_bulk(
+        chain(
+            times(finished, max(rows - due, 0)),
+            (replace(pending, due_at=now - timedelta(seconds=i % 60)) for i in range(due)),
         )
+    )
     samples = []
     for _ in range(repeat):
         started = time.perf_counter()

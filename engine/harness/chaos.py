@@ -19,18 +19,14 @@ import sqlite3
 import subprocess
 import sys
 import time
-import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from sqlalchemy import create_engine, select, text
-from sqlalchemy.engine import make_url
-
 from engine.engine import Engine
 from engine.harness.chaos_app import EFFECTS_ENV, FLOW_EFFECTS, MAX_ATTEMPTS, effects_schema
-from engine.store.schema import job_events, jobs
+from engine.store.connect import backend_name, pg_schema_create
 from statecharts import Step, path_errors
 
 
@@ -137,7 +133,7 @@ def run(
         logs.append(log)
         return subprocess.Popen(command, env=env, stdout=log, stderr=log)  # noqa: S603
 
-    report = ChaosReport(backend=make_url(url).get_backend_name(), jobs=jobs_count, workers=workers)
+    report = ChaosReport(backend=backend_name(url), jobs=jobs_count, workers=workers)
     started = time.monotonic()
     procs = [spawn(i) for i in range(workers)]
     try:
@@ -172,17 +168,9 @@ def run(
 
 def fresh_database(url: str) -> str:
     """A new, empty schema in the PostgreSQL database at ``url``; returns its URL."""
-    parsed = make_url(url)
-    if parsed.get_backend_name() != "postgresql":
+    if backend_name(url) != "postgresql":
         raise ValueError(f"--db takes a PostgreSQL URL (SQLite runs use --dir): {url}")
-    schema = f"chaos_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    admin.dispose()
-    return parsed.update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(
-        hide_password=False
-    )
+    return pg_schema_create(url, "chaos")
 
 
 def _unfinished(engine: Engine, kind: str) -> int:
@@ -192,34 +180,21 @@ def _unfinished(engine: Engine, kind: str) -> int:
 def _check(
     report: ChaosReport, engine: Engine, effects_path: Path, expected: int, kind: str
 ) -> None:
-    store = engine.store
-    with store.read() as conn:
-        rows = list(
-            conn.execute(select(jobs.c.id, jobs.c.state, jobs.c.attempt, jobs.c.finished_at))
-        )
-        events = list(
-            conn.execute(
-                select(
-                    job_events.c.job_id,
-                    job_events.c.trigger,
-                    job_events.c.from_state,
-                    job_events.c.to_state,
-                ).order_by(job_events.c.job_id, job_events.c.id)
-            )
-        )
+    rows = engine.store.audit_histories()
     report.states = dict(Counter(row.state for row in rows))
     report.lost = expected - sum(1 for row in rows if row.finished_at is not None)
     report.max_attempt = max((row.attempt for row in rows), default=0)
     report.over_attempts = sum(1 for row in rows if row.attempt > MAX_ATTEMPTS)
     paths: dict[int, list[Step]] = {}
-    for event in events:
-        paths.setdefault(event.job_id, []).append(
-            Step(event.trigger, event.from_state, event.to_state)
-        )
-        if event.trigger == "expire":
-            report.expired += 1
-        elif event.trigger == "release":
-            report.released += 1
+    for row in rows:
+        for event in row.steps:
+            paths.setdefault(row.id, []).append(
+                Step(event.trigger, event.from_state, event.to_state)
+            )
+            if event.trigger == "expire":
+                report.expired += 1
+            elif event.trigger == "release":
+                report.released += 1
     chart = engine.registry.get(kind).chart
     per_job = report.effects_per_job = len(FLOW_EFFECTS) if kind == "settle" else 1
     report.invalid_paths = sum(1 for steps in paths.values() if path_errors(chart, steps))

@@ -1,6 +1,6 @@
 """The partition harness: worker "hosts" in network namespaces; one is cut off mid-run.
 
-    sudo python -m engine.harness.partition --db postgresql+psycopg://postgres@127.0.0.1:5432/test
+    sudo python -m engine.harness.partition --db URL  # a PostgreSQL URL, as jobcharts --db takes
 
 Each host is a Linux network namespace with a veth link to this one; a small TCP relay,
 listening only on the private link addresses, carries its traffic to the PostgreSQL server.
@@ -30,10 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from sqlalchemy.engine import make_url
-
+from engine.engine import Engine
 from engine.harness.chaos import ChaosReport, _check, _unfinished, fresh_database
 from engine.harness.chaos_app import EFFECTS_ENV, effects_schema
+from engine.store.connect import url_address, url_via
 
 PREFIX = "jcpart"
 SUBNET = "10.231"
@@ -153,7 +153,7 @@ def run(
     with sqlite3.connect(effects_path) as conn:
         effects_schema(conn)
     url = fresh_database(db)
-    server = make_url(db)
+    server_host, server_port = url_address(db)
     os.environ[EFFECTS_ENV] = str(effects_path)
     from engine.harness import chaos_app
 
@@ -165,7 +165,7 @@ def run(
     relay = Relay(
         [f"{SUBNET}.{i}.1" for i in range(hosts)],
         5432,
-        (server.host or "127.0.0.1", server.port or 5432),
+        (server_host or "127.0.0.1", server_port or 5432),
     ).start()
     # A transaction left open by a cut-off host would hold its row locks until TCP gives up
     # (many minutes): the server ends such sessions after a few seconds instead.
@@ -177,16 +177,14 @@ def run(
     started = time.monotonic()
     try:
         for i in range(hosts):
-            host_url = make_url(url).set(host=f"{SUBNET}.{i}.1", port=5432)
-            options = host_url.query.get("options", "")
-            host_url = host_url.update_query_dict(
-                {"options": f"{options} -cidle_in_transaction_session_timeout={timeout_ms}"}
+            host_url = url_via(
+                url, f"{SUBNET}.{i}.1", 5432, f"-cidle_in_transaction_session_timeout={timeout_ms}"
             )
             command = [
                 "ip", "netns", "exec", f"{PREFIX}{i}",
                 sys.executable, "-m", "engine.cli", "--log-level", "info", "--log-format", "json",
                 "worker", "--app", "engine.harness.chaos_app:engine",
-                "--db", host_url.render_as_string(hide_password=False),
+                "--db", host_url,
                 "--concurrency", str(concurrency), "--lease", str(lease), "--poll", "0.2",
                 "--grace", "3",
             ]  # fmt: skip
@@ -235,45 +233,14 @@ def run(
     return report
 
 
-def _rescues(engine: object) -> int:
-    from sqlalchemy import func, select
-
-    from engine.engine import Engine
-    from engine.store.schema import job_events
-
-    assert isinstance(engine, Engine)
-    with engine.store.read() as conn:
-        return int(
-            conn.execute(
-                select(func.count()).where(job_events.c.trigger.in_(["expire", "release"]))
-            ).scalar_one()
-        )
+def _rescues(engine: Engine) -> int:
+    """How many attempts have been rescued (expired or released) so far."""
+    return engine.store.audit_rescues(["expire", "release"])
 
 
-def _holding(engine: object, worker: str) -> int:
+def _holding(engine: Engine, worker: str) -> int:
     """How many jobs are running under a claim made by ``worker``."""
-    from sqlalchemy import and_, func, select
-
-    from engine.engine import Engine
-    from engine.store.schema import job_events, jobs
-
-    assert isinstance(engine, Engine)
-    stmt = (
-        select(func.count())
-        .select_from(
-            jobs.join(
-                job_events,
-                and_(
-                    job_events.c.job_id == jobs.c.id,
-                    job_events.c.attempt == jobs.c.attempt,
-                    job_events.c.trigger == "start",
-                ),
-            )
-        )
-        .where(jobs.c.state == "running", job_events.c.worker == worker)
-    )
-    with engine.store.read() as conn:
-        return int(conn.execute(stmt).scalar_one())
+    return engine.store.audit_holding(worker, state="running", trigger="start")
 
 
 def _fenced(log: Path) -> int:

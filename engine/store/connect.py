@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import uuid
 from functools import partial
 from typing import Any
 
@@ -44,6 +45,51 @@ def sqlite_path(url: str) -> str | None:
 def libpq_conninfo(url: str) -> str:
     """A SQLAlchemy PostgreSQL URL as psycopg's own connection string."""
     return make_url(url).set(drivername="postgresql").render_as_string(False)
+
+
+def backend_name(url: str) -> str:
+    """The database kind behind ``url`` (``sqlite``, ``postgresql``), for reports and checks."""
+    return make_url(url).get_backend_name()
+
+
+def url_address(url: str) -> tuple[str | None, int | None]:
+    """The server host and port of ``url`` (None where it names none), to relay traffic to."""
+    parsed = make_url(url)
+    return parsed.host, parsed.port
+
+
+def url_via(url: str, host: str, port: int, options: str) -> str:
+    """``url`` reached through ``host:port``, with ``options`` appended to its libpq options
+    (a harness routes each worker host through its own relay address)."""
+    parsed = make_url(url).set(host=host, port=port)
+    current = parsed.query.get("options", "")
+    return parsed.update_query_dict({"options": f"{current} {options}"}).render_as_string(
+        hide_password=False
+    )
+
+
+def pg_schema_url(url: str, schema: str) -> str:
+    """``url`` with ``schema`` as its connections' search path (one database, many runs)."""
+    return (
+        make_url(url)
+        .update_query_dict({"options": f"-csearch_path={schema}"})
+        .render_as_string(hide_password=False)
+    )
+
+
+def pg_schema_create(url: str, prefix: str) -> str:
+    """Create a new, empty schema ``<prefix>_<8 hex>`` in the PostgreSQL database at ``url``
+    and return the URL that uses it: each harness run gets a database of its own."""
+    import_psycopg()
+    schema = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        quoted = admin.dialect.identifier_preparer.quote_identifier(schema)
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"CREATE SCHEMA {quoted}")
+    finally:
+        admin.dispose()
+    return pg_schema_url(url, schema)
 
 
 def import_psycopg() -> Any:

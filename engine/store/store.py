@@ -9,8 +9,7 @@ same transaction as its event row (``cas``).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -21,26 +20,26 @@ from sqlalchemy import (
     delete,
     func,
     insert,
-    or_,
     select,
     update,
 )
-from sqlalchemy.engine import Engine as SAEngine
 from sqlalchemy.orm import Session
 
 from engine.errors import SchemaMismatch
 from engine.store import keys, migrate
+from engine.store.audit import AuditQueries
 from engine.store.cas import apply_moves, event_params
-from engine.store.connect import make_engine, resolve_url
-from engine.store.rows import EVENT_COLUMNS, EventRecord, EventRow, JobRow, KeyRow, Move, NewJob
+from engine.store.reads import ReadQueries, job_row
+from engine.store.rows import EventRow, JobRow, Move, NewJob
 from engine.store.schema import as_utc, idempotency_keys, job_events, job_steps, jobs
 from engine.store.wakeup import notify
 
 AppConnection = Connection | Session  # the caller's own open transaction (transactional enqueue)
 
 
-class Store:
-    """All persistence for one database URL (SQLite file or PostgreSQL)."""
+class Store(ReadQueries, AuditQueries):
+    """All persistence for one database URL (SQLite file or PostgreSQL): the reads
+    (``ReadQueries``), the harnesses' audits (``AuditQueries``) and every write."""
 
     def __init__(
         self,
@@ -51,32 +50,11 @@ class Store:
         pool_size: int = 5,
         max_overflow: int = 10,
     ) -> None:
-        self.url = resolve_url(url)
-        self.db: SAEngine = make_engine(self.url, busy_timeout, pool_size, max_overflow)
-        self.dialect = self.db.dialect.name
-        # executemany rowcounts tell whether every compare-and-set of a batch applied.
-        self._sane_multi_rowcount = bool(self.db.dialect.supports_sane_multi_rowcount)
+        super().__init__(
+            url, busy_timeout=busy_timeout, pool_size=pool_size, max_overflow=max_overflow
+        )
         if create:
             self.schema_create()
-
-    # -- connection handling -------------------------------------------------------------
-
-    @contextmanager
-    def write(self) -> Iterator[Connection]:
-        """A write transaction (SQLite: BEGIN IMMEDIATE, so writers queue instead of failing)."""
-        with self.db.begin() as conn:
-            yield conn
-
-    @contextmanager
-    def read(self) -> Iterator[Connection]:
-        """A read transaction that takes no write lock."""
-        with self.db.connect() as conn:
-            conn = conn.execution_options(sqlite_begin="DEFERRED")
-            with conn.begin():
-                yield conn
-
-    def close(self) -> None:
-        self.db.dispose()
 
     def schema_create(self) -> None:
         """Create the schema of a fresh database; refuse one at another revision.
@@ -172,105 +150,6 @@ class Store:
         except _Undo:
             return 0
 
-    def job_get(self, job_id: int) -> JobRow | None:
-        with self.read() as conn:
-            row = conn.execute(select(jobs).where(jobs.c.id == job_id)).first()
-        return None if row is None else _job(row)
-
-    def job_events(self, job_id: int) -> list[EventRecord]:
-        stmt = (
-            select(*(job_events.c[name] for name in EVENT_COLUMNS))
-            .where(job_events.c.job_id == job_id)
-            .order_by(job_events.c.id)
-        )
-        with self.read() as conn:
-            return [EventRecord(*row) for row in conn.execute(stmt)]
-
-    def job_list(
-        self, *, state: str | None = None, kind: str | None = None, limit: int = 100
-    ) -> list[JobRow]:
-        stmt = select(jobs).order_by(jobs.c.id.desc()).limit(limit)
-        if state is not None:
-            stmt = stmt.where(jobs.c.state == state)
-        if kind is not None:
-            stmt = stmt.where(jobs.c.kind == kind)
-        with self.read() as conn:
-            return [_job(row) for row in conn.execute(stmt)]
-
-    def job_count_by_state(self) -> dict[str, int]:
-        stmt = select(jobs.c.state, func.count()).group_by(jobs.c.state)
-        with self.read() as conn:
-            return {row[0]: int(row[1]) for row in conn.execute(stmt)}
-
-    def chart_state_figures(self, chart: str) -> dict[str, tuple[int, datetime]]:
-        """Per state of ``chart``: how many jobs are in it, and the oldest's last change."""
-        stmt = (
-            select(jobs.c.state, func.count(), func.min(jobs.c.updated_at))
-            .where(jobs.c.chart == chart)
-            .group_by(jobs.c.state)
-        )
-        with self.read() as conn:
-            return {row[0]: (int(row[1]), as_utc(_utc_value(row[2]))) for row in conn.execute(stmt)}
-
-    def chart_edge_counts(self, chart: str, since: datetime) -> dict[tuple[str, str, str], int]:
-        """Transitions of ``chart``'s jobs taken since ``since``: (trigger, from, to) -> n."""
-        stmt = (
-            select(
-                job_events.c.trigger, job_events.c.from_state, job_events.c.to_state, func.count()
-            )
-            .select_from(job_events.join(jobs, jobs.c.id == job_events.c.job_id))
-            .where(
-                jobs.c.chart == chart,
-                job_events.c.at >= since,
-                job_events.c.from_state.is_not(None),
-            )
-            .group_by(job_events.c.trigger, job_events.c.from_state, job_events.c.to_state)
-        )
-        with self.read() as conn:
-            return {(r[0], r[1], r[2]): int(r[3]) for r in conn.execute(stmt)}
-
-    def job_next_due(self, kinds: Sequence[str]) -> datetime | None:
-        """The earliest due_at among jobs waiting to be claimed, or None."""
-        stmt = select(func.min(jobs.c.due_at)).where(
-            jobs.c.due_at.is_not(None), jobs.c.kind.in_(list(kinds))
-        )
-        with self.read() as conn:
-            value = conn.execute(stmt).scalar()
-        if value is None:
-            return None
-        return as_utc(datetime.fromisoformat(value) if isinstance(value, str) else value)
-
-    def job_count_unfinished(self, kinds: Sequence[str]) -> int:
-        """Jobs of ``kinds`` not yet final (waiting or holding a lease)."""
-        stmt = select(func.count()).where(
-            jobs.c.kind.in_(list(kinds)), jobs.c.finished_at.is_(None)
-        )
-        with self.read() as conn:
-            return int(conn.execute(stmt).scalar_one())
-
-    def db_now(self) -> datetime:
-        """The database server's current time (PostgreSQL ``clock_timestamp()``)."""
-        if self.dialect == "sqlite":
-            now = func.strftime("%Y-%m-%d %H:%M:%f", "now")
-        else:
-            now = func.clock_timestamp()
-        with self.read() as conn:  # never the write lock
-            value = conn.execute(select(now)).scalar_one()
-        return as_utc(datetime.fromisoformat(value) if isinstance(value, str) else value)
-
-    def job_count_active(
-        self, kinds: Sequence[str], now: datetime, queues: Sequence[str] | None = None
-    ) -> int:
-        """Unfinished jobs of ``kinds`` (and ``queues``) that are due now or held by a worker."""
-        stmt = select(func.count()).where(
-            jobs.c.kind.in_(list(kinds)),
-            jobs.c.finished_at.is_(None),
-            or_(jobs.c.due_at.is_(None), jobs.c.due_at <= now),
-            *([] if queues is None else [jobs.c.queue.in_(list(queues))]),
-        )
-        with self.read() as conn:
-            return int(conn.execute(stmt).scalar_one())
-
     def job_claim_due(
         self,
         *,
@@ -357,7 +236,7 @@ class Store:
         if self.dialect == "postgresql":
             stmt = stmt.with_for_update(skip_locked=True)
         with self.write() as conn:
-            rows = [_job(row) for row in conn.execute(stmt)]
+            rows = [job_row(row) for row in conn.execute(stmt)]
             if rows and self.dialect == "postgresql":
                 tx_time = as_utc(conn.execute(select(func.clock_timestamp())).scalar_one())
             planned = [(row, move) for row in rows if (move := plan(row, tx_time)) is not None]
@@ -391,16 +270,6 @@ class Store:
         stmt = update(jobs).where(*conditions).values(values).returning(jobs.c.id)
         with self.write() as conn:
             return {int(row[0]) for row in conn.execute(stmt)}
-
-    def job_waiting_by_kind(self, now: datetime) -> dict[str, int]:
-        """Due jobs per kind (to report kinds that no running worker handles)."""
-        stmt = (
-            select(jobs.c.kind, func.count())
-            .where(jobs.c.due_at.is_not(None), jobs.c.due_at <= now)
-            .group_by(jobs.c.kind)
-        )
-        with self.read() as conn:
-            return {row[0]: int(row[1]) for row in conn.execute(stmt)}
 
     def job_prune(
         self, *, finished_before: datetime, states: Sequence[str], now: datetime, limit: int = 5000
@@ -452,15 +321,6 @@ class Store:
                 )
             ).rowcount
         return len(ids), int(keys or 0)
-
-    def key_get(self, kind: str, key: str) -> KeyRow | None:
-        """The dedupe row of (kind, key): job id, expiry, and final state once pruned."""
-        stmt = select(idempotency_keys).where(
-            idempotency_keys.c.kind == kind, idempotency_keys.c.key == key
-        )
-        with self.read() as conn:
-            row = conn.execute(stmt).first()
-        return None if row is None else KeyRow(**row._mapping)
 
     def job_transition_many(self, moves: Sequence[Move]) -> list[bool]:
         """Apply each move as a compare-and-set; return which applied (all in one transaction)."""
@@ -516,35 +376,6 @@ class Store:
         with self.write() as conn:
             conn.execute(update(jobs).where(jobs.c.id == job_id).values(cancel_requested_at=None))
 
-    def job_cancel_requested(self, job_id: int) -> bool:
-        stmt = select(jobs.c.cancel_requested_at).where(jobs.c.id == job_id)
-        with self.read() as conn:
-            return conn.execute(stmt).scalar_one_or_none() is not None
-
-    def job_get_many(self, job_ids: Iterable[int]) -> dict[int, JobRow]:
-        ids = list(job_ids)
-        if not ids:
-            return {}
-        with self.read() as conn:
-            rows = conn.execute(select(jobs).where(jobs.c.id.in_(ids)))
-            return {int(r.id): _job(r) for r in rows}
-
-    # -- steps ---------------------------------------------------------------------------
-
-    def step_get_many(self, job_ids: Iterable[int]) -> dict[int, dict[str, Any]]:
-        """Recorded step results per job: {job_id: {step name: result}}."""
-        ids = list(job_ids)
-        if not ids:
-            return {}
-        found: dict[int, dict[str, Any]] = {}
-        stmt = select(job_steps.c.job_id, job_steps.c.name, job_steps.c.result).where(
-            job_steps.c.job_id.in_(ids)
-        )
-        with self.read() as conn:
-            for job_id, name, result in conn.execute(stmt):
-                found.setdefault(int(job_id), {})[name] = result
-        return found
-
     def step_record(
         self,
         *,
@@ -570,15 +401,6 @@ class Store:
 
     def _apply(self, conn: Connection, moves: Sequence[Move]) -> list[bool]:
         return apply_moves(conn, moves, multi_rowcount=self._sane_multi_rowcount)
-
-
-def _utc_value(value: Any) -> datetime:
-    """An aggregate's datetime: SQLite returns the stored text (func.min loses the type)."""
-    return datetime.fromisoformat(value) if isinstance(value, str) else value
-
-
-def _job(row: Any) -> JobRow:
-    return JobRow(**row._mapping)
 
 
 class _Undo(Exception):
