@@ -13,11 +13,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from transitions import Machine
-
 from statecharts.chart import Facts
 from statecharts.lifecycle import lifecycle
-from statecharts.machine import CompiledChart, compile_chart
+from statecharts.machine import CompiledChart, bare_machine, compile_chart
 
 
 class _Job:
@@ -54,11 +52,11 @@ def main(repeat: int = 5) -> None:
     def machine_per_job(n: int) -> None:
         for _ in range(n):
             job = _Job()
-            Machine(model=job, initial="running", **spec)
+            bare_machine(model=job, initial="running", **spec)
             job.succeed()  # type: ignore[attr-defined]
 
     def piled_up(existing: int) -> Callable[[int], None]:
-        shared = Machine(model=None, initial="running", **spec)
+        shared = bare_machine(model=None, initial="running", **spec)
         for _ in range(existing):
             shared.add_model(_Job())
 
@@ -70,7 +68,7 @@ def main(repeat: int = 5) -> None:
 
         return run
 
-    shared = Machine(model=None, initial="running", **spec)
+    shared = bare_machine(model=None, initial="running", **spec)
 
     def add_remove(n: int) -> None:
         for _ in range(n):

@@ -102,3 +102,9 @@ class CompiledChart:
 def compile_chart(chart: Chart) -> CompiledChart:
     """Compile ``chart``; callers keep the result and share it for every job of the chart."""
     return CompiledChart(chart)
+
+
+def bare_machine(**kwargs: Any) -> Machine:
+    """A plain ``transitions.Machine`` (``statecharts.bench`` times it against the shared
+    one): the one module that imports ``transitions`` hands it out."""
+    return Machine(**kwargs)
