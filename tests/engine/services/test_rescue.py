@@ -137,3 +137,33 @@ def test_a_job_no_transition_can_rescue_does_not_block_the_others(
     assert first.expired + second.expired == 1
     assert engine.get(other).state == "retry_wait" and engine.get(stuck).state == "gone"
     engine.close()
+
+
+def test_a_parked_job_stays_out_of_rescue_after_a_restart(db_url: str, clock: FrozenClock) -> None:
+    """The job no transition can rescue is parked in the database, not in a worker's memory:
+    a fresh engine (a restarted worker) never meets it again, and inspect says why."""
+    import sqlalchemy as sa
+
+    from engine.store.schema import jobs
+
+    engine, _ = make(db_url, clock)
+    stuck = engine.enqueue("item", {"n": 1})
+    batch = engine.claim(clock.now(), 10)
+    engine.start(batch, batch.jobs, clock.now())
+    with engine.store.write() as conn:
+        conn.execute(sa.update(jobs).where(jobs.c.id == stuck).values(state="gone"))
+    clock.advance(11)
+    assert engine.rescue(clock.now()).expired == 0
+    engine.close()
+    restarted, _ = make(db_url, clock)
+    other = restarted.enqueue("item", {"n": 2})
+    batch = restarted.claim(clock.now(), 10)
+    restarted.start(batch, batch.jobs, clock.now())
+    clock.advance(11)
+    report = restarted.rescue(clock.now(), limit=1)  # the parked job must not take the place
+    assert report.expired == 1 and restarted.get(other).state == "retry_wait"
+    view = restarted.get(stuck)
+    assert view.state == "gone" and view.lease_expires_at is None
+    assert view.last_error is not None and view.last_error.error_class == "Unrescuable"
+    assert "left for an operator" in view.last_error.message
+    restarted.close()
