@@ -31,7 +31,7 @@ class InFlight:
 
     claimed: Claimed
     batch: Batch
-    started: float | None = None  # monotonic time the handler began
+    started: float | None = None  # when the handler began, on the worker's monotonic clock
     cancelled: bool = False  # taken back before it started
     abandoned: bool = False  # timed out, lease lost or handed back: drop its late result
     timed_out: bool = False
@@ -50,7 +50,9 @@ class HandlerThread:
         kill: Callable[[], None] | None = None,
         close: Callable[[], None] | None = None,
         prepare: Callable[[], None] | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``monotonic`` stamps ``InFlight.started``; injectable so tests drive time, not sleep."""
         self.lock = lock
         self.inbox: queue.SimpleQueue[list[InFlight] | None] = queue.SimpleQueue()
         self.kill = kill  # set when a running handler can really be stopped (processes)
@@ -61,6 +63,7 @@ class HandlerThread:
         self.retired = False
         self._run = run
         self._done = done
+        self._monotonic = monotonic
         self.thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self.thread.start()
 
@@ -116,7 +119,7 @@ class HandlerThread:
         with self.lock:
             if not self._may_begin(item, locked=True):
                 return
-            item.started = time.monotonic()
+            item.started = self._monotonic()
             self.current = item
         try:
             if not_ready is not None:  # counted: a runner that never starts must not loop

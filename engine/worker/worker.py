@@ -62,8 +62,13 @@ class Worker:
         app_spec: str | None = None,
         log_args: list[str] | None = None,
         queues: Sequence[str] | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        """``queues``: claim only jobs of these queues (None: every queue)."""
+        """``queues``: claim only jobs of these queues (None: every queue).
+
+        ``monotonic``: the clock of timeouts, heartbeats, rescue and the grace deadline
+        (injectable so tests drive time instead of sleeping).
+        """
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {concurrency}")
         if isolation not in ("thread", "process"):
@@ -71,6 +76,7 @@ class Worker:
         if isolation == "process" and not app_spec:
             raise ValueError("process isolation needs app_spec ('module:attribute') to import")
         self.isolation = isolation
+        self._monotonic = monotonic
         self.queues = list(queues) if queues is not None else None
         self.app_spec = app_spec
         self.log_args = log_args or []
@@ -124,14 +130,14 @@ class Worker:
         listener = None
         if engine.store.dialect == "postgresql":
             listener = Listener(engine.url, self._wake.set).start()
-        self._next_heartbeat = next_rescue = next_report = time.monotonic()
+        self._next_heartbeat = next_rescue = next_report = self._monotonic()
         ticks = 0
         draining = False  # max_ticks reached: no more claims, finish what is in flight
         try:
             while not self.stop_event.is_set():
                 self._wake.clear()
                 self._maintain()
-                now = time.monotonic()
+                now = self._monotonic()
                 # Commit (and renew) what we hold before rescuing others: after an outage our
                 # own leases may look expired while their outcomes wait here.
                 if now >= next_rescue and not self._uncommitted and self._guarded(self._rescue):
@@ -167,8 +173,8 @@ class Worker:
         self._guarded(self._commit_completed)
         self._guarded(self._enforce_timeouts)
         self._guarded(self._replace_dead_runners)
-        if time.monotonic() >= self._next_heartbeat and self._guarded(self._heartbeat):
-            self._next_heartbeat = time.monotonic() + self.heartbeat_interval
+        if self._monotonic() >= self._next_heartbeat and self._guarded(self._heartbeat):
+            self._next_heartbeat = self._monotonic() + self.heartbeat_interval
 
     def _busy(self) -> bool:
         return bool(self._in_flight or self._uncommitted or not self._completed.empty())
@@ -289,7 +295,7 @@ class Worker:
         )
 
     def _enforce_timeouts(self) -> None:
-        now = time.monotonic()
+        now = self._monotonic()
         for runner in [*self._runners, *self._retired]:
             with self._lock:
                 item = runner.current
@@ -408,9 +414,9 @@ class Worker:
                         item.cancelled = True
                         unstarted.append(item)
             self._hand_back(unstarted, started=False)
-            deadline = time.monotonic() + self.grace
-            while self._running() and time.monotonic() < deadline:
-                self._wake.wait(min(0.05, max(deadline - time.monotonic(), 0)))
+            deadline = self._monotonic() + self.grace
+            while self._running() and self._monotonic() < deadline:
+                self._wake.wait(min(0.05, max(deadline - self._monotonic(), 0)))
                 self._wake.clear()
                 self._maintain()
             self._guarded(self._commit_completed)
@@ -481,12 +487,14 @@ class Worker:
                 kill=runner.kill,
                 close=runner.close,
                 prepare=runner.prepare,
+                monotonic=self._monotonic,
             )
         return HandlerThread(
             name,
             self._lock,
             lambda item: run_attempt(item.claimed, engine.store, engine.now, engine.telemetry),
             done,
+            monotonic=self._monotonic,
         )
 
     def _guarded(self, duty: Callable[[], Any]) -> Any:
@@ -517,7 +525,7 @@ class Worker:
 
     def _pause(self, next_rescue: float) -> float:
         """How long the coordinator may sleep before it has something to do."""
-        now = time.monotonic()
+        now = self._monotonic()
         deadlines = [self._next_heartbeat - now, next_rescue - now, self.poll_interval]
         with self._lock:
             running = [s.current for s in self._runners if s.current is not None]
