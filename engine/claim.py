@@ -1,4 +1,4 @@
-"""Claim and start: take due jobs under one new lease, then mark the ones about to run.
+"""Claim: take due jobs under one new lease, then mark the ones about to run as started.
 
 A due job whose state has no ``start`` enabled takes its timer instead (a polling state's
 deadline, a wait state's delay), and a job an operator asked to cancel is cancelled: those
@@ -108,7 +108,7 @@ def claim(rt: Runtime, now: datetime, limit: int, *, queues: Sequence[str] | Non
     return Batch(token, jobs, timed=len(moved) - len(pairs))
 
 
-def start(rt: Runtime, batch: Batch, jobs: list[Claimed], now: datetime) -> list[Claimed]:
+def mark_started(rt: Runtime, batch: Batch, jobs: list[Claimed], now: datetime) -> list[Claimed]:
     """Record that ``jobs``' handlers start now; return those still under the lease.
 
     A job asked to cancel since its claim is cancelled now rather than run.

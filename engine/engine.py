@@ -410,9 +410,12 @@ class Engine:
         """Claim up to ``limit`` due jobs under one new lease (engine.claim)."""
         return claiming.claim(self, now, limit, queues=queues)
 
-    def start(self, batch: claiming.Batch, jobs: list[Claimed], now: datetime) -> list[Claimed]:
-        """Record that ``jobs``' handlers start now; return those still under the lease."""
-        return claiming.start(self, batch, jobs, now)
+    def mark_started(
+        self, batch: claiming.Batch, jobs: list[Claimed], now: datetime
+    ) -> list[Claimed]:
+        """Record that ``jobs``' handlers start now; return those still under the lease
+        (a job asked to cancel since its claim is cancelled instead of run)."""
+        return claiming.mark_started(self, batch, jobs, now)
 
     def commit(self, outcomes: Iterable[Outcome], now: datetime) -> TickReport:
         """Persist every outcome's transition in one transaction (engine.commit)."""

@@ -150,7 +150,7 @@ def _attempt(
         clock.advance(timedelta(seconds=LEASE + 1))
         engine.rescue(clock.now())
         return index + 1
-    started = engine.start(batch, batch.jobs, clock.now())
+    started = engine.mark_started(batch, batch.jobs, clock.now())
     if [c.job_id for c in started] != [job]:
         raise Stuck(f"step {index}: the engine did not start the claimed handler")
     if following is None:

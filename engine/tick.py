@@ -1,7 +1,7 @@
 """One pass of the engine: services (rescue, schedules) -> claim -> start -> run -> commit.
 
 ``Engine.tick`` runs a whole pass in the caller's thread (tests and scripts); the worker
-takes the same steps from its loop (``claim_due`` then ``start``), running handlers on its
+takes the same steps from its loop (``claim_due`` then ``mark_started``), running handlers on its
 threads and committing as they finish.
 """
 
@@ -12,7 +12,7 @@ from concurrent.futures import Executor
 from datetime import datetime
 
 from engine.attempt import run_attempt
-from engine.claim import Batch, claim, start
+from engine.claim import Batch, claim, mark_started
 from engine.commit import commit
 from engine.outcomes import Claimed, Outcome
 from engine.report import TickReport
@@ -62,7 +62,7 @@ def run_pass(
     outcomes: list[Outcome] = []
     wave = max(rt.start_wave, 1)
     for first in range(0, len(batch.jobs), wave):
-        started = start(rt, batch, batch.jobs[first : first + wave], clock())
+        started = mark_started(rt, batch, batch.jobs[first : first + wave], clock())
         outcomes += map(run, started) if executor is None else executor.map(run, started)
     committed = commit(rt, outcomes, now or rt.now())
     committed.claimed = len(batch.jobs)

@@ -110,7 +110,7 @@ class HandlerThread:
                 try:
                     self.close()
                 except Exception as error:
-                    logger.warning("runner.close_failed", error=repr(error))
+                    logger.warning("handler_thread.close_failed", error=repr(error))
 
     def _one(self, item: InFlight) -> None:
         if not self._may_begin(item):
@@ -157,6 +157,10 @@ def _crashed(claimed: Claimed, error: BaseException, error_class: str) -> Outcom
         message = type(error).__name__
     failure = Failure(error_class, message[:2000], "".join(traceback.format_exception(error)))
     logger.error(
-        "runner.crashed", job_id=claimed.job_id, kind=claimed.kind, cause=error_class, error=message
+        "handler_thread.crashed",
+        job_id=claimed.job_id,
+        kind=claimed.kind,
+        cause=error_class,
+        error=message,
     )
     return Outcome(claimed, T.FAIL, failure=failure)

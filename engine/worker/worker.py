@@ -116,7 +116,7 @@ class Worker:
         hands back the ones that have not started.
         """
         engine = self.engine
-        logger.info(
+        self.engine.telemetry.info(
             "worker.started",
             worker=engine.worker_id,
             kinds=list(engine.registry.kinds),
@@ -165,7 +165,9 @@ class Worker:
             self._shutdown()
             if listener is not None:
                 listener.stop()
-            logger.info("worker.stopped", worker=engine.worker_id, **vars(self.totals))
+            self.engine.telemetry.info(
+                "worker.stopped", worker=engine.worker_id, **vars(self.totals)
+            )
         return self.totals
 
     def _maintain(self) -> None:
@@ -199,12 +201,11 @@ class Worker:
     def _claim_and_dispatch(self) -> int:
         engine = self.engine
         now = engine.now()  # one read of the clock (a round trip on PostgreSQL) for both
-        if engine.schedules:  # due cron/poller slots become jobs, claimed just below
-            engine.fire_schedules(now)
         idle = [runner for runner in self._runners if runner.idle]
         wave = max(1, min(MAX_WAVE, int(WAVE_TARGET_SECONDS / max(self._avg_duration, 1e-6))))
         limit = min(self.batch_size, len(idle) * wave)
-        batch = engine.claim(now, limit, queues=self.queues)
+        # The tick's own step: due cron/poller slots become jobs, then the claim.
+        batch = engine.claim_due(now, limit, queues=self.queues)
         self.totals.timed += batch.timed
         if not batch.jobs:
             return batch.timed
@@ -212,7 +213,7 @@ class Worker:
         # Everything claimed is handed to an idle runner now, so the claim is marked started
         # in one statement. A job whose mark fails (lease lost, database error) is not
         # run; its lease expires and rescue releases it without counting an attempt.
-        started = engine.start(batch, batch.jobs, engine.now())
+        started = engine.mark_started(batch, batch.jobs, engine.now())
         items = [InFlight(claimed, batch) for claimed in started]
         for item in items:
             self._in_flight[item.claimed.job_id] = item
@@ -269,7 +270,7 @@ class Worker:
                 if is_transient(error):
                     raise
                 # Not even that: forget it; its lease expires and rescue counts the attempt.
-                logger.error("attempt.uncommittable", job_id=outcome.claimed.job_id)
+                self.engine.telemetry.error("attempt.uncommittable", job_id=outcome.claimed.job_id)
         return report
 
     def _forget(self, item: InFlight) -> None:
@@ -281,7 +282,7 @@ class Worker:
     def _drop_late(self, item: InFlight, outcome: Outcome) -> None:
         self._forget(item)
         self.totals.fenced += 1  # a discarded result (its timeout counted as the attempt)
-        logger.warning(
+        self.engine.telemetry.warning(
             "attempt.fenced_out",
             job_id=item.claimed.job_id,
             kind=item.claimed.kind,
@@ -317,7 +318,7 @@ class Worker:
                 )
                 self._uncommitted.append((InFlight(item.claimed, item.batch), stand_in))
                 item.timed_out = True
-                logger.warning(
+                self.engine.telemetry.warning(
                     "attempt.timed_out",
                     job_id=item.claimed.job_id,
                     kind=item.claimed.kind,
@@ -349,7 +350,7 @@ class Worker:
     def _replace_dead_runners(self) -> None:
         for runner in list(self._runners):
             if not runner.thread.is_alive():
-                logger.error("runner.died", runner=runner.thread.name)
+                self.engine.telemetry.error("handler_thread.died", thread=runner.thread.name)
                 current = runner.current
                 if current is not None:
                     current.abandoned = True
@@ -372,7 +373,7 @@ class Worker:
     def _lease_lost(self, item: InFlight) -> None:
         """Rescued elsewhere: whatever this attempt returns is void; stop it if we can."""
         item.abandoned = True
-        logger.warning(
+        self.engine.telemetry.warning(
             "attempt.lease_lost",
             job_id=item.claimed.job_id,
             kind=item.claimed.kind,
@@ -392,7 +393,7 @@ class Worker:
         waiting = self.engine.store.job_waiting_by_kind(self.engine.now())
         unhandled = {k: n for k, n in waiting.items() if k not in self.engine.registry.kinds}
         if unhandled:
-            logger.warning(
+            self.engine.telemetry.warning(
                 "jobs.unhandled_kinds",
                 waiting=unhandled,
                 hint="no handler here: run a worker whose --app registers these kinds",
@@ -433,7 +434,7 @@ class Worker:
                 if not self._guarded(self._commit_completed):
                     time.sleep(0.1)
         except Exception as error:
-            logger.error("worker.shutdown_failed", error=repr(error))
+            self.engine.telemetry.error("worker.shutdown_failed", error=repr(error))
         finally:
             for runner in [*self._runners, *self._retired]:
                 runner.inbox.put(None)
@@ -457,10 +458,14 @@ class Worker:
                 [i.claimed for i in items], started=started, now=self.engine.now()
             )
         except Exception as error:
-            logger.warning("worker.hand_back_failed", error=repr(error), jobs=len(items))
+            self.engine.telemetry.warning(
+                "worker.hand_back_failed", error=repr(error), jobs=len(items)
+            )
             return  # their leases expire and rescue hands them on
         self.totals.add(report)
-        logger.info("worker.handed_back", jobs=report.released + report.expired, started=started)
+        self.engine.telemetry.info(
+            "worker.handed_back", jobs=report.released + report.expired, started=started
+        )
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -503,7 +508,7 @@ class Worker:
             result = duty()
         except DatabaseError as error:  # the database, or the pool waiting for it
             self._error_backoff = min(max(self._error_backoff * 2, 0.1), MAX_ERROR_BACKOFF)
-            logger.warning(
+            self.engine.telemetry.warning(
                 "worker.db_error",
                 duty=getattr(duty, "__name__", "?").lstrip("_"),
                 error=str(getattr(error, "orig", None) or error),

@@ -734,7 +734,7 @@ def test_a_claim_taken_over_by_another_engine_cannot_commit_or_record_steps(url:
     try:
         job = a.enqueue("charge", {"n": 1})
         batch = a.claim(clock.now(), 10)
-        started = a.start(batch, batch.jobs, clock.now())
+        started = a.mark_started(batch, batch.jobs, clock.now())
         assert [c.job_id for c in started] == [job]
         old = started[0]
 

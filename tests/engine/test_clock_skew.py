@@ -27,7 +27,7 @@ def test_database_time_keeps_skewed_workers_honest(db_url: str, backend: str) ->
     holder = make(db_url, OffsetClock(-HOUR), "database")  # an hour slow
     job_id = holder.enqueue("item", {"n": 1})
     batch = holder.claim(holder.now(), 10)
-    holder.start(batch, batch.jobs, holder.now())
+    holder.mark_started(batch, batch.jobs, holder.now())
     lease = holder.get(job_id).lease_expires_at
     assert lease is not None
     assert abs((lease - SystemClock().now()).total_seconds() - 30) < 5, "lease on server time"

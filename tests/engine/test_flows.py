@@ -590,7 +590,7 @@ def test_a_cancel_between_claim_and_start_never_runs_the_handler(engine: Engine)
     batch = engine.claim(engine.now(), 10)
     assert [c.job_id for c in batch.jobs] == [job]
     assert engine.cancel(job) == "requested"
-    assert engine.start(batch, batch.jobs, engine.now()) == []
+    assert engine.mark_started(batch, batch.jobs, engine.now()) == []
     assert engine.get(job).state == "cancelled" and ran == []
 
 

@@ -50,7 +50,7 @@ def test_started_attempt_whose_lease_expired_is_counted(db_url: str, clock: Froz
     engine, calls = make(db_url, clock)
     job_id = engine.enqueue("item", {"n": 2})
     batch = engine.claim(clock.now(), 10)
-    assert engine.start(batch, batch.jobs, clock.now()) == batch.jobs
+    assert engine.mark_started(batch, batch.jobs, clock.now()) == batch.jobs
     clock.advance(11)
     report = engine.rescue(clock.now())
     view = engine.get(job_id)
@@ -71,7 +71,7 @@ def test_expiry_on_the_last_attempt_quarantines(db_url: str, clock: FrozenClock)
     for _ in range(2):
         clock.advance(5)
         batch = engine.claim(clock.now(), 10)
-        engine.start(batch, batch.jobs, clock.now())
+        engine.mark_started(batch, batch.jobs, clock.now())
         clock.advance(11)
         engine.rescue(clock.now())
     view = engine.get(job_id)
@@ -85,7 +85,7 @@ def test_heartbeat_keeps_a_lease_and_a_takeover_ends_it(db_url: str, clock: Froz
     engine, _ = make(db_url, clock)
     job_id = engine.enqueue("item", {"n": 4})
     batch = engine.claim(clock.now(), 10)
-    engine.start(batch, batch.jobs, clock.now())
+    engine.mark_started(batch, batch.jobs, clock.now())
     for _ in range(3):
         clock.advance(8)
         assert engine.renew(batch.token, [job_id], clock.now()) == {job_id}
@@ -128,7 +128,7 @@ def test_a_job_no_transition_can_rescue_does_not_block_the_others(
     engine, _ = make(db_url, clock)
     stuck, other = engine.enqueue("item", {"n": 1}), engine.enqueue("item", {"n": 2})
     batch = engine.claim(clock.now(), 10)
-    engine.start(batch, batch.jobs, clock.now())
+    engine.mark_started(batch, batch.jobs, clock.now())
     with engine.store.write() as conn:
         conn.execute(sa.update(jobs).where(jobs.c.id == stuck).values(state="gone"))
     clock.advance(11)
@@ -149,7 +149,7 @@ def test_a_parked_job_stays_out_of_rescue_after_a_restart(db_url: str, clock: Fr
     engine, _ = make(db_url, clock)
     stuck = engine.enqueue("item", {"n": 1})
     batch = engine.claim(clock.now(), 10)
-    engine.start(batch, batch.jobs, clock.now())
+    engine.mark_started(batch, batch.jobs, clock.now())
     with engine.store.write() as conn:
         conn.execute(sa.update(jobs).where(jobs.c.id == stuck).values(state="gone"))
     clock.advance(11)
@@ -158,7 +158,7 @@ def test_a_parked_job_stays_out_of_rescue_after_a_restart(db_url: str, clock: Fr
     restarted, _ = make(db_url, clock)
     other = restarted.enqueue("item", {"n": 2})
     batch = restarted.claim(clock.now(), 10)
-    restarted.start(batch, batch.jobs, clock.now())
+    restarted.mark_started(batch, batch.jobs, clock.now())
     clock.advance(11)
     report = restarted.rescue(clock.now(), limit=1)  # the parked job must not take the place
     assert report.expired == 1 and restarted.get(other).state == "retry_wait"
