@@ -18,7 +18,9 @@ from dataclasses import dataclass
 
 import structlog
 
+from engine.attempt import run_attempt
 from engine.claim import Batch
+from engine.engine import Engine
 from engine.outcomes import Claimed, ErrorClass, Failure, Outcome
 from statecharts import T
 
@@ -164,3 +166,38 @@ def _crashed(claimed: Claimed, error: BaseException, error_class: str) -> Outcom
         error=message,
     )
     return Outcome(claimed, T.FAIL, failure=failure)
+
+
+def handler_thread(
+    engine: Engine,
+    name: str,
+    lock: threading.Lock,
+    done: Callable[[InFlight | None, Outcome | None], None],
+    *,
+    process_app: str | None,
+    log_args: list[str],
+    monotonic: Callable[[], float],
+) -> HandlerThread:
+    """A handler thread running ``engine``'s attempts in the thread itself, or, with
+    ``process_app`` (the app's ``module:attribute``), in a child process it drives."""
+    if process_app is None:
+        return HandlerThread(
+            name,
+            lock,
+            lambda item: run_attempt(item.claimed, engine.store, engine.now, engine.telemetry),
+            done,
+            monotonic=monotonic,
+        )
+    from engine.worker.processes import ProcessRunner
+
+    runner = ProcessRunner(process_app, engine.url, log_args)
+    return HandlerThread(
+        name,
+        lock,
+        lambda item: runner.run(item.claimed, engine.store, engine.now, engine.telemetry),
+        done,
+        kill=runner.kill,
+        close=runner.close,
+        prepare=runner.prepare,
+        monotonic=monotonic,
+    )

@@ -26,7 +26,6 @@ from typing import Any
 
 import structlog
 
-from engine.attempt import run_attempt
 from engine.commit import unstorable
 from engine.engine import Engine
 from engine.outcomes import ErrorClass, Failure, Outcome
@@ -34,7 +33,7 @@ from engine.report import TickReport
 from engine.store import redact
 from engine.store.errors import DatabaseError, DriverError, driver_reason, is_transient
 from engine.store.wakeup import Listener
-from engine.worker.threads import HandlerThread, InFlight
+from engine.worker.threads import HandlerThread, InFlight, handler_thread
 from statecharts import T
 
 logger = structlog.get_logger("jobcharts")
@@ -478,27 +477,13 @@ class Worker:
                 self._completed.put((item, outcome))
             self._wake.set()
 
-        name = f"jobcharts-handler-{self._runner_seq}"
-        if self.isolation == "process":
-            from engine.worker.processes import ProcessRunner
-
-            assert self.app_spec is not None
-            runner = ProcessRunner(self.app_spec, engine.url, self.log_args)
-            return HandlerThread(
-                name,
-                self._lock,
-                lambda item: runner.run(item.claimed, engine.store, engine.now, engine.telemetry),
-                done,
-                kill=runner.kill,
-                close=runner.close,
-                prepare=runner.prepare,
-                monotonic=self._monotonic,
-            )
-        return HandlerThread(
-            name,
+        return handler_thread(
+            engine,
+            f"jobcharts-handler-{self._runner_seq}",
             self._lock,
-            lambda item: run_attempt(item.claimed, engine.store, engine.now, engine.telemetry),
             done,
+            process_app=self.app_spec if self.isolation == "process" else None,
+            log_args=self.log_args,
             monotonic=self._monotonic,
         )
 
