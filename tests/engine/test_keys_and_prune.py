@@ -9,10 +9,11 @@ store's first use inside a caller's transaction, and non-finite ages.
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -468,47 +469,145 @@ def test_transactional_enqueue_of_a_held_key_returns_the_holder(
     assert count(engine, jobs) == 1 and count(engine, job_events) == 1
 
 
+class Racer(threading.Thread):
+    """Runs ``fn`` in its own thread and keeps what it returned or raised."""
+
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        super().__init__(daemon=True)
+        self.fn = fn
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.result = self.fn()
+        except BaseException as error:  # reported by the test
+            self.error = error
+
+
+@contextlib.contextmanager
+def statements_running(*dbs: sa.Engine) -> Iterator[dict[int, tuple[str, int | None]]]:
+    """Per thread: the SQL statement it is executing on ``dbs`` right now, and the server
+    process running it (PostgreSQL; None on SQLite). A thread is absent between statements."""
+    running: dict[int, tuple[str, int | None]] = {}
+
+    def before(conn: sa.Connection, cursor: Any, statement: str, *_: Any) -> None:
+        dbapi: Any = conn.connection.dbapi_connection
+        pid = dbapi.info.backend_pid if conn.dialect.name == "postgresql" else None
+        running[threading.get_ident()] = (statement, pid)
+
+    def after(*_: Any) -> None:
+        running.pop(threading.get_ident(), None)
+
+    listeners = [
+        ("before_cursor_execute", before),
+        ("after_cursor_execute", after),
+        ("handle_error", after),
+    ]
+    for db in dbs:
+        for name, fn in listeners:
+            sa.event.listen(db, name, fn)
+    try:
+        yield running
+    finally:
+        for db in dbs:
+            for name, fn in listeners:
+                sa.event.remove(db, name, fn)
+
+
+def sqlite_write_locked(db: sa.Engine) -> bool:
+    """Whether another connection holds the write lock of ``db``'s SQLite file."""
+    probe = sqlite3.connect(str(db.url.database), timeout=0, isolation_level=None)
+    try:
+        probe.execute("BEGIN IMMEDIATE")
+        probe.execute("ROLLBACK")
+        return False
+    except sqlite3.OperationalError as error:
+        if "locked" not in str(error):
+            raise
+        return True
+    finally:
+        probe.close()
+
+
+LOCK_WAIT = sa.text(  # what a PostgreSQL backend waits on, if that is a lock the holder has
+    "SELECT wait_event_type || '/' || wait_event FROM pg_stat_activity"
+    " WHERE pid = :racer AND wait_event_type = 'Lock'"
+    " AND CAST(:holder AS integer) = ANY(pg_blocking_pids(pid))"
+)
+WRITES = ("INSERT", "UPDATE", "DELETE", "BEGIN IMMEDIATE")
+
+
+def wait_until_blocked(
+    holder: sa.Connection,
+    racer: Racer,
+    running: dict[int, tuple[str, int | None]],
+    observer: sa.Engine,
+    timeout: float = 10.0,
+) -> str:
+    """Return once ``racer`` is waiting for a lock held by ``holder``'s open transaction, and
+    say what it waits on; fail the test if that does not happen by the deadline.
+
+    PostgreSQL: the racer's server process waits on a lock (pg_stat_activity) and
+    ``pg_blocking_pids`` names the holder's. SQLite: the holder has the file's write lock and
+    the racer is inside a write statement (which cannot finish before the holder ends).
+    """
+    postgresql = holder.dialect.name == "postgresql"
+    if postgresql:
+        holder_pid = holder.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+    else:
+        assert sqlite_write_locked(observer), "the first transaction holds no write lock"
+
+    def waits_on() -> str | None:
+        statement, pid = running.get(racer.ident or 0, ("", None))
+        if not postgresql:
+            return statement if statement.lstrip().upper().startswith(WRITES) else None
+        if pid is None:
+            return None
+        with observer.connect() as conn:
+            return conn.execute(LOCK_WAIT, {"racer": pid, "holder": holder_pid}).scalar()
+
+    deadline = time.monotonic() + timeout
+    while (found := waits_on()) is None:
+        if not racer.is_alive() or time.monotonic() > deadline:
+            pytest.fail(
+                "the race did not happen: the racer never waited for the first transaction"
+                f" (finished: {not racer.is_alive()}, result {racer.result!r},"
+                f" error {racer.error!r})"
+            )
+        time.sleep(0.01)
+    return found
+
+
 def test_concurrent_transactional_enqueues_of_one_key_make_one_job(
     engine: Engine, sa_engine: sa.Engine
 ) -> None:
-    """Two caller transactions enqueueing the same new key end with one job holding it."""
+    """Two caller transactions enqueueing the same new key end with one job holding it.
+
+    The second enqueue is proven to run while the first transaction is open: it waits on
+    the first's lock (checked) when the first commits.
+    """
     register(engine)
-    ids: dict[str, int] = {}
-    errors: list[BaseException] = []
-    first_written, second_started = threading.Event(), threading.Event()
+    with statements_running(sa_engine) as running, sa_engine.connect() as conn:
+        conn.begin()
+        first = engine.enqueue(KIND, {"n": 1}, connection=conn)
 
-    def first() -> None:
-        try:
-            with sa_engine.connect() as conn:
-                conn.begin()
-                ids["first"] = engine.enqueue(KIND, {"n": 1}, connection=conn)
-                first_written.set()
-                second_started.wait(5)
-                time.sleep(0.3)  # let the second enqueue reach its write
-                conn.commit()
-        except BaseException as error:  # pragma: no cover - reported below
-            errors.append(error)
-            first_written.set()
+        def second() -> int:
+            with sa_engine.connect() as other:
+                other.begin()
+                job_id = engine.enqueue(KIND, {"n": 1}, connection=other)
+                other.commit()
+                return job_id
 
-    def second() -> None:
-        try:
-            first_written.wait(5)
-            with sa_engine.connect() as conn:
-                conn.begin()
-                second_started.set()
-                ids["second"] = engine.enqueue(KIND, {"n": 1}, connection=conn)
-                conn.commit()
-        except BaseException as error:  # pragma: no cover - reported below
-            errors.append(error)
-
-    threads = [threading.Thread(target=first), threading.Thread(target=second)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(15)
-    assert errors == []
-    assert unfinished_by_key(engine) == {"task:1": [ids["first"]]}
-    assert ids["second"] == ids["first"]
+        racer = Racer(second)
+        racer.start()
+        wait_until_blocked(conn, racer, running, observer=sa_engine)
+        assert racer.is_alive() and racer.result is None, "the second is still waiting"
+        conn.commit()
+    racer.join(30)
+    assert not racer.is_alive() and racer.error is None
+    assert unfinished_by_key(engine) == {"task:1": [first]}
+    assert racer.result == first
 
 
 def test_first_enqueue_of_a_process_inside_a_caller_transaction(
@@ -705,25 +804,27 @@ def test_each_key_has_at_most_one_unfinished_job_which_enqueue_returns(
 
 
 def test_a_zero_ttl_key_is_never_shared_by_two_unfinished_jobs(db_url: str) -> None:
-    """An enqueue racing an uncommitted enqueue of the same key returns that job's id."""
+    """An enqueue racing an uncommitted enqueue of the same key returns that job's id.
+
+    The racer is proven to wait on the first transaction's lock (checked) when it commits.
+    """
     engine = Engine(db_url)
     engine.job(payload=Task, idempotency=lambda p: f"k:{p.n}", idempotency_ttl=0, kind="k")(
         lambda ctx, p: None
     )
     engine.store  # the schema exists before the caller's transaction  # noqa: B018
     other = sa.create_engine(db_url)
-    results: list[int] = []
-    with other.connect() as conn:
+    with statements_running(engine.store.db) as running, other.connect() as conn:
         conn.begin()
         first = engine.enqueue("k", {"n": 1}, connection=conn)
-        racer = threading.Thread(
-            target=lambda: results.append(engine.enqueue("k", {"n": 1})), daemon=True
-        )
+        racer = Racer(lambda: engine.enqueue("k", {"n": 1}))
         racer.start()
-        time.sleep(0.5)  # the racer waits for the first transaction
+        wait_until_blocked(conn, racer, running, observer=other)
+        assert racer.is_alive() and racer.result is None, "the racer is still waiting"
         conn.commit()
     racer.join(timeout=30)
     other.dispose()
-    assert results == [first]
+    assert not racer.is_alive() and racer.error is None
+    assert racer.result == first
     assert engine.store.job_count_by_state() == {"pending": 1}
     engine.close()
