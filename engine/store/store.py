@@ -86,10 +86,6 @@ class Store(ReadQueries, AuditQueries):
 
     # -- jobs ----------------------------------------------------------------------------
 
-    def job_insert(self, job: NewJob, created_event: EventRow) -> tuple[int, bool]:
-        """Insert ``job`` unless its (kind, key) is live; return (id, inserted)."""
-        return self.job_insert_many([(job, created_event)])[0]
-
     def job_insert_many(
         self,
         items: Sequence[tuple[NewJob, EventRow]],
