@@ -118,13 +118,16 @@ def mark_started(rt: Runtime, batch: Batch, jobs: list[Claimed], now: datetime) 
     lost = [c for c in jobs if c.job_id not in held]
     if lost:
         rows = store.job_get_many(c.job_id for c in lost)
-        asked = [
-            planned.move
-            for c in lost
-            if (row := rows.get(c.job_id)) is not None
-            and row.cancel_requested_at is not None
-            and (planned := rt.moves.cancel_held(Outcome(c, T.CANCEL), now)) is not None
-        ]
+        asked = []
+        for c in lost:
+            row = rows.get(c.job_id)
+            if row is None or row.cancel_requested_at is None:
+                continue
+            planned = rt.moves.cancel_held(Outcome(c, T.CANCEL), now)
+            if planned is None:
+                rt.telemetry.error("job.uncancellable", job_id=c.job_id, state=c.state)
+                continue
+            asked.append(planned.move)
         done = {
             m.job_id for m, ok in zip(asked, store.job_transition_many(asked), strict=True) if ok
         }

@@ -37,7 +37,9 @@ def commit(rt: Runtime, outcomes: Iterable[Outcome], now: datetime) -> TickRepor
             try:
                 planned.append(rt.moves.outcome(replacement, now))
             except Exception:  # not even that: the lease expires and rescue counts it
-                rt.telemetry.error("attempt.uncommittable", job_id=outcome.claimed.job_id)
+                rt.telemetry.error(
+                    "attempt.uncommittable", job_id=outcome.claimed.job_id, exc_info=True
+                )
     moves = [p.move for p in planned]
     applied = list(zip(planned, rt.store.job_transition_many(moves), strict=True))
     refused = [p for p, ok in applied if not ok and p.move.unless_cancelled]

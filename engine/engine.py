@@ -25,7 +25,15 @@ from engine.events import Telemetry
 from engine.moves import Moves
 from engine.outcomes import Claimed, Outcome
 from engine.registration import Payload, attach_schedule, scheduled_kind, span
-from engine.registry import JobOptions, JobSpec, KindOptions, Registry, StepHandler
+from engine.registry import (
+    KIND_OPTIONS,
+    JobOptions,
+    JobSpec,
+    KindOptions,
+    Registry,
+    StepHandler,
+    check_options,
+)
 from engine.report import TickReport
 from engine.services.prune import PruneConfig, Pruner
 from engine.services.rescue import RescueConfig, Rescuer
@@ -94,8 +102,8 @@ class Engine:
         self.registry = Registry()
         self.schedules = ScheduleRegistry()
         self.telemetry = Telemetry()
-        self.moves = Moves(self.rng, self.worker_id)
-        self._rescuer = Rescuer(self, RescueConfig(batch_size))
+        self.moves = Moves(self)
+        self._rescuer = Rescuer(self, RescueConfig())
         self._scheduler = Scheduler(self, self.schedules)
         self._store: Store | None = None
 
@@ -164,6 +172,7 @@ class Engine:
         Options: ``payload``, ``idempotency`` (required), ``retry``, ``timeout``, ``kind``,
         ``queue``, ``priority``, ``chart``, ``idempotency_ttl`` (engine.registry.JobOptions).
         """
+        check_options(options)
 
         def register(handler: F) -> F:
             self.registry.add(handler, options)
@@ -186,6 +195,7 @@ class Engine:
         Enum member; None when its state has one outcome, or "not yet" in a polling
         state). A chart and its handlers that do not match are refused here.
         """
+        check_options(options, KIND_OPTIONS)
         return self.registry.add(
             _flow_entry(kind), {**options, "kind": kind, "chart": chart}, handlers=handlers
         )
@@ -212,6 +222,7 @@ class Engine:
         for ``misfire``, ``overlap``, ``grace`` and ``max_catch_up``. A malformed expression
         or an unknown zone is refused here with croniter's or zoneinfo's reason.
         """
+        check_options(options)
         trigger = CronTrigger(expr, tz)
         policy = Policy(misfire, overlap, span(grace), max_catch_up)
         return scheduled_kind(
@@ -238,6 +249,7 @@ class Engine:
         one is unfinished, and after downtime one poll runs at once (misfire ``once``).
         Otherwise as ``cron``.
         """
+        check_options(options)
         trigger = IntervalTrigger(span(every), anchor)
         policy = Policy(misfire, overlap, span(grace), max_catch_up)
         return scheduled_kind(

@@ -52,7 +52,7 @@ class Telemetry:
             try:
                 handler(event)
             except Exception as error:  # a broken subscriber must not break the engine
-                logger.warning("telemetry.handler_failed", event=name, error=repr(error))
+                logger.warning("telemetry.handler_failed", failed_event=name, error=repr(error))
 
     def info(self, name: str, **fields: Any) -> None:
         self.emit(name, "info", **fields)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from engine.columns import Columns, transition_columns
 from engine.outcomes import Claimed, ErrorClass, Failure, Outcome, QuarantineReason
@@ -51,12 +51,27 @@ def deadline_failure(state: str, deadline: datetime | None) -> Failure:
     )
 
 
-class Moves:
-    """Builds every Move of one engine (its retry jitter and its worker id)."""
+class Identity(Protocol):
+    """Whose moves these are: the engine's retry jitter and worker id, read at each move
+    (an app may set either after building the engine)."""
 
-    def __init__(self, rng: random.Random, worker_id: str) -> None:
-        self.rng = rng
-        self.worker_id = worker_id
+    rng: random.Random
+    worker_id: str
+
+
+class Moves:
+    """Builds every Move of one engine."""
+
+    def __init__(self, identity: Identity) -> None:
+        self._identity = identity
+
+    @property
+    def rng(self) -> random.Random:
+        return self._identity.rng
+
+    @property
+    def worker_id(self) -> str:
+        return self._identity.worker_id
 
     def columns(
         self,

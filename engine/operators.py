@@ -4,6 +4,7 @@ the start) and cancel (at once when no handler holds the job, else by request)."
 from __future__ import annotations
 
 import functools
+from dataclasses import replace
 
 from engine.errors import JobNotFound, TransitionNotAllowed
 from engine.moves import cancel_enabled, facts
@@ -74,7 +75,8 @@ def apply(rt: Runtime, job_id: int, trigger: str, row: JobRow | None = None) -> 
             f"cannot {trigger} job {job_id}: it is {row.state!r}; {trigger} applies to "
             f"jobs in {allowed}"
         )
-    move = rt.moves.from_row(spec, row, transition, now, detail={"by": "operator"})
+    move = rt.moves.from_row(spec, row, transition, now)
+    move = replace(move, event=replace(move.event, detail={"by": "operator"}))
     if trigger == T.REQUEUE:
         ttl = spec.key_ttl if spec else DEFAULT_KEY_TTL
         holder = rt.store.job_requeue(move, row.kind, row.idempotency_key, now + ttl)

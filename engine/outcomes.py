@@ -51,6 +51,12 @@ class Failure:
     traceback: str = ""
     reason: str | None = None  # a QuarantineReason, for fail_permanent
 
+    def __post_init__(self) -> None:
+        # Plain strings from here on (logs, JSON, columns), whether or not an enum was given.
+        object.__setattr__(self, "error_class", str(self.error_class))
+        if self.reason is not None:
+            object.__setattr__(self, "reason", str(self.reason))
+
     @classmethod
     def of(cls, error: BaseException, tb: str = "", reason: str | None = None) -> Failure:
         kind = type(error)

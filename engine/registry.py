@@ -73,6 +73,15 @@ class JobOptions(KindOptions, total=False):
 
 
 JOB_OPTIONS = frozenset(JobOptions.__annotations__)
+KIND_OPTIONS = frozenset(KindOptions.__annotations__)
+
+
+def check_options(options: Mapping[str, Any], allowed: frozenset[str] = JOB_OPTIONS) -> None:
+    """A misspelt option is refused when the registration is written, as Python refuses an
+    unexpected keyword argument (options are checked by name, not only by type checkers)."""
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise TypeError(f"unexpected registration option(s) {unknown}")
 
 
 @dataclass(frozen=True)
@@ -201,9 +210,7 @@ class Registry:
         handlers: Mapping[str, Handler | StepHandler] | None = None,
     ) -> JobSpec:
         """Register a job kind. ``handlers`` (state -> handler) makes it a flow."""
-        unknown = sorted(set(options) - JOB_OPTIONS)
-        if unknown:
-            raise TypeError(f"unexpected registration option(s) {unknown}")
+        check_options(options)
         kind = options.get("kind")
         payload = options.get("payload")
         idempotency = options.get("idempotency")

@@ -43,25 +43,32 @@ class TickReport:
         return bool(self.claimed or self.released or self.expired or self.timed)
 
     def count(self, move: Move, chart: Chart) -> None:
-        """Count a committed move by its trigger and where it led."""
+        """Count a committed move by its trigger and where it led.
+
+        Rescue and hand-back moves count by trigger: ``release`` (attempt not counted),
+        ``expire`` (counted: then quarantined or retried), ``cancel``. An attempt's outcome
+        counts by its destination.
+        """
         trigger = move.event.trigger
+        quarantined = bool(move.values.get("quarantine_reason"))
         if trigger == T.RELEASE:
             self.released += 1
-            return
-        if trigger == T.CANCEL:
+        elif trigger == T.CANCEL:
             self.cancelled += 1
-            return
-        if trigger == T.EXPIRE:
+        elif trigger == T.EXPIRE:
             self.expired += 1
-        dest = chart.state(move.values["state"])
-        if move.values.get("quarantine_reason"):
+            if quarantined:
+                self.quarantined += 1
+            else:
+                self.retried += 1
+        elif quarantined:
             self.quarantined += 1
-        elif dest.is_final:
+        elif (dest := chart.state(move.values["state"])).is_final:
             if dest.success:
                 self.succeeded += 1
             else:
                 self.ended += 1
-        elif trigger in (T.FAIL, T.EXPIRE):
+        elif trigger == T.FAIL:
             self.retried += 1
         else:
             self.advanced += 1

@@ -49,7 +49,9 @@ def run_pass(
     runs, so a crash leaves the rest of the batch "claimed, never started".
     """
     report = rescuer.run_once(now or rt.now())
-    batch = claim_due(rt, scheduler, now or rt.now(), limit, queues)
+    if scheduler.schedules:  # due slots become jobs, claimed just below
+        scheduler.run_once(now or rt.now())
+    batch = claim(rt, now or rt.now(), limit, queues=queues)
     report.timed += batch.timed
     if not batch.jobs:
         return report

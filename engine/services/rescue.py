@@ -23,11 +23,11 @@ from statecharts import ChartError, T
 
 @dataclass(frozen=True)
 class RescueConfig:
-    batch_size: int = 200  # expired leases handled per pass
+    batch_size: int | None = None  # expired leases handled per pass (None: the engine's)
 
 
 class Rescuer:
-    """Rescues expired leases, ``batch_size`` at a time."""
+    """Rescues expired leases, a batch at a time."""
 
     def __init__(self, rt: Runtime, config: RescueConfig) -> None:
         self.rt = rt
@@ -76,7 +76,7 @@ class Rescuer:
 
         rescued = rt.store.job_rescue_expired(
             now=now,
-            limit=limit or self.config.batch_size,
+            limit=limit or self.config.batch_size or rt.batch_size,
             kinds=rt.registry.kinds,
             plan=plan,
             exclude=list(exclude),

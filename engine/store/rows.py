@@ -6,7 +6,7 @@ one read needs. Frozen dataclasses: a row read is a snapshot, not a live handle.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
@@ -124,7 +124,6 @@ class Move:
     lease_token: str | None
     values: dict[str, Any]
     event: EventRow
-    tag: Any = field(default=None, compare=False)
     unless_cancelled: bool = False  # also require that no cancel was requested meanwhile
 
 
