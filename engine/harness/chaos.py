@@ -137,6 +137,14 @@ def run(
     started = time.monotonic()
     procs = [spawn(i) for i in range(workers)]
     try:
+        # Kill only once the workers run jobs: kills that all land while the workers are
+        # still starting (a busy machine) would interrupt no attempt.
+        deadline = time.monotonic() + 60
+        while not chaos_app.engine.store.audit_event_count(["start"]):
+            if time.monotonic() > deadline:
+                report.problems.append("no worker started a job within 60 s")
+                break
+            time.sleep(0.05)
         while report.kills < kills:
             time.sleep(rng.uniform(*kill_interval))
             victim = rng.randrange(workers)

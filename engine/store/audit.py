@@ -87,21 +87,20 @@ class AuditQueries(Database):
             for job_id, state, attempt, finished_at in rows
         ]
 
-    def audit_event_count(self) -> int:
-        """How many history rows exist: bench checks that each run persisted all of them."""
-        with self.read() as conn:
-            return int(conn.execute(select(func.count()).select_from(job_events)).scalar_one())
-
-    def audit_rescues(self, triggers: Iterable[str]) -> int:
-        """How many events have one of ``triggers`` (the rescue transitions): a partition run
-        counts the rescues that happened while a host was cut off."""
-        stmt = select(func.count()).where(job_events.c.trigger.in_(list(triggers)))
+    def audit_event_count(self, triggers: Iterable[str] | None = None) -> int:
+        """How many history rows exist (of ``triggers`` only, if given): bench checks that a
+        run persisted all of them, a partition run counts the rescues during its cut, a
+        chaos run waits for the first start before it kills."""
+        stmt = select(func.count()).select_from(job_events)
+        if triggers is not None:
+            stmt = stmt.where(job_events.c.trigger.in_(list(triggers)))
         with self.read() as conn:
             return int(conn.execute(stmt).scalar_one())
 
     def audit_holding(self, worker: str, state: str, trigger: str) -> int:
         """How many jobs in ``state`` whose current attempt ``worker`` began (its ``trigger``
-        event): a partition run cuts a host off only while it holds running jobs."""
+        event) and whose handler has started: a partition run cuts a host off only while
+        its handlers run (a claim not yet started would only be released)."""
         stmt = (
             select(func.count())
             .select_from(
@@ -114,7 +113,11 @@ class AuditQueries(Database):
                     ),
                 )
             )
-            .where(jobs.c.state == state, job_events.c.worker == worker)
+            .where(
+                jobs.c.state == state,
+                job_events.c.worker == worker,
+                jobs.c.started_at.is_not(None),
+            )
         )
         with self.read() as conn:
             return int(conn.execute(stmt).scalar_one())
