@@ -9,16 +9,14 @@ each lifecycle verb (Oban's telemetry, around the engine's verbs).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import structlog
 
 logger = structlog.get_logger("jobcharts")
 
 
-@dataclass(frozen=True)
-class Event:
+class Event(NamedTuple):
     """One thing the engine did: ``name`` (e.g. ``job.rescued``), a log level, its fields."""
 
     name: str

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import func, or_, select
 
 from engine.store.database import Database
-from engine.store.rows import EVENT_COLUMNS, EventRecord, JobRow, KeyRow
+from engine.store.rows import EVENT_COLUMNS, JOB_COLUMNS, EventRecord, JobRow, KeyRow
 from engine.store.schema import as_utc, idempotency_keys, job_events, job_steps, jobs
 
 
@@ -29,7 +29,7 @@ class ReadQueries(Database):
             .order_by(job_events.c.id)
         )
         with self.read() as conn:
-            return [EventRecord(*row) for row in conn.execute(stmt)]
+            return [EventRecord._make(row) for row in conn.execute(stmt)]
 
     def job_list(
         self, *, state: str | None = None, kind: str | None = None, limit: int = 100
@@ -164,8 +164,12 @@ class ReadQueries(Database):
 
 
 def job_row(row: Any) -> JobRow:
-    """A selected ``jobs`` row as the typed row callers get."""
-    return JobRow(**row._mapping)
+    """A selected ``jobs`` row (all its columns, in table order) as the typed row."""
+    return JobRow._make(row)
+
+
+if tuple(jobs.c.keys()) != JOB_COLUMNS:  # job_row relies on the order; a schema change must
+    raise RuntimeError("engine.store.rows.JobRow no longer matches the jobs table's columns")
 
 
 def _utc_value(value: Any) -> datetime:

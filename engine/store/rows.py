@@ -1,14 +1,14 @@
 """The plain typed rows the store takes and returns: callers never see SQLAlchemy objects.
 
 ``JobRow`` mirrors the ``jobs`` table column for column; the others are what one write or
-one read needs. Frozen dataclasses: a row read is a snapshot, not a live handle.
+one read needs. All immutable: a row read is a snapshot, not a live handle.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 
 @dataclass(frozen=True)
@@ -19,9 +19,11 @@ class CorruptJSON:
     error: str
 
 
-@dataclass(frozen=True, slots=True)
-class JobRow:
-    """One job as stored (see ``engine.store.schema.jobs`` for what each column means)."""
+class JobRow(NamedTuple):
+    """One job as stored (see ``engine.store.schema.jobs`` for what each column means).
+
+    A named tuple, in the table's column order: a claim builds hundreds of these per
+    transaction, and a tuple is built ten times faster than a frozen dataclass."""
 
     id: int
     kind: str
@@ -51,11 +53,10 @@ class JobRow:
     cancel_requested_at: datetime | None
 
 
-JOB_COLUMNS = tuple(f.name for f in fields(JobRow))
+JOB_COLUMNS = JobRow._fields
 
 
-@dataclass(frozen=True, slots=True)
-class EventRecord:
+class EventRecord(NamedTuple):
     """One row of a job's history, as read back."""
 
     trigger: str
@@ -67,7 +68,7 @@ class EventRecord:
     detail: dict[str, Any] | None
 
 
-EVENT_COLUMNS = tuple(f.name for f in fields(EventRecord))
+EVENT_COLUMNS = EventRecord._fields
 
 
 @dataclass(frozen=True, slots=True)

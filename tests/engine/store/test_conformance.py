@@ -714,7 +714,7 @@ def test_request_cancel_marks_the_job_and_keeps_its_version(store: Store) -> Non
     assert store.job_request_cancel(row, later(7))
     after = get(store, row.id)
     assert after.cancel_requested_at == later(7)
-    assert after == dataclasses.replace(row, cancel_requested_at=later(7))
+    assert after == row._replace(cancel_requested_at=later(7))
     assert store.job_cancel_requested(row.id)
     assert triggers(store, row.id) == ["enqueue", "start"]
 
@@ -988,7 +988,7 @@ def test_park_is_refused_under_another_lease_token(store: Store) -> None:
     """Parking with a lease token that does not hold the job is refused."""
     row = held(store, "t1", expires=later(-1))
 
-    assert not store.job_park(dataclasses.replace(row, lease_token="t2"), "Unrescuable", "x")
+    assert not store.job_park(row._replace(lease_token="t2"), "Unrescuable", "x")
     assert get(store, row.id) == row
 
 
