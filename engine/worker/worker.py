@@ -1,11 +1,11 @@
-"""The worker: claim due jobs, run them on handler runners, commit their outcomes in batches.
+"""The worker: claim due jobs, run them on handler threads, commit their outcomes in batches.
 
 One coordinator thread owns every database call of the loop (claims, started marks,
-commits, lease heartbeats, rescue); handler runners only run handlers (and their ``ctx.step``
+commits, lease heartbeats, rescue); handler threads only run handlers (and their ``ctx.step``
 writes). Every duty is a method called from the loop, so a hung handler, a lost lease or a
 database that goes away is handled in one place:
 
-- a handler past its kind's ``timeout`` is failed (retryable) at once and its runner retired
+- a handler past its kind's ``timeout`` is failed (retryable) at once and its thread retired
   and replaced; in process isolation its child is killed; its late result is fenced out;
 - leases of running jobs are renewed every ``lease_seconds / 3``, also while stopping;
 - expired leases of other (crashed) workers are rescued every ``rescue_interval``;
