@@ -111,14 +111,13 @@ def _cancel_pending(rt: Runtime, job_ids: list[int], now: datetime) -> int:
     moves = []
     for row in rt.store.job_get_many(job_ids).values():
         spec = rt.registry.find(row.kind)
-        if spec is None:
+        if spec is None or row.cancel_requested_at is None or row.finished_at is not None:
             continue
         move = rt.moves.requested_cancel(spec, row, now)
-        if move is None:
-            if row.cancel_requested_at is not None and row.finished_at is None:
-                rt.store.job_clear_cancel(row.id)  # that state cannot be cancelled: moot
-            continue
-        moves.append(move)
+        if move is None:  # the state the step led to cannot be cancelled: the request is moot
+            rt.store.job_clear_cancel(row.id)
+        else:
+            moves.append(move)
     done = sum(rt.store.job_transition_many(moves))
     if done:
         rt.telemetry.info("jobs.cancelled_after_step", jobs=done)
@@ -142,8 +141,8 @@ def hand_back(rt: Runtime, jobs: Iterable[Claimed], *, started: bool, now: datet
     for (claimed, move), ok in zip(planned, applied, strict=True):
         if ok:
             report.count(move, claimed.spec.chart)
-            rt.telemetry.info(
-                f"job.{move.event.trigger}",
+            rt.telemetry.moved(
+                move.event.trigger,
                 job_id=claimed.job_id,
                 kind=claimed.kind,
                 from_state=claimed.state,

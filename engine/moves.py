@@ -199,32 +199,12 @@ class Moves:
         transition = spec.compiled.require(claimed.state, outcome.trigger, guards)
         if outcome.trigger == T.WAIT and transition.dest != claimed.state and failure is None:
             failure = deadline_failure(claimed.state, claimed.deadline)  # "not yet", late
-        columns = self.columns(
-            spec,
+        columns, move = self._held(
+            claimed,
             transition,
-            claimed.state,
-            now=now,
-            attempt=claimed.attempt,
-            deadline=claimed.deadline,
+            now,
             failure=failure,
             result=outcome.result,
-        )
-        event = EventRow(
-            outcome.trigger,
-            claimed.state,
-            transition.dest,
-            claimed.attempt,
-            now,
-            self.worker_id,
-            columns.detail,
-        )
-        move = Move(
-            claimed.job_id,
-            claimed.state,
-            claimed.version,
-            claimed.lease_token,
-            columns.values,
-            event,
             # A retry (or "check again later") gives way to a cancel requested meanwhile;
             # an outcome that leaves the step stands (its work happened), and a request
             # still pending is then taken from the state it leads to (commit).
@@ -255,6 +235,22 @@ class Moves:
             if started
             else None
         )
+        _, move = self._held(
+            claimed, transition, now, failure=failure, retry_now=True, detail={"by": "shutdown"}
+        )
+        return move
+
+    def _held(
+        self,
+        claimed: Claimed,
+        transition: Transition,
+        now: datetime,
+        *,
+        detail: dict[str, Any] | None = None,
+        unless_cancelled: bool = False,
+        **kw: Any,
+    ) -> tuple[Columns, Move]:
+        """The compare-and-set taking ``transition`` from a job this worker holds."""
         columns = self.columns(
             claimed.spec,
             transition,
@@ -262,26 +258,27 @@ class Moves:
             now=now,
             attempt=claimed.attempt,
             deadline=claimed.deadline,
-            failure=failure,
-            retry_now=True,
+            **kw,
         )
         event = EventRow(
-            trigger,
+            transition.trigger,
             claimed.state,
             transition.dest,
             claimed.attempt,
             now,
             self.worker_id,
-            {**(columns.detail or {}), "by": "shutdown"},
+            {**(columns.detail or {}), **(detail or {})} or None,
         )
-        return Move(
+        move = Move(
             claimed.job_id,
             claimed.state,
             claimed.version,
             claimed.lease_token,
             columns.values,
             event,
+            unless_cancelled=unless_cancelled,
         )
+        return columns, move
 
 
 def cancel_enabled(compiled: CompiledChart, row: JobRow, now: datetime) -> bool:
