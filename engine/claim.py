@@ -77,8 +77,8 @@ def claim(rt: Runtime, now: datetime, limit: int, *, queues: Sequence[str] | Non
     pairs = [(row, move) for row, move in moved if move.event.trigger == T.START]
     for row, move in moved:
         if move.event.trigger != T.START:
-            rt.telemetry.info(
-                f"job.{move.event.trigger}",
+            rt.telemetry.moved(
+                move.event.trigger,
                 job_id=row.id,
                 kind=row.kind,
                 from_state=row.state,

@@ -52,6 +52,21 @@ class Telemetry:
             except Exception as error:  # a broken subscriber must not break the engine
                 logger.warning("telemetry.handler_failed", failed_event=name, error=repr(error))
 
+    def moved(
+        self, trigger: str, *, job_id: int, kind: str, from_state: str, to_state: str, **extra: Any
+    ) -> None:
+        """A transition taken without a handler (a timer, an operator, a hand-back):
+        ``job.<trigger>``."""
+        self.emit(
+            f"job.{trigger}",
+            "info",
+            job_id=job_id,
+            kind=kind,
+            from_state=from_state,
+            to_state=to_state,
+            **extra,
+        )
+
     def info(self, name: str, **fields: Any) -> None:
         self.emit(name, "info", **fields)
 

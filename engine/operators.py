@@ -91,12 +91,8 @@ def apply(rt: Runtime, job_id: int, trigger: str, row: JobRow | None = None) -> 
         applied = rt.store.job_transition_many([move])[0]
     if not applied:
         raise Changed(f"job {job_id} changed while applying {trigger}; try again")
-    rt.telemetry.info(
-        f"job.{trigger}",
-        job_id=job_id,
-        kind=row.kind,
-        from_state=row.state,
-        to_state=move.values["state"],
+    rt.telemetry.moved(
+        trigger, job_id=job_id, kind=row.kind, from_state=row.state, to_state=transition.dest
     )
     return transition.dest
 
