@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -23,13 +25,24 @@ def test_postgresql_without_psycopg_says_which_extra_to_install(
     assert "pip install 'jobcharts[postgres]'" in message and "\n" not in message
 
 
-def test_sqlite_never_needs_psycopg(monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> None:
-    monkeypatch.setitem(sys.modules, "psycopg", None)
-    engine = Engine(f"sqlite:///{tmp_path}/jobs.db")
-    engine.job(idempotency=lambda p: "one", kind="k")(lambda ctx, p: None)
-    engine.enqueue("k")
-    assert engine.run_until_idle().succeeded == 1
-    engine.close()
+def test_sqlite_never_needs_psycopg(tmp_path: Path) -> None:
+    """A fresh interpreter where ``import psycopg`` fails imports engine and its CLI and
+    runs a job on SQLite (a module-level psycopg import anywhere would break this)."""
+    script = f"""
+import sys
+sys.modules["psycopg"] = None  # import psycopg now raises
+from engine import Engine
+import engine.cli, engine.worker
+engine = Engine("sqlite:///{tmp_path}/jobs.db")
+engine.job(idempotency=lambda p: "one", kind="k")(lambda ctx, p: None)
+engine.enqueue("k")
+print(engine.run_until_idle().succeeded)
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "1"
 
 
 def test_urls(monkeypatch: pytest.MonkeyPatch) -> None:
