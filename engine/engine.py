@@ -131,6 +131,11 @@ class Engine:
             return self.store.db_now()
         return self.clock.now()
 
+    def insert_time(self) -> datetime | None:
+        """The time new jobs are stamped with: None on the database time source, so the
+        insert reads the database's clock itself instead of costing a round trip first."""
+        return None if self._uses_db_time else self.clock.now()
+
     def lease_base(self, now: datetime, tx_time: datetime | None) -> datetime:
         """When a lease taken now starts: the database's time inside the claim (database
         time), the clock read after the lock was granted (local time), or the caller's

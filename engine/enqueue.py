@@ -16,7 +16,7 @@ from pydantic import BaseModel
 from engine.moves import CREATED
 from engine.registry import JobSpec
 from engine.runtime import Runtime
-from engine.store import EventRow, NewJob
+from engine.store import NewJob
 from engine.store.store import AppConnection
 
 
@@ -26,31 +26,33 @@ def new_job(
     *,
     key: str | None,
     key_ttl: timedelta,
-    now: datetime,
-    due: datetime,
     worker_id: str,
+    due_at: datetime | None = None,
+    delay: timedelta = timedelta(0),
     priority: int | None = None,
     queue: str | None = None,
     correlation_id: str | None = None,
     detail: dict[str, Any] | None = None,
-) -> tuple[NewJob, EventRow]:
-    """A new job of ``spec``'s kind in its chart's initial state, with its creation event."""
-    initial = spec.chart.initial.name
-    job = NewJob(
+) -> NewJob:
+    """A new job of ``spec``'s kind in its chart's initial state (its creation event is
+    written with it)."""
+    return NewJob(
         kind=spec.kind,
         chart=spec.chart.name,
-        state=initial,
+        state=spec.chart.initial.name,
         payload=payload,
         idempotency_key=key,
         max_attempts=spec.first_max_attempts,
         priority=spec.priority if priority is None else priority,
         queue=queue or spec.queue,
-        due_at=due,
         correlation_id=correlation_id or uuid.uuid4().hex,
-        created_at=now,
-        key_expires_at=now + key_ttl if key is not None else None,
+        trigger=CREATED,
+        worker=worker_id,
+        detail=detail,
+        due_at=due_at,
+        delay=delay,
+        key_ttl=key_ttl,
     )
-    return job, EventRow(CREATED, None, initial, 0, now, worker_id, detail)
 
 
 def enqueue_many(
@@ -68,56 +70,67 @@ def enqueue_many(
     """Validate every payload, then store all the jobs in one transaction (or the caller's)."""
     spec = rt.registry.get(kind)
     models = [validate(spec, payload) for payload in payloads]
-    keys = [spec.key_for(model) for model in models]
-    now = rt.now()
-    due = due_time(now, delay, run_at)
-    items = [
+    due_at, wait = when_due(delay, run_at)
+    jobs = [
         new_job(
             spec,
             model.model_dump(mode="json"),
-            key=key,
+            key=spec.key_for(model),
             key_ttl=spec.key_ttl,
-            now=now,
-            due=due,
             worker_id=rt.worker_id,
+            due_at=due_at,
+            delay=wait,
             priority=priority,
             queue=queue,
             correlation_id=correlation_id,
         )
-        for model, key in zip(models, keys, strict=True)
+        for model in models
     ]
-    results = rt.store.job_insert_many(items, connection=connection)
-    if len(items) == 1:
-        (job, _), (job_id, inserted) = items[0], results[0]
+    results = rt.store.job_insert_many(jobs, now=rt.insert_time(), connection=connection)
+    telemetry = rt.telemetry
+    if len(jobs) == 1:
+        job, (job_id, inserted) = jobs[0], results[0]
         if inserted:
-            rt.telemetry.info(
+            telemetry.emit(
                 "job.enqueued",
+                "debug",
                 job_id=job_id,
                 kind=kind,
                 correlation_id=job.correlation_id,
                 idempotency_key=job.idempotency_key,
             )
         else:  # the existing job keeps its own correlation id
-            rt.telemetry.info(
-                "job.deduplicated", job_id=job_id, kind=kind, idempotency_key=job.idempotency_key
+            telemetry.emit(
+                "job.deduplicated",
+                "debug",
+                job_id=job_id,
+                kind=kind,
+                idempotency_key=job.idempotency_key,
             )
-    elif items:
+    elif jobs:
         fresh = sum(1 for _, inserted in results if inserted)
-        rt.telemetry.info("jobs.enqueued", kind=kind, jobs=fresh, deduplicated=len(items) - fresh)
+        telemetry.emit(
+            "jobs.enqueued", "debug", kind=kind, jobs=fresh, deduplicated=len(jobs) - fresh
+        )
     return [job_id for job_id, _ in results]
 
 
-def due_time(now: datetime, delay: float | timedelta | None, run_at: datetime | None) -> datetime:
+def when_due(
+    delay: float | timedelta | None, run_at: datetime | None
+) -> tuple[datetime | None, timedelta]:
+    """A fixed due time (``run_at``) or a wait after the insert (``delay``), checked."""
     if run_at is not None:
+        if delay is not None:
+            raise ValueError("give delay or run_at, not both")
         if run_at.tzinfo is None:
             raise ValueError("run_at must be timezone-aware")
-        return run_at
+        return run_at, timedelta(0)
     if delay is None:
-        return now
+        return None, timedelta(0)
     seconds = delay.total_seconds() if isinstance(delay, timedelta) else float(delay)
-    if seconds < 0:
-        raise ValueError(f"delay must be >= 0, got {seconds}")
-    return now + timedelta(seconds=seconds)
+    if not seconds >= 0:  # also refuses NaN
+        raise ValueError(f"delay must be >= 0 seconds, got {seconds}")
+    return None, timedelta(seconds=seconds)
 
 
 def validate(spec: JobSpec, payload: BaseModel | dict[str, Any] | None) -> BaseModel:

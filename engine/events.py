@@ -27,9 +27,20 @@ class Event(NamedTuple):
 Handler = Callable[[Event], None]
 
 
+LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}  # as the logging module's
+_threshold = [LEVELS["info"]]  # what log_event passes on; configure_logging changes it
+
+
+def set_log_threshold(level: int) -> None:
+    """Pass events from ``level`` (a ``logging`` level number) up to structlog. Debug events
+    are per job and per call: skipped before any formatting unless asked for."""
+    _threshold[0] = level
+
+
 def log_event(event: Event) -> None:
-    """The default subscriber: one structlog line per event."""
-    getattr(logger, event.level)(event.name, **event.fields)
+    """The default subscriber: one structlog line per event from the threshold up."""
+    if LEVELS.get(event.level, 40) >= _threshold[0]:
+        getattr(logger, event.level)(event.name, **event.fields)
 
 
 class Telemetry:
@@ -45,6 +56,8 @@ class Telemetry:
         self._handlers.remove(handler)
 
     def emit(self, name: str, level: str = "info", **fields: Any) -> None:
+        if level == "debug" and _threshold[0] > LEVELS["debug"] and self._handlers == [log_event]:
+            return  # nobody would see it: the enqueue path's common case
         event = Event(name, level, fields)
         for handler in self._handlers:
             try:

@@ -7,12 +7,15 @@ import sys
 
 import structlog
 
+from engine.events import set_log_threshold
+
 
 def configure_logging(level: str = "info", fmt: str = "console") -> None:
     """Render jobcharts events to stderr as console lines or JSON, from ``level`` up."""
     numeric = logging.getLevelNamesMapping().get(level.upper())
     if numeric is None:
         raise ValueError(f"unknown log level {level!r}")
+    set_log_threshold(numeric)
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer()
         if fmt == "json"

@@ -31,6 +31,10 @@ class Runtime(Protocol):
         """The current time by the engine's time source."""
         ...
 
+    def insert_time(self) -> datetime | None:
+        """The time new jobs are stamped with; None lets the database's clock stamp them."""
+        ...
+
     def lease_base(self, now: datetime, tx_time: datetime | None) -> datetime:
         """When a lease taken by a claim at ``now`` starts."""
         ...

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 from engine.enqueue import new_job
 from engine.runtime import Runtime
-from engine.store import EventRow, FirstSeen, NewJob, ScheduleState
+from engine.store import FirstSeen, NewJob, ScheduleState
 from engine.store.schedules import ScheduleStore
 from engine.timetable import Plan, Schedule, ScheduleRegistry, plan
 
@@ -89,9 +89,7 @@ class Scheduler:
         self.schedules.note(schedule.name, self._next_check(schedule, planned, state, now))
         return sum(1 for _, inserted in results if inserted)
 
-    def _new_job(
-        self, schedule: Schedule, slot: datetime, now: datetime
-    ) -> tuple[NewJob, EventRow]:
+    def _new_job(self, schedule: Schedule, slot: datetime, now: datetime) -> NewJob:
         """The job of one slot, keyed by the slot (not by the kind's key function)."""
         spec = self.rt.registry.get(schedule.kind)
         ttl = max(self.config.min_slot_key_ttl, spec.key_ttl, 2 * schedule.period(slot))
@@ -100,8 +98,7 @@ class Scheduler:
             dict(schedule.payload),
             key=schedule.key(slot),
             key_ttl=ttl,
-            now=now,
-            due=now,
+            due_at=now,
             worker_id=self.rt.worker_id,
             detail={"schedule": schedule.name, "slot": _iso(slot)},
         )

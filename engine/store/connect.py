@@ -13,7 +13,7 @@ import uuid
 from functools import partial
 from typing import Any
 
-from sqlalchemy import Connection, create_engine, event
+from sqlalchemy import Connection, create_engine, event, exc
 from sqlalchemy.engine import Engine as SAEngine
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import StaticPool
@@ -119,15 +119,44 @@ def make_engine(
         return db
     if make_url(url).get_backend_name() == "postgresql":
         import_psycopg()  # the one-line hint, not a traceback from the dialect
-    # pool_pre_ping: a connection broken by a server restart is replaced, not used.
-    return create_engine(
+    db = create_engine(
         url,
         json_serializer=serializer,
-        pool_pre_ping=True,
         pool_size=pool_size,
         max_overflow=max_overflow,
         pool_timeout=pool_timeout,
     )
+    _ping_when_idle(db)
+    return db
+
+
+PING_AFTER_IDLE = 1.0  # seconds a pooled connection may rest before it is checked on checkout
+
+
+def _ping_when_idle(db: SAEngine) -> None:
+    """Replace, not use, a pooled connection a server restart broke while it rested.
+
+    SQLAlchemy's ``pool_pre_ping`` pings on every checkout: a round trip per enqueue. Only
+    a connection that rested a while is pinged here; one broken while in steady use fails
+    its statement, and the pool then replaces every connection (a disconnect error
+    invalidates the whole pool).
+    """
+
+    @event.listens_for(db.pool, "checkin")
+    def _rested_from(_dbapi: Any, record: Any) -> None:
+        record.info["checked_in"] = time.monotonic()
+
+    @event.listens_for(db.pool, "checkout")
+    def _ping_if_rested(dbapi: Any, record: Any, _proxy: Any) -> None:
+        rested = record.info.get("checked_in")
+        if rested is None or time.monotonic() - rested < PING_AFTER_IDLE:
+            return
+        try:
+            alive = db.dialect.do_ping(dbapi)
+        except Exception as error:
+            raise exc.DisconnectionError(str(error)) from error
+        if not alive:
+            raise exc.DisconnectionError("the connection did not answer a ping")
 
 
 def _set_wal(cursor: Any, patience: float) -> None:

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from sqlalchemy import Connection
 from sqlalchemy.engine import Engine as SAEngine
+from sqlalchemy.exc import DBAPIError
 
 from engine.store.connect import make_engine, resolve_url
 
@@ -44,6 +46,61 @@ class Database:
             conn = conn.execution_options(sqlite_begin="DEFERRED")
             with conn.begin():
                 yield conn
+
+    @contextmanager
+    def sqlite_write(self) -> Iterator[Any]:
+        """A sqlite3 cursor in a new write transaction (BEGIN IMMEDIATE), committed on exit.
+
+        For the enqueue path, where SQLAlchemy's execution layer would cost more than the
+        statements. Driver errors come out as SQLAlchemy's, as everywhere else.
+        """
+        import sqlite3
+
+        try:
+            raw = self.db.raw_connection()
+            try:
+                driver = raw.driver_connection
+                cursor = driver.cursor()  # type: ignore[union-attr]
+                cursor.execute("BEGIN IMMEDIATE")
+                try:
+                    yield cursor
+                    cursor.execute("COMMIT")
+                except BaseException:
+                    if driver.in_transaction:  # type: ignore[union-attr]
+                        cursor.execute("ROLLBACK")
+                    raise
+            finally:
+                raw.close()  # back to the pool
+        except sqlite3.Error as error:
+            raise DBAPIError.instance(
+                None, None, error, sqlite3.Error, dialect=self.db.dialect
+            ) from error
+
+    @contextmanager
+    def pg_autocommit(self) -> Iterator[Any]:
+        """A psycopg connection in autocommit, for one statement that is its own
+        transaction (the enqueue path: one round trip, without SQLAlchemy's execution
+        layer). Driver errors come out as SQLAlchemy's; a broken connection is dropped."""
+        from engine.store.connect import import_psycopg
+
+        psycopg = import_psycopg()
+        raw = self.db.raw_connection()
+        try:
+            driver: Any = raw.driver_connection
+            driver.autocommit = True
+            try:
+                yield driver
+            finally:
+                if not driver.closed:
+                    driver.autocommit = False
+        except psycopg.Error as error:
+            if isinstance(error, psycopg.OperationalError) or driver.closed:
+                raw.invalidate(error)
+            raise DBAPIError.instance(
+                None, None, error, psycopg.Error, dialect=self.db.dialect
+            ) from error
+        finally:
+            raw.close()
 
     def close(self) -> None:
         self.db.dispose()

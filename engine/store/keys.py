@@ -7,10 +7,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, insert, or_, select, text
+from sqlalchemy import Connection, and_, or_, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 
-from engine.store.rows import NewJob
 from engine.store.schema import idempotency_keys, jobs
 
 
@@ -29,42 +28,6 @@ def lock_key(conn: Connection, dialect: str, kind: str, key: str) -> None:
             text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"),
             {"k": f"{kind}\x1f{key}"},
         )
-
-
-def insert_job(conn: Connection, dialect: str, job: NewJob) -> tuple[int, bool]:
-    if job.idempotency_key is not None:
-        lock_key(conn, dialect, job.kind, job.idempotency_key)
-        existing = live_key(conn, dialect, job)
-        if existing is not None:
-            return existing, False
-    values = {
-        "kind": job.kind,
-        "chart": job.chart,
-        "state": job.state,
-        "payload": job.payload,
-        "idempotency_key": job.idempotency_key,
-        "attempt": 0,
-        "max_attempts": job.max_attempts,
-        "priority": job.priority,
-        "queue": job.queue,
-        "due_at": job.due_at,
-        "version": 0,
-        "correlation_id": job.correlation_id,
-        "created_at": job.created_at,
-        "updated_at": job.created_at,
-    }
-    job_id = int(conn.execute(insert(jobs).values(values).returning(jobs.c.id)).scalar_one())
-    if job.idempotency_key is None:
-        return job_id, True
-    holder = take_key(
-        conn, dialect, job.kind, job.idempotency_key, job_id, job.created_at, job.key_expires_at
-    )
-    if holder != job_id:
-        # A concurrent transaction took the key first (possible when the caller's
-        # transaction began before that one committed): this job must not exist.
-        conn.execute(delete(jobs).where(jobs.c.id == job_id))
-        return holder, False
-    return job_id, True
 
 
 def take_key(
@@ -115,26 +78,3 @@ def take_key(
         )
     ).scalar_one()
     return int(holder)
-
-
-def live_key(conn: Connection, dialect: str, job: NewJob) -> int | None:
-    """The job id holding (kind, key), unless the key expired and its job is final."""
-    stmt = (
-        select(
-            idempotency_keys.c.job_id,
-            idempotency_keys.c.expires_at,
-            jobs.c.id.label("present"),
-            jobs.c.finished_at,
-        )
-        .select_from(idempotency_keys.outerjoin(jobs, jobs.c.id == idempotency_keys.c.job_id))
-        .where(idempotency_keys.c.kind == job.kind, idempotency_keys.c.key == job.idempotency_key)
-    )
-    if dialect == "postgresql":
-        stmt = stmt.with_for_update(of=idempotency_keys)
-    row = conn.execute(stmt).first()
-    if row is None:
-        return None
-    finished = row.present is None or row.finished_at is not None
-    if finished and row.expires_at <= job.created_at:
-        return None  # expired, and its job can no longer run: the key may be reused
-    return int(row.job_id)

@@ -7,7 +7,7 @@ one read needs. All immutable: a row read is a snapshot, not a live handle.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 
@@ -84,9 +84,14 @@ class KeyRow:
     result: Any
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class NewJob:
-    """The columns of a job about to be inserted."""
+    """A job about to be inserted, with what its creation event records.
+
+    Its times are relative to the insert (the store's ``now``, possibly the database's
+    clock): due ``delay`` after it unless ``due_at`` is fixed; its dedupe key reusable
+    ``key_ttl`` after it (once the job is final).
+    """
 
     kind: str
     chart: str
@@ -96,10 +101,13 @@ class NewJob:
     max_attempts: int
     priority: int
     queue: str
-    due_at: datetime
     correlation_id: str
-    created_at: datetime
-    key_expires_at: datetime | None = None  # when the dedupe key may be reused (once final)
+    trigger: str  # the creation event's trigger
+    worker: str | None = None  # who created it (the event's worker)
+    detail: dict[str, Any] | None = None  # the creation event's detail
+    due_at: datetime | None = None
+    delay: timedelta = timedelta(0)
+    key_ttl: timedelta = timedelta(0)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from datetime import datetime
 from sqlalchemy import select, update
 
 from engine.store.keys import dialect_insert
-from engine.store.rows import EventRow, FirstSeen, NewJob, ScheduleListing, ScheduleState
+from engine.store.rows import FirstSeen, NewJob, ScheduleListing, ScheduleState
 from engine.store.schema import jobs, schedules
 from engine.store.store import Store
 
@@ -79,7 +79,7 @@ class ScheduleStore:
         spec: str,
         old: datetime | None,
         new: datetime,
-        jobs_to_fire: Sequence[tuple[NewJob, EventRow]],
+        jobs_to_fire: Sequence[NewJob],
         now: datetime,
     ) -> list[tuple[int, bool]] | None:
         """Move ``last_slot`` from ``old`` to ``new`` and insert the slots' jobs, atomically.
@@ -98,7 +98,7 @@ class ScheduleStore:
                 return None
             if not jobs_to_fire:
                 return []
-            results = self.store.job_insert_many(jobs_to_fire, connection=conn)
+            results = self.store.job_insert_many(jobs_to_fire, now=now, connection=conn)
             conn.execute(
                 update(schedules)
                 .where(schedules.c.name == name)

@@ -19,7 +19,6 @@ from sqlalchemy import (
     bindparam,
     delete,
     func,
-    insert,
     select,
     update,
 )
@@ -28,11 +27,12 @@ from sqlalchemy.orm import Session
 from engine.errors import SchemaMismatch
 from engine.store import keys, migrate
 from engine.store.audit import AuditQueries
-from engine.store.cas import apply_moves, event_params
+from engine.store.cas import apply_moves
+from engine.store.inserts import insert_jobs_pg, insert_jobs_sqlite
 from engine.store.reads import ReadQueries, job_row
-from engine.store.rows import EventRow, JobRow, Move, NewJob
-from engine.store.schema import as_utc, idempotency_keys, job_events, job_steps, jobs
-from engine.store.wakeup import notify
+from engine.store.rows import JobRow, Move, NewJob
+from engine.store.schema import as_utc, idempotency_keys, job_steps, jobs
+from engine.store.wakeup import CHANNEL, notify
 
 AppConnection = Connection | Session  # the caller's own open transaction (transactional enqueue)
 
@@ -88,37 +88,39 @@ class Store(ReadQueries, AuditQueries):
 
     def job_insert_many(
         self,
-        items: Sequence[tuple[NewJob, EventRow]],
+        jobs: Sequence[NewJob],
         *,
+        now: datetime | None,
         connection: AppConnection | None = None,
     ) -> list[tuple[int, bool]]:
         """Insert jobs and their creation events in one transaction; dedupe each by key.
 
-        With ``connection`` the rows join the caller's open transaction: they exist if and
-        only if the caller commits.
+        Returns, per job, its id (or the id of the job holding its key live) and whether
+        it was inserted. ``now`` stamps the rows; None lets the database's clock do it
+        (PostgreSQL). With ``connection`` the rows join the caller's open transaction:
+        they exist if and only if the caller commits.
         """
         if isinstance(connection, Session):
             connection = connection.connection()
+        if self.dialect != "postgresql":
+            if now is None:
+                raise ValueError("SQLite stamps new jobs with the local clock: pass now")
+            if connection is not None:
+                conn = connection
+                return insert_jobs_sqlite(
+                    lambda sql, p: conn.exec_driver_sql(sql, tuple(p)), jobs, now
+                )
+            with self.sqlite_write() as cursor:
+                return insert_jobs_sqlite(cursor.execute, jobs, now)
         if connection is not None:
-            return self._insert_many(connection, items)
+            caller = connection
+            return insert_jobs_pg(caller.exec_driver_sql, jobs, now, CHANNEL)
+        if all(job.idempotency_key is None for job in jobs):
+            # One statement is its own transaction: one round trip, no BEGIN/COMMIT.
+            with self.pg_autocommit() as driver:
+                return insert_jobs_pg(lambda sql, p: driver.execute(sql, p), jobs, now, CHANNEL)
         with self.write() as conn:
-            return self._insert_many(conn, items)
-
-    def _insert_many(
-        self, conn: Connection, items: Sequence[tuple[NewJob, EventRow]]
-    ) -> list[tuple[int, bool]]:
-        results: list[tuple[int, bool]] = []
-        events: list[dict[str, Any]] = []
-        for job, created in items:
-            job_id, inserted = keys.insert_job(conn, self.dialect, job)
-            results.append((job_id, inserted))
-            if inserted:
-                events.append(event_params(job_id, created))
-        if events:
-            conn.execute(insert(job_events), events)
-            if self.dialect == "postgresql":
-                notify(conn, "enqueue")
-        return results
+            return insert_jobs_pg(conn.exec_driver_sql, jobs, now, CHANNEL)
 
     def job_requeue(self, move: Move, kind: str, key: str | None, expires_at: datetime) -> int:
         """Apply an operator requeue; a keyed job first takes its key back.

@@ -488,8 +488,22 @@ class Racer(threading.Thread):
 @contextlib.contextmanager
 def statements_running(*dbs: sa.Engine) -> Iterator[dict[int, tuple[str, int | None]]]:
     """Per thread: the SQL statement it is executing on ``dbs`` right now, and the server
-    process running it (PostgreSQL; None on SQLite). A thread is absent between statements."""
+    process running it (PostgreSQL; None on SQLite). A thread is absent between statements
+    run through SQLAlchemy; on SQLite the store's own enqueue path runs sqlite3 directly,
+    seen by a trace callback (called as each statement starts) while a connection is out.
+    """
     running: dict[int, tuple[str, int | None]] = {}
+
+    def traced(statement: str) -> None:
+        running[threading.get_ident()] = (statement, None)
+
+    def checkout(dbapi: Any, *_: Any) -> None:
+        if isinstance(dbapi, sqlite3.Connection):
+            dbapi.set_trace_callback(traced)
+
+    def checkin(dbapi: Any, *_: Any) -> None:
+        if isinstance(dbapi, sqlite3.Connection):
+            dbapi.set_trace_callback(None)
 
     def before(conn: sa.Connection, cursor: Any, statement: str, *_: Any) -> None:
         dbapi: Any = conn.connection.dbapi_connection
@@ -504,15 +518,20 @@ def statements_running(*dbs: sa.Engine) -> Iterator[dict[int, tuple[str, int | N
         ("after_cursor_execute", after),
         ("handle_error", after),
     ]
+    pool_listeners = [("checkout", checkout), ("checkin", checkin)]
     for db in dbs:
         for name, fn in listeners:
             sa.event.listen(db, name, fn)
+        for name, fn in pool_listeners:
+            sa.event.listen(db.pool, name, fn)
     try:
         yield running
     finally:
         for db in dbs:
             for name, fn in listeners:
                 sa.event.remove(db, name, fn)
+            for name, fn in pool_listeners:
+                sa.event.remove(db.pool, name, fn)
 
 
 def sqlite_write_locked(db: sa.Engine) -> bool:

@@ -44,6 +44,13 @@ def store(db_url: str) -> Iterator[Store]:
     opened.close()
 
 
+@dataclasses.dataclass(frozen=True)
+class Draft(NewJob):
+    """A job to insert and the time of its insert (the store's ``now``)."""
+
+    at: datetime = NOW
+
+
 def new_job(
     key: str | None = None,
     *,
@@ -55,8 +62,8 @@ def new_job(
     created_at: datetime = NOW,
     key_expires_at: datetime | None = None,
     payload: dict[str, Any] | None = None,
-) -> NewJob:
-    return NewJob(
+) -> Draft:
+    return Draft(
         kind=kind,
         chart="lifecycle",
         state=state,
@@ -67,20 +74,23 @@ def new_job(
         queue=queue,
         due_at=due_at,
         correlation_id="corr-1",
-        created_at=created_at,
-        key_expires_at=key_expires_at,
+        trigger="enqueue",
+        key_ttl=(key_expires_at or created_at) - created_at,
+        at=created_at,
     )
 
 
-def enqueued(job: NewJob) -> EventRow:
-    """The creation event of ``job``."""
-    return EventRow("enqueue", None, job.state, 0, job.created_at)
+def insert_drafts(
+    store: Store, drafts: list[Draft], connection: Any = None
+) -> list[tuple[int, bool]]:
+    """Insert ``drafts`` (all of one insert time) in one call."""
+    assert len({draft.at for draft in drafts}) == 1
+    return store.job_insert_many(drafts, now=drafts[0].at, connection=connection)
 
 
 def insert(store: Store, key: str | None = None, **fields: Any) -> int:
     """Insert one new job (see ``new_job``) and return its id."""
-    job = new_job(key, **fields)
-    [(job_id, inserted)] = store.job_insert_many([(job, enqueued(job))])
+    [(job_id, inserted)] = insert_drafts(store, [new_job(key, **fields)])
     assert inserted
     return job_id
 
@@ -224,7 +234,7 @@ def test_insert_many_returns_a_new_id_per_job_in_order(store: Store) -> None:
     """Each job gets its own id, returned in input order with ``inserted=True``, and its row
     holds the given columns with attempt 0, version 0, no lease and updated_at = created_at."""
     batch = [new_job(payload={"n": n}, priority=n, queue=f"q{n}") for n in range(3)]
-    results = store.job_insert_many([(job, enqueued(job)) for job in batch])
+    results = insert_drafts(store, batch)
 
     assert [inserted for _, inserted in results] == [True, True, True]
     assert len({job_id for job_id, _ in results}) == 3
@@ -254,9 +264,8 @@ def test_insert_many_returns_a_new_id_per_job_in_order(store: Store) -> None:
 
 def test_insert_writes_the_creation_event(store: Store) -> None:
     """An inserted job's history is exactly its creation event, as given."""
-    job = new_job()
-    created = EventRow("enqueue", None, "pending", 0, NOW, worker="api-1", detail={"by": "api"})
-    [(job_id, _)] = store.job_insert_many([(job, created)])
+    job = dataclasses.replace(new_job(), worker="api-1", detail={"by": "api"})
+    [(job_id, _)] = insert_drafts(store, [job])
 
     assert store.job_events(job_id) == [
         EventRecord("enqueue", None, "pending", 0, NOW, "api-1", {"by": "api"})
@@ -268,7 +277,7 @@ def test_insert_of_a_held_key_returns_the_holder_and_writes_nothing(store: Store
     ``inserted=False``, and no row, event or key is added."""
     holder = insert(store, "order-1")
     job = new_job("order-1", payload={"other": True})
-    assert store.job_insert_many([(job, enqueued(job))]) == [(holder, False)]
+    assert insert_drafts(store, [job]) == [(holder, False)]
 
     assert count(store, jobs) == 1 and count(store, job_events) == 1
     assert count(store, idempotency_keys) == 1
@@ -278,7 +287,7 @@ def test_insert_of_a_held_key_returns_the_holder_and_writes_nothing(store: Store
 def test_insert_many_dedupes_within_one_batch(store: Store) -> None:
     """Two jobs of one (kind, key) in a batch make one job; the second gets its id."""
     batch = [new_job("order-1"), new_job("order-1"), new_job("order-2")]
-    results = store.job_insert_many([(job, enqueued(job)) for job in batch])
+    results = insert_drafts(store, batch)
 
     assert results[1] == (results[0][0], False)
     assert results[0][1] and results[2][1] and results[2][0] != results[0][0]
@@ -299,11 +308,11 @@ def test_insert_many_is_all_or_nothing(store: Store) -> None:
     good = new_job("order-1")
     bad = new_job(payload={"amount": float("nan")})  # not JSON: refused when bound
     with pytest.raises((ValueError, sa.exc.StatementError)):
-        store.job_insert_many([(good, enqueued(good)), (bad, enqueued(bad))])
+        insert_drafts(store, [good, bad])
 
     assert count(store, jobs) == 0 and count(store, job_events) == 0
     assert count(store, idempotency_keys) == 0
-    assert store.job_insert_many([(good, enqueued(good))])[0][1], "the key was not taken"
+    assert insert_drafts(store, [good])[0][1], "the key was not taken"
 
 
 @pytest.mark.parametrize("commit", [True, False], ids=["commit", "rollback"])
@@ -313,7 +322,7 @@ def test_insert_with_a_connection_joins_the_callers_transaction(store: Store, co
     job = new_job("order-1")
     with store.db.connect() as conn:
         conn.begin()
-        [(job_id, inserted)] = store.job_insert_many([(job, enqueued(job))], connection=conn)
+        [(job_id, inserted)] = insert_drafts(store, [job], connection=conn)
         assert inserted
         if commit:
             conn.commit()
@@ -342,7 +351,7 @@ def test_an_expired_key_of_an_unfinished_job_still_dedupes(store: Store) -> None
     holder = insert(store, "order-1", key_expires_at=NOW)  # zero TTL
     job = new_job("order-1", created_at=later(3600))
 
-    assert store.job_insert_many([(job, enqueued(job))]) == [(holder, False)]
+    assert insert_drafts(store, [job]) == [(holder, False)]
     assert count(store, jobs) == 1
 
 
@@ -351,7 +360,7 @@ def test_a_key_of_a_finished_job_dedupes_until_it_expires(store: Store) -> None:
     holder = finished(store, "order-1", key_expires_at=later(60))
     job = new_job("order-1", created_at=later(59))
 
-    assert store.job_insert_many([(job, enqueued(job))]) == [(holder, False)]
+    assert insert_drafts(store, [job]) == [(holder, False)]
     assert count(store, jobs) == 1
 
 
@@ -857,7 +866,7 @@ def test_a_pruned_jobs_key_outlives_it_until_expiry(store: Store) -> None:
         result={"sent": job_id},
     )
     again = new_job("order-1", created_at=later(2 * 86400))
-    assert store.job_insert_many([(again, enqueued(again))]) == [(job_id, False)]
+    assert insert_drafts(store, [again]) == [(job_id, False)]
     assert count(store, jobs) == 0
 
 

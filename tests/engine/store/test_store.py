@@ -23,16 +23,14 @@ def new_job(key: str | None = "k1") -> NewJob:
         queue="default",
         due_at=NOW,
         correlation_id="c",
-        created_at=NOW,
+        trigger="enqueue",
     )
 
 
 def test_same_transition_applied_twice_is_a_no_op(db_url: str) -> None:
     """A compare-and-set move applies once; replaying it changes nothing and adds no event."""
     store = Store(db_url)
-    job_id, _ = store.job_insert_many([(new_job(), EventRow("enqueue", None, "pending", 0, NOW))])[
-        0
-    ]
+    job_id, _ = store.job_insert_many([new_job()], now=NOW)[0]
     move = Move(
         job_id,
         "pending",
@@ -51,12 +49,7 @@ def test_same_transition_applied_twice_is_a_no_op(db_url: str) -> None:
 def test_batch_with_one_stale_move_applies_the_others(db_url: str) -> None:
     """In a batch, a move whose version is stale is refused while the rest commit."""
     store = Store(db_url)
-    ids = [
-        store.job_insert_many([(new_job(f"k{i}"), EventRow("enqueue", None, "pending", 0, NOW))])[
-            0
-        ][0]
-        for i in range(3)
-    ]
+    ids = [store.job_insert_many([new_job(f"k{i}")], now=NOW)[0][0] for i in range(3)]
     moves = [
         Move(
             job_id,
@@ -77,9 +70,7 @@ def test_batch_with_one_stale_move_applies_the_others(db_url: str) -> None:
 def test_lease_token_fences_a_move(db_url: str) -> None:
     """A move carrying a lease token that no longer holds the job does not apply."""
     store = Store(db_url)
-    job_id, _ = store.job_insert_many([(new_job(), EventRow("enqueue", None, "pending", 0, NOW))])[
-        0
-    ]
+    job_id, _ = store.job_insert_many([new_job()], now=NOW)[0]
     take = Move(
         job_id,
         "pending",
@@ -109,8 +100,8 @@ def test_lease_token_fences_a_move(db_url: str) -> None:
 def test_duplicate_key_returns_first_id(db_url: str) -> None:
     """The unique index turns a second insert of (kind, key) into the first id."""
     store = Store(db_url)
-    first = store.job_insert_many([(new_job(), EventRow("enqueue", None, "pending", 0, NOW))])[0]
-    second = store.job_insert_many([(new_job(), EventRow("enqueue", None, "pending", 0, NOW))])[0]
+    first = store.job_insert_many([new_job()], now=NOW)[0]
+    second = store.job_insert_many([new_job()], now=NOW)[0]
     assert first == (first[0], True) and second == (first[0], False)
 
 

@@ -1,0 +1,371 @@
+"""The enqueue path: new jobs, their creation events and their dedupe keys, written with
+fixed driver SQL (no statement built per call) and as few round trips as the backend allows.
+
+- PostgreSQL, no keys: ONE statement (the clock, every job, every event and the NOTIFY in
+  one data-modifying CTE over arrays, so its text never changes and psycopg prepares it);
+  run in autocommit it is also its own transaction: one round trip per ``enqueue``.
+- With keys: the keys are locked (PostgreSQL) and read in one statement each, the jobs
+  whose key is live are answered with the holder's id, the rest inserted as above, and
+  their keys taken by one conditional upsert; a key lost to a racing transaction (only
+  possible inside a caller's older transaction) removes its job again.
+- Many jobs go in multi-row statements (SQLite) or array statements (PostgreSQL).
+
+Times: ``now`` is the insert time; None lets the database clock stamp the rows
+(PostgreSQL's ``clock_timestamp()``, read once per statement).
+"""
+
+# ruff: noqa: S608 - statements are built from constants and placeholder counts; every
+# value is a bound parameter.
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime
+from functools import cache, partial
+from typing import Any
+
+from engine.store.rows import NewJob
+
+CHUNK = 500  # rows per multi-row statement (SQLite allows 32,766 bound values)
+_dumps = partial(json.dumps, allow_nan=False, separators=(",", ":"))
+
+Result = list[tuple[int, bool]]  # per job, in order: (its id or the key holder's id, inserted)
+
+
+Execute = Callable[[str, Any], Any]  # (sql, params) -> rows (a cursor or a result)
+
+
+def insert_jobs_pg(
+    execute: Execute, jobs: Sequence[NewJob], now: datetime | None, channel: str
+) -> Result:
+    """Insert ``jobs`` (deduped by key) with their creation events through ``execute``:
+    in an open transaction, or in autocommit when none has a key (one statement)."""
+    return _Postgres(execute, now, channel).insert(jobs)
+
+
+def insert_jobs_sqlite(execute: Execute, jobs: Sequence[NewJob], now: datetime) -> Result:
+    """Insert ``jobs`` (deduped by key) with their creation events in an open write
+    transaction, through ``execute(sql, params)``: a sqlite3 cursor's own in the store's
+    transactions (SQLAlchemy's execution layer would cost more than the statements), a
+    Connection's ``exec_driver_sql`` in a caller's (its event hooks see our statements)."""
+    return _SQLite(execute, now).insert(jobs)
+
+
+class _Dialect:
+    """The steps both backends share: dedupe by key, then insert the rest."""
+
+    def __init__(self, now: datetime | None) -> None:
+        self.now = now
+
+    def insert(self, jobs: Sequence[NewJob]) -> Result:
+        if all(job.idempotency_key is None for job in jobs):
+            return [(job_id, True) for job_id in self.insert_rows(jobs)]
+        results: list[tuple[int, bool] | None] = [None] * len(jobs)
+        first: dict[tuple[str, str], int] = {}  # (kind, key) -> index of its first job
+        repeats: list[tuple[int, int]] = []  # (index, index of the first job with its key)
+        fresh: list[int] = []
+        for index, job in enumerate(jobs):
+            if job.idempotency_key is None:
+                fresh.append(index)
+                continue
+            pair = (job.kind, job.idempotency_key)
+            if pair in first:
+                repeats.append((index, first[pair]))
+            else:
+                first[pair] = index
+                fresh.append(index)
+        if first:
+            self.lock_keys(sorted(first))
+            held = self.live_holders(sorted(first))
+            for pair, holder in held.items():
+                results[first[pair]] = (holder, False)
+            answered = {first[pair] for pair in held}
+            fresh = [index for index in fresh if index not in answered]
+        ids = self.insert_rows([jobs[i] for i in fresh]) if fresh else []
+        keyed: list[tuple[int, NewJob, int]] = []
+        for index, job_id in zip(fresh, ids, strict=True):
+            results[index] = (job_id, True)
+            if jobs[index].idempotency_key is not None:
+                keyed.append((index, jobs[index], job_id))
+        if keyed:
+            lost = self.take_keys(keyed)
+            if lost:
+                # Another transaction took these keys since we read them (possible only
+                # inside a caller's transaction that began before it committed): these
+                # jobs must not exist; answer with the holder, as a duplicate enqueue.
+                self.delete_jobs([job_id for _, _, job_id in keyed if job_id in lost])
+                for index, _, job_id in keyed:
+                    if job_id in lost:
+                        results[index] = (lost[job_id], False)
+        for index, first_index in repeats:
+            answer = results[first_index]
+            assert answer is not None
+            results[index] = (answer[0], False)
+        return [r for r in results if r is not None]
+
+    def lock_keys(self, pairs: list[tuple[str, str]]) -> None:
+        """Serialize writers of these keys until the transaction ends (PostgreSQL)."""
+
+    def live_holders(self, pairs: list[tuple[str, str]]) -> dict[tuple[str, str], int]:
+        raise NotImplementedError
+
+    def insert_rows(self, jobs: Sequence[NewJob]) -> list[int]:
+        raise NotImplementedError
+
+    def take_keys(self, keyed: list[tuple[int, NewJob, int]]) -> dict[int, int]:
+        """Give each job its key unless another job holds it live; return the losers
+        (job id -> holder)."""
+        raise NotImplementedError
+
+    def delete_jobs(self, ids: list[int]) -> None:
+        raise NotImplementedError
+
+
+def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _sqlite_time(value: datetime) -> str:
+    """The text SQLAlchemy's SQLite DateTime stores: naive UTC with microseconds."""
+    if value.tzinfo is None:
+        raise ValueError(f"naive datetime {value!r}: jobcharts stores aware UTC datetimes")
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+def _json(value: Any) -> str | None:
+    return None if value is None else _dumps(value)
+
+
+_JOB_COLUMNS = (
+    "kind, chart, state, payload, idempotency_key, attempt, max_attempts, priority, queue, "
+    "due_at, version, correlation_id, created_at, updated_at"
+)
+_EVENT_COLUMNS = "job_id, trigger, from_state, to_state, attempt, at, worker, detail"
+_KEY_UPSERT_TAIL = (
+    " ON CONFLICT (kind, key) DO UPDATE SET job_id = excluded.job_id,"
+    " created_at = excluded.created_at, expires_at = excluded.expires_at,"
+    " final_state = NULL, result = NULL"
+    " WHERE idempotency_keys.job_id = excluded.job_id"
+    " OR (idempotency_keys.expires_at <= excluded.created_at AND NOT EXISTS ("
+    "SELECT 1 FROM jobs WHERE jobs.id = idempotency_keys.job_id AND jobs.finished_at IS NULL))"
+    " RETURNING kind, key"
+)
+# A key is live unless it has expired and its job is final (or pruned).
+_LIVE = "NOT ((j.id IS NULL OR j.finished_at IS NOT NULL) AND k.expires_at <= {now})"
+
+
+@cache
+def _sqlite_jobs(rows: int) -> str:
+    row = "(?, ?, ?, ?, ?, 0, ?, ?, ?, ?, 0, ?, ?, ?)"
+    return f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES {', '.join([row] * rows)} RETURNING id"
+
+
+@cache
+def _sqlite_events(rows: int) -> str:
+    row = "(?, ?, NULL, ?, 0, ?, ?, ?)"
+    return f"INSERT INTO job_events ({_EVENT_COLUMNS}) VALUES {', '.join([row] * rows)}"
+
+
+class _SQLite(_Dialect):
+    def __init__(self, execute: Execute, now: datetime) -> None:
+        super().__init__(now)
+        self.execute = execute
+        self.stamp = _sqlite_time(now)
+        self.at = now
+
+    def _run(self, sql: str, params: Sequence[Any]) -> Any:
+        return self.execute(sql, params)
+
+    def live_holders(self, pairs: list[tuple[str, str]]) -> dict[tuple[str, str], int]:
+        held: dict[tuple[str, str], int] = {}
+        for chunk in _chunks(pairs):
+            where = " OR ".join(["(k.kind = ? AND k.key = ?)"] * len(chunk))
+            sql = (
+                "SELECT k.kind, k.key, k.job_id FROM idempotency_keys AS k"
+                f" LEFT JOIN jobs AS j ON j.id = k.job_id WHERE ({where})"
+                f" AND {_LIVE.format(now='?')}"
+            )
+            params = [v for pair in chunk for v in pair] + [self.stamp]
+            for kind, key, job_id in self._run(sql, params):
+                held[(kind, key)] = int(job_id)
+        return held
+
+    def insert_rows(self, jobs: Sequence[NewJob]) -> list[int]:
+        ids: list[int] = []
+        for chunk in _chunks(jobs):
+            params: list[Any] = []
+            for job in chunk:
+                due = job.due_at if job.due_at is not None else self.at + job.delay
+                params += (
+                    job.kind,
+                    job.chart,
+                    job.state,
+                    _dumps(job.payload),
+                    job.idempotency_key,
+                    job.max_attempts,
+                    job.priority,
+                    job.queue,
+                    _sqlite_time(due),
+                    job.correlation_id,
+                    self.stamp,
+                    self.stamp,
+                )
+            # One statement's rows take increasing ids in VALUES order (its rowids).
+            chunk_ids = sorted(int(r[0]) for r in self._run(_sqlite_jobs(len(chunk)), params))
+            ids += chunk_ids
+            params = []
+            for job, job_id in zip(chunk, chunk_ids, strict=True):
+                detail = _json(job.detail)
+                params += (job_id, job.trigger, job.state, self.stamp, job.worker, detail)
+            self._run(_sqlite_events(len(chunk)), params)
+        return ids
+
+    def take_keys(self, keyed: list[tuple[int, NewJob, int]]) -> dict[int, int]:
+        lost: dict[int, int] = {}
+        for chunk in _chunks(keyed):
+            row = "(?, ?, ?, ?, ?, NULL, NULL)"
+            sql = (
+                "INSERT INTO idempotency_keys (kind, key, job_id, created_at, expires_at,"
+                f" final_state, result) VALUES {', '.join([row] * len(chunk))}" + _KEY_UPSERT_TAIL
+            )
+            params: list[Any] = []
+            for _, job, job_id in chunk:
+                expires = _sqlite_time(self.at + job.key_ttl)
+                params += (job.kind, job.idempotency_key, job_id, self.stamp, expires)
+            taken = {(kind, key) for kind, key in self._run(sql, params)}
+            for _, job, job_id in chunk:
+                pair = (job.kind, str(job.idempotency_key))
+                if pair not in taken:
+                    lost[job_id] = self._holder(pair)
+        return lost
+
+    def _holder(self, pair: tuple[str, str]) -> int:
+        sql = "SELECT job_id FROM idempotency_keys WHERE kind = ? AND key = ?"
+        return int(self._run(sql, pair).fetchone()[0])
+
+    def delete_jobs(self, ids: list[int]) -> None:
+        for chunk in _chunks(ids):
+            self._run(f"DELETE FROM jobs WHERE id IN ({', '.join('?' * len(chunk))})", chunk)
+
+
+class _Postgres(_Dialect):
+    """Array parameters: one statement text whatever the number of jobs (prepared once)."""
+
+    # The rows, the clock (read once), the events (matched to their jobs by position: one
+    # statement's rows take increasing ids in input order) and the wake-up, in one statement.
+    INSERT = f"""
+WITH t AS (SELECT COALESCE(%(now)s::timestamptz, clock_timestamp()) AS now),
+src AS (
+    SELECT * FROM unnest(%(kind)s::text[], %(chart)s::text[], %(state)s::text[],
+        %(payload)s::text[], %(key)s::text[], %(max_attempts)s::int[], %(priority)s::int[],
+        %(queue)s::text[], %(due_at)s::timestamptz[], %(delay)s::float8[],
+        %(correlation_id)s::text[], %(trigger)s::text[], %(worker)s::text[], %(detail)s::text[])
+        WITH ORDINALITY AS s(kind, chart, state, payload, key, max_attempts, priority, queue,
+            due_at, delay, correlation_id, trigger, worker, detail, i)
+),
+new AS (
+    INSERT INTO jobs ({_JOB_COLUMNS})
+    SELECT kind, chart, state, payload::jsonb, key, 0, max_attempts, priority, queue,
+        COALESCE(due_at, t.now + delay * interval '1 second'), 0, correlation_id, t.now, t.now
+    FROM src, t ORDER BY i
+    RETURNING id, state, created_at
+),
+numbered AS (SELECT id, state, created_at, row_number() OVER (ORDER BY id) AS i FROM new),
+events AS (
+    INSERT INTO job_events ({_EVENT_COLUMNS})
+    SELECT n.id, s.trigger, NULL, n.state, 0, n.created_at, s.worker, s.detail::jsonb
+    FROM numbered AS n JOIN src AS s USING (i)
+),
+woken AS (SELECT pg_notify(%(channel)s, 'enqueue') AS sent)
+SELECT n.id, n.created_at FROM numbered AS n, woken ORDER BY n.i
+"""
+
+    LOCK = (
+        "SELECT clock_timestamp() FROM (SELECT count(pg_advisory_xact_lock("
+        "hashtextextended(k, 0))) FROM unnest(%(pairs)s::text[]) AS k) AS locked"
+    )
+
+    LIVE = (
+        "SELECT k.kind, k.key, k.job_id FROM idempotency_keys AS k"
+        " JOIN unnest(%(kinds)s::text[], %(keys)s::text[]) AS p(kind, key)"
+        " ON k.kind = p.kind AND k.key = p.key"
+        " LEFT JOIN jobs AS j ON j.id = k.job_id"
+        f" WHERE {_LIVE.format(now='%(now)s')} FOR UPDATE OF k"
+    )
+
+    TAKE = (
+        "INSERT INTO idempotency_keys (kind, key, job_id, created_at, expires_at,"
+        " final_state, result)"
+        " SELECT kind, key, job_id, %(now)s, %(now)s + ttl * interval '1 second', NULL, NULL"
+        " FROM unnest(%(kinds)s::text[], %(keys)s::text[], %(ids)s::bigint[],"
+        " %(ttls)s::float8[]) AS p(kind, key, job_id, ttl)" + _KEY_UPSERT_TAIL
+    )
+
+    def __init__(self, execute: Execute, now: datetime | None, channel: str) -> None:
+        super().__init__(now)
+        self.execute = execute
+        self.channel = channel
+
+    def _run(self, sql: str, params: dict[str, Any]) -> Any:
+        return self.execute(sql, params)
+
+    def lock_keys(self, pairs: list[tuple[str, str]]) -> None:
+        # Sorted, so two transactions locking overlapping keys cannot deadlock; the clock
+        # is read after the locks are granted, so a wait for a lock ages nothing.
+        locked = [f"{kind}\x1f{key}" for kind, key in pairs]
+        db_now = self._run(self.LOCK, {"pairs": locked}).fetchone()[0]
+        if self.now is None:
+            self.now = db_now
+
+    def live_holders(self, pairs: list[tuple[str, str]]) -> dict[tuple[str, str], int]:
+        params = {"kinds": [p[0] for p in pairs], "keys": [p[1] for p in pairs], "now": self.now}
+        return {(kind, key): int(job_id) for kind, key, job_id in self._run(self.LIVE, params)}
+
+    def insert_rows(self, jobs: Sequence[NewJob]) -> list[int]:
+        ids: list[int] = []
+        for chunk in _chunks(jobs, 5000):
+            params = {
+                "now": self.now,
+                "channel": self.channel,
+                "kind": [j.kind for j in chunk],
+                "chart": [j.chart for j in chunk],
+                "state": [j.state for j in chunk],
+                "payload": [_dumps(j.payload) for j in chunk],
+                "key": [j.idempotency_key for j in chunk],
+                "max_attempts": [j.max_attempts for j in chunk],
+                "priority": [j.priority for j in chunk],
+                "queue": [j.queue for j in chunk],
+                "due_at": [j.due_at for j in chunk],
+                "delay": [j.delay.total_seconds() for j in chunk],
+                "correlation_id": [j.correlation_id for j in chunk],
+                "trigger": [j.trigger for j in chunk],
+                "worker": [j.worker for j in chunk],
+                "detail": [_json(j.detail) for j in chunk],
+            }
+            rows = self._run(self.INSERT, params).fetchall()
+            ids += [int(row[0]) for row in rows]
+            if self.now is None and rows:
+                self.now = rows[0][1]  # the keys' times: the jobs' own creation time
+        return ids
+
+    def take_keys(self, keyed: list[tuple[int, NewJob, int]]) -> dict[int, int]:
+        params = {
+            "now": self.now,
+            "kinds": [job.kind for _, job, _ in keyed],
+            "keys": [job.idempotency_key for _, job, _ in keyed],
+            "ids": [job_id for _, _, job_id in keyed],
+            "ttls": [job.key_ttl.total_seconds() for _, job, _ in keyed],
+        }
+        taken = {(kind, key) for kind, key in self._run(self.TAKE, params)}
+        lost: dict[int, int] = {}
+        for _, job, job_id in keyed:
+            pair = (job.kind, str(job.idempotency_key))
+            if pair not in taken:
+                sql = "SELECT job_id FROM idempotency_keys WHERE kind = %(kind)s AND key = %(key)s"
+                holder = self._run(sql, {"kind": pair[0], "key": pair[1]}).fetchone()[0]
+                lost[job_id] = int(holder)
+        return lost
+
+    def delete_jobs(self, ids: list[int]) -> None:
+        self._run("DELETE FROM jobs WHERE id = ANY(%(ids)s::bigint[])", {"ids": ids})
