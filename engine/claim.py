@@ -28,8 +28,19 @@ class Batch:
     timed: int = 0  # jobs moved by a timer (deadline, delay) or a cancel instead of claimed
 
 
-def claim(rt: Runtime, now: datetime, limit: int, *, queues: Sequence[str] | None = None) -> Batch:
-    """Claim up to ``limit`` due jobs of the registered kinds under one new lease."""
+def claim(
+    rt: Runtime,
+    now: datetime,
+    limit: int,
+    *,
+    queues: Sequence[str] | None = None,
+    start: bool = False,
+) -> Batch:
+    """Claim up to ``limit`` due jobs of the registered kinds under one new lease.
+
+    ``start``: their handlers start as soon as the claim commits (one free handler thread
+    each), so the claim records the start too and no ``mark_started`` follows.
+    """
     registry = rt.registry
     specs = registry.specs
     token = uuid.uuid4().hex
@@ -69,6 +80,7 @@ def claim(rt: Runtime, now: datetime, limit: int, *, queues: Sequence[str] | Non
             lease_seconds=rt.lease_seconds,
             token=token,
             now=now,
+            started=start,
         )
 
     moved = rt.store.job_claim_due(

@@ -416,10 +416,16 @@ class Engine:
         return min(max((nxt - self.now()).total_seconds(), 0.0), ceiling)
 
     def claim_due(
-        self, now: datetime, limit: int, *, queues: Sequence[str] | None = None
+        self,
+        now: datetime,
+        limit: int,
+        *,
+        queues: Sequence[str] | None = None,
+        start: bool = False,
     ) -> claiming.Batch:
-        """Fire due schedules, then claim up to ``limit`` due jobs (the worker's claim)."""
-        return claim_due(self, self._scheduler, now, limit, queues)
+        """Fire due schedules, then claim up to ``limit`` due jobs (the worker's claim;
+        ``start``: their handlers start at once, recorded by the claim itself)."""
+        return claim_due(self, self._scheduler, now, limit, queues, start)
 
     def claim(
         self, now: datetime, limit: int, *, queues: Sequence[str] | None = None

@@ -153,8 +153,11 @@ class Moves:
         lease_seconds: float,
         token: str,
         now: datetime,
+        started: bool = False,
     ) -> Move:
-        """The claim of a due job: a new attempt under lease ``token`` from ``leased_at``."""
+        """The claim of a due job: a new attempt under lease ``token`` from ``leased_at``;
+        ``started``: its handler starts as the claim commits (the worker hands each claimed
+        job to a free handler thread at once), so the claim also records the start."""
         columns = self.columns(
             spec,
             transition,
@@ -165,6 +168,8 @@ class Moves:
             timeout=lease_seconds,
             lease_token=token,
         )
+        if started:
+            columns.values["started_at"] = leased_at
         attempt = int(columns.values["attempt"])
         event = EventRow(T.START, row.state, transition.dest, attempt, now, self.worker_id)
         return Move(row.id, row.state, row.version, row.lease_token, columns.values, event)

@@ -27,10 +27,13 @@ def claim_due(
     now: datetime,
     limit: int,
     queues: Sequence[str] | None = None,
+    start: bool = False,
 ) -> Batch:
-    """Due cron/poller slots become jobs, then up to ``limit`` due jobs are claimed."""
-    scheduler.run_once(now)
-    return claim(rt, now, limit, queues=queues)
+    """Due cron/poller slots become jobs, then up to ``limit`` due jobs are claimed
+    (``start``: and recorded as started, see ``claim``)."""
+    if scheduler.schedules:
+        scheduler.run_once(now)
+    return claim(rt, now, limit, queues=queues, start=start)
 
 
 def run_pass(

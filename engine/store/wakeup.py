@@ -1,5 +1,8 @@
-"""Wake-ups on PostgreSQL: an enqueue NOTIFYs, idle workers LISTEN and claim at once.
+"""Wake-ups: an idle worker claims as soon as something changed, not at its next poll.
 
+PostgreSQL: an enqueue NOTIFYs, idle workers LISTEN. SQLite: a watcher reads the file's
+``PRAGMA data_version`` (which moves whenever another connection commits: an enqueue from
+any process on the machine) every few milliseconds, a few microseconds each time.
 Polling stays as the fallback: a lost notification (or a listener reconnecting) only
 delays a job until the worker's next poll.
 """
@@ -7,6 +10,7 @@ delays a job until the worker's next poll.
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -20,6 +24,7 @@ logger = structlog.get_logger("jobcharts")
 
 CHANNEL = "jobcharts_wakeup"
 RECONNECT_DELAY = 1.0
+WATCH_INTERVAL = 0.005  # seconds between two looks at SQLite's data_version
 
 
 def notify(conn: Connection, reason: str) -> None:
@@ -76,3 +81,46 @@ class Listener:
                 if conn is not None:
                     with contextlib.suppress(Exception):  # closing a broken connection
                         conn.close()
+
+
+class DataVersionWatcher:
+    """SQLite: a thread that calls ``on_wake`` when the database file changed.
+
+    It holds its own read-only connection and never takes a lock: ``PRAGMA data_version``
+    reads the WAL index in shared memory. The worker's own commits move it too; the wake
+    that follows finds nothing to claim and costs one claim query.
+    """
+
+    def __init__(self, path: str, on_wake: Callable[[], None], interval: float = WATCH_INTERVAL):
+        self.path = path
+        self.on_wake = on_wake
+        self.interval = interval
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="jobcharts-watch", daemon=True)
+
+    def start(self) -> DataVersionWatcher:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            conn: sqlite3.Connection | None = None
+            try:
+                conn = sqlite3.connect(self.path, isolation_level=None)
+                look = conn.cursor()
+                seen = look.execute("PRAGMA data_version").fetchone()[0]
+                while not self._stop.wait(self.interval):
+                    version = look.execute("PRAGMA data_version").fetchone()[0]
+                    if version != seen:
+                        seen = version
+                        self.on_wake()
+            except sqlite3.Error as error:  # the file went away or is locked: poll meanwhile
+                logger.warning("watcher.failed", error=repr(error)[:300])
+                self._stop.wait(RECONNECT_DELAY)
+            finally:
+                if conn is not None:
+                    conn.close()

@@ -30,17 +30,15 @@ from engine.commit import unstorable
 from engine.engine import Engine
 from engine.outcomes import ErrorClass, Failure, Outcome
 from engine.report import TickReport
-from engine.store import redact
+from engine.store import redact, sqlite_path
 from engine.store.errors import DatabaseError, DriverError, driver_reason, is_transient
-from engine.store.wakeup import Listener
+from engine.store.wakeup import DataVersionWatcher, Listener
 from engine.worker.threads import HandlerThread, InFlight, handler_thread
 from statecharts import T
 
 logger = structlog.get_logger("jobcharts")
 
 MAX_ERROR_BACKOFF = 30.0
-WAVE_TARGET_SECONDS = 0.01  # a wave should take about 25x one started-mark transaction
-MAX_WAVE = 64
 UNHANDLED_REPORT_INTERVAL = 60.0
 IDLE_CLAIM_FLOOR = 0.01  # never spin when a due job cannot be claimed
 
@@ -96,7 +94,6 @@ class Worker:
         self._runners: list[HandlerThread] = []
         self._retired: list[HandlerThread] = []
         self._runner_seq = 0
-        self._avg_duration = 0.005
         self._error_backoff = 0.0
         self._next_heartbeat = 0.0
 
@@ -126,9 +123,11 @@ class Worker:
             db=redact(engine.url),
         )
         self._runners = [self._new_runner() for _ in range(self.concurrency)]
-        listener = None
+        listener: Listener | DataVersionWatcher | None = None
         if engine.store.dialect == "postgresql":
             listener = Listener(engine.url, self._wake.set).start()
+        elif (path := sqlite_path(engine.url)) is not None:
+            listener = DataVersionWatcher(path, self._wake.set).start()
         self._next_heartbeat = next_rescue = next_report = self._monotonic()
         ticks = 0
         draining = False  # max_ticks reached: no more claims, finish what is in flight
@@ -198,29 +197,25 @@ class Worker:
     # -- duties (each called from the coordinator loop) --------------------------------------
 
     def _claim_and_dispatch(self) -> int:
+        """Claim one job per free handler thread and hand them over at once.
+
+        Claims are sized to the free threads: no job waits here behind a slow one while
+        another thread or worker process could run it. Each claimed job starts as the claim
+        commits, so the claim records the start itself (one transaction, not two).
+        """
         engine = self.engine
-        now = engine.now()  # one read of the clock (a round trip on PostgreSQL) for both
         idle = [runner for runner in self._runners if runner.idle]
-        wave = max(1, min(MAX_WAVE, int(WAVE_TARGET_SECONDS / max(self._avg_duration, 1e-6))))
-        limit = min(self.batch_size, len(idle) * wave)
+        limit = min(self.batch_size, len(idle))
         # The tick's own step: due cron/poller slots become jobs, then the claim.
-        batch = engine.claim_due(now, limit, queues=self.queues)
+        batch = engine.claim_due(engine.now(), limit, queues=self.queues, start=True)
         self.totals.timed += batch.timed
         if not batch.jobs:
             return batch.timed
         self.totals.claimed += len(batch.jobs)
-        # Everything claimed is handed to an idle runner now, so the claim is marked started
-        # in one statement. A job whose mark fails (lease lost, database error) is not
-        # run; its lease expires and rescue releases it without counting an attempt.
-        started = engine.mark_started(batch, batch.jobs, engine.now())
-        items = [InFlight(claimed, batch) for claimed in started]
-        for item in items:
-            self._in_flight[item.claimed.job_id] = item
-        per_runner = -(-len(items) // len(idle))  # ceiling division: spread over idle runners
-        for index, runner in enumerate(idle):
-            chunk = items[index * per_runner : (index + 1) * per_runner]
-            if chunk:
-                runner.give(chunk)
+        for runner, claimed in zip(idle, batch.jobs, strict=False):
+            item = InFlight(claimed, batch)
+            self._in_flight[claimed.job_id] = item
+            runner.give([item])
         return len(batch.jobs)
 
     def _commit_completed(self) -> None:
@@ -242,9 +237,8 @@ class Worker:
             if is_transient(error):
                 raise  # kept in _uncommitted; committed once the database is back
             report = self._commit_one_by_one(now)
-        for item, outcome in self._uncommitted:
+        for item, _ in self._uncommitted:
             self._forget(item)
-            self._avg_duration = 0.9 * self._avg_duration + 0.1 * outcome.duration
         self._uncommitted = []
         report.claimed = 0
         self.totals.add(report)
