@@ -96,8 +96,9 @@ def claim(
                 from_state=row.state,
                 to_state=move.values["state"],
             )
-    # One query for the whole batch: a first attempt after a requeue has steps too.
-    steps = rt.store.step_get_many([row.id for row, _ in pairs])
+    # One query for the whole batch: a first attempt after a requeue has steps too. A job
+    # never claimed before (version 0: its first claim) cannot have any: no query at all.
+    steps = rt.store.step_get_many([row.id for row, _ in pairs if row.version > 0])
     jobs = [
         Claimed(
             job_id=row.id,

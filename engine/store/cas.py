@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import cache
 from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, insert, update
@@ -44,6 +45,7 @@ def apply_moves(conn: Connection, moves: Sequence[Move], *, multi_rowcount: bool
     return applied
 
 
+@cache  # a handful of column sets: build (and compile) each statement once
 def cas_update(columns: tuple[str, ...], unless_cancelled: bool = False) -> Any:
     conditions = [
         jobs.c.id == bindparam("b_id"),

@@ -11,11 +11,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from functools import cache
 from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
     Connection,
+    Integer,
     bindparam,
     delete,
     func,
@@ -166,7 +168,8 @@ class Store(ReadQueries, AuditQueries):
         """
         if limit <= 0 or not kinds or (queues is not None and not queues):
             return []
-        return self._select_and_apply(self.claim_query(now, limit, kinds, states, queues), plan)
+        params = _claim_params(now, limit, kinds, states, queues)
+        return self._select_and_apply(_claim_select(self.dialect, queues is not None), plan, params)
 
     def claim_query(
         self,
@@ -176,26 +179,9 @@ class Store(ReadQueries, AuditQueries):
         states: Sequence[str],
         queues: Sequence[str] | None = None,
     ) -> Any:
-        """The select of a claim (exposed so tests can check its plan)."""
-        # Walk the claim index in (priority, due_at) order and stop after ``limit`` rows,
-        # however many finished jobs the table holds. SQLite would rather use the kind or
-        # state index (it has no statistics), so there those terms are made unindexable.
-        kind: ColumnElement[str] = jobs.c.kind
-        state: ColumnElement[str] = jobs.c.state
-        if self.dialect == "sqlite":
-            kind, state = kind.concat(""), state.concat("")
-        return (
-            select(jobs)
-            .where(
-                jobs.c.due_at.is_not(None),
-                jobs.c.due_at <= now,
-                kind.in_(list(kinds)),
-                state.in_(list(states)),
-                *([] if queues is None else [jobs.c.queue.in_(list(queues))]),
-            )
-            .order_by(jobs.c.priority.desc(), jobs.c.due_at, jobs.c.id)
-            .limit(limit)
-        )
+        """The select of a claim, its values bound (exposed so tests can check its plan)."""
+        params = _claim_params(now, limit, kinds, states, queues)
+        return _claim_select(self.dialect, queues is not None).params(params)
 
     def job_rescue_expired(
         self,
@@ -223,7 +209,10 @@ class Store(ReadQueries, AuditQueries):
         return self._select_and_apply(stmt, plan)
 
     def _select_and_apply(
-        self, stmt: Any, plan: Callable[[JobRow, datetime | None], Move | None]
+        self,
+        stmt: Any,
+        plan: Callable[[JobRow, datetime | None], Move | None],
+        params: dict[str, Any] | None = None,
     ) -> list[tuple[JobRow, Move]]:
         """Select rows (locked), plan a move for each, apply the moves: one transaction.
 
@@ -231,10 +220,10 @@ class Store(ReadQueries, AuditQueries):
         None on SQLite, whose write lock is taken before the select), on the same connection.
         """
         tx_time = None
-        if self.dialect == "postgresql":
+        if self.dialect == "postgresql" and stmt._for_update_arg is None:
             stmt = stmt.with_for_update(skip_locked=True)
         with self.write() as conn:
-            rows = [job_row(row) for row in conn.execute(stmt)]
+            rows = [job_row(row) for row in conn.execute(stmt, params)]
             if rows and self.dialect == "postgresql":
                 tx_time = as_utc(conn.execute(select(func.clock_timestamp())).scalar_one())
             planned = [(row, move) for row in rows if (move := plan(row, tx_time)) is not None]
@@ -399,6 +388,44 @@ class Store(ReadQueries, AuditQueries):
 
     def _apply(self, conn: Connection, moves: Sequence[Move]) -> list[bool]:
         return apply_moves(conn, moves, multi_rowcount=self._sane_multi_rowcount)
+
+
+@cache
+def _claim_select(dialect: str, by_queue: bool) -> Any:
+    """The claim's select, built once per backend (its values are bound parameters)."""
+    # Walk the claim index in (priority, due_at) order and stop after ``limit`` rows,
+    # however many finished jobs the table holds. SQLite would rather use the kind or
+    # state index (it has no statistics), so there those terms are made unindexable.
+    kind: ColumnElement[str] = jobs.c.kind
+    state: ColumnElement[str] = jobs.c.state
+    if dialect == "sqlite":
+        kind, state = kind.concat(""), state.concat("")
+    stmt = (
+        select(jobs)
+        .where(
+            jobs.c.due_at.is_not(None),
+            jobs.c.due_at <= bindparam("now"),
+            kind.in_(bindparam("kinds", expanding=True)),
+            state.in_(bindparam("states", expanding=True)),
+            *([jobs.c.queue.in_(bindparam("queues", expanding=True))] if by_queue else []),
+        )
+        .order_by(jobs.c.priority.desc(), jobs.c.due_at, jobs.c.id)
+        .limit(bindparam("limit", type_=Integer))
+    )
+    return stmt.with_for_update(skip_locked=True) if dialect == "postgresql" else stmt
+
+
+def _claim_params(
+    now: datetime,
+    limit: int,
+    kinds: Sequence[str],
+    states: Sequence[str],
+    queues: Sequence[str] | None,
+) -> dict[str, Any]:
+    params = {"now": now, "limit": limit, "kinds": list(kinds), "states": list(states)}
+    if queues is not None:
+        params["queues"] = list(queues)
+    return params
 
 
 class _Undo(Exception):

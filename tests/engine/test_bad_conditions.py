@@ -534,7 +534,8 @@ def test_a_late_return_of_a_timed_out_attempt_keeps_its_retry_under_lease(url: s
 
 
 def test_stop_releases_queued_jobs_and_hands_back_a_handler_running_past_grace(url: str) -> None:
-    """stop() releases the queued job and expires the long one after grace; its late step fails."""
+    """stop() expires the long job after grace (its late step fails); the job behind it was
+    never claimed: the worker claims only for free handler threads."""
     # Checks Worker._shutdown: handing back unstarted jobs (release, attempt not counted),
     # waiting only `grace` for running handlers and then handing them back (expire, attempt
     # counted, due now, WorkerShutdown). Without it run() waits for the long handler, or the
@@ -565,7 +566,7 @@ def test_stop_releases_queued_jobs_and_hands_back_a_handler_running_past_grace(u
         worker = Worker(engine, concurrency=1, grace=0.3, poll_interval=0.05)
         thread, reports = run_in_thread(worker)
         assert entered.wait(5)
-        assert engine.get(queued).state == "running"  # claimed in the same wave, waiting
+        assert engine.get(queued).state == "pending"  # no thread free: not claimed
         stopped_at = time.monotonic()
         stop_and_join(worker, thread)
         assert time.monotonic() - stopped_at < 1.2, "run() waited past grace for the handler"
@@ -573,8 +574,7 @@ def test_stop_releases_queued_jobs_and_hands_back_a_handler_running_past_grace(u
 
         view = engine.get(queued)
         assert (view.state, view.attempt) == ("pending", 0)
-        assert [e.trigger for e in view.history] == ["enqueue", "start", "release"]
-        assert view.history[-1].detail == {"by": "shutdown"}
+        assert [e.trigger for e in view.history] == ["enqueue"]
 
         view = engine.get(long)
         assert (view.state, view.attempt) == ("retry_wait", 1)
@@ -583,7 +583,7 @@ def test_stop_releases_queued_jobs_and_hands_back_a_handler_running_past_grace(u
         assert [e.trigger for e in view.history] == ["enqueue", "start", "expire"]
         assert view.history[-1].detail is not None
         assert view.history[-1].detail["by"] == "shutdown"
-        assert (reports[0].released, reports[0].expired, reports[0].succeeded) == (1, 1, 0)
+        assert (reports[0].released, reports[0].expired, reports[0].succeeded) == (0, 1, 0)
 
         assert finished.wait(5)
         assert late_errors == ["LeaseLost"]
@@ -594,7 +594,8 @@ def test_stop_releases_queued_jobs_and_hands_back_a_handler_running_past_grace(u
 
 
 def test_sigterm_hands_back_a_handler_still_running_after_grace(url: str, tmp_path: Path) -> None:
-    """SIGTERM with --grace 0.5 expires the still-running job, releases the queued one, exits 0."""
+    """SIGTERM with --grace 0.5 expires the still-running job, exits 0; the job behind it
+    (one handler thread) was never claimed."""
     # Checks the worker command's signal handler calling Worker.stop() and the shutdown
     # hand-back: without the handler SIGTERM kills the process (exit -15) and both jobs
     # stay 'running'; without the hand-back the process waits the full 3 s handler.
@@ -627,7 +628,7 @@ def test_sigterm_hands_back_a_handler_still_running_after_grace(url: str, tmp_pa
         assert code == 0, err.read_text()
         assert took < 2.5, f"exit took {took:.2f}s: the worker waited for the handler"
         assert "stopping after the running handlers finish" in err.read_text()
-        assert "worker stopped: claimed 2" in out.read_text()
+        assert "worker stopped: claimed 1" in out.read_text()
 
         view = reader.get(running)
         assert (view.state, view.attempt) == ("retry_wait", 1)
@@ -635,7 +636,7 @@ def test_sigterm_hands_back_a_handler_still_running_after_grace(url: str, tmp_pa
         assert [e.trigger for e in view.history] == ["enqueue", "start", "expire"]
         view = reader.get(queued)
         assert (view.state, view.attempt) == ("pending", 0)
-        assert [e.trigger for e in view.history] == ["enqueue", "start", "release"]
+        assert [e.trigger for e in view.history] == ["enqueue"]
         assert reader.store.step_get_many([running, queued]) == {}
     finally:
         reader.close()

@@ -469,10 +469,11 @@ def test_worker_stops_cleanly_on_signal_after_the_running_handler_finishes(
     try:
         started = Path(str(marker) + ".started")
         _wait_for(started.exists, 15.0, "the slow handler to begin")
-        # Due now, but the worker must not start it once it has been told to stop.
+        proc.send_signal(signum)
+        _wait_for(lambda: "stopping after" in err.read_text(), 5.0, "the signal's notice")
+        # Due now, with a thread free, but the worker must not start it once told to stop.
         queued = enqueue(run, "ship", {"order_id": 1})
         assert not marker.exists(), "the handler finished before the signal: test is too slow"
-        proc.send_signal(signum)
         returncode = proc.wait(timeout=10)
     finally:
         if proc.poll() is None:

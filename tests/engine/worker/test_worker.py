@@ -336,7 +336,8 @@ def test_a_hung_handler_is_failed_at_its_timeout_and_its_late_result_fenced(url:
 
 def test_stop_hands_back_a_handler_still_running_when_grace_runs_out(url: str) -> None:
     """After ``stop()`` the worker waits ``grace`` on its clock for a blocked handler, then
-    expires it (attempt counted) and releases the job queued behind it; its late step fails."""
+    expires it (attempt counted); its late step fails. The job behind it is never claimed:
+    the worker claims only for free handler threads."""
     engine = Engine(url)
     entered, release, finished = threading.Event(), threading.Event(), threading.Event()
     late_errors: list[str] = []
@@ -361,14 +362,13 @@ def test_stop_hands_back_a_handler_still_running_when_grace_runs_out(url: str) -
         thread, reports = run_in_thread(worker)
         try:
             assert entered.wait(WAIT)
-            assert engine.get(queued).state == "running"  # claimed in the same wave, waiting
+            assert engine.get(queued).state == "pending"  # no thread free: not claimed
             worker.stop()
             went_round(clock, thread)
             assert thread.is_alive(), "run returned before grace ran out"
             clock.advance(59.0)
             went_round(clock, thread)
             assert thread.is_alive(), "run returned before grace ran out"
-            assert engine.get(queued).state == "pending"  # released at once
             clock.advance(2.0)
             thread.join(timeout=WAIT)
             assert not thread.is_alive(), "run waited past grace for the handler"
@@ -379,7 +379,7 @@ def test_stop_hands_back_a_handler_still_running_when_grace_runs_out(url: str) -
 
         view = engine.get(queued)
         assert (view.state, view.attempt) == ("pending", 0)
-        assert [e.trigger for e in view.history] == ["enqueue", "start", "release"]
+        assert [e.trigger for e in view.history] == ["enqueue"]
         view = engine.get(long)
         assert (view.state, view.attempt) == ("retry_wait", 1)
         assert view.last_error is not None and view.last_error.error_class == "WorkerShutdown"
@@ -387,7 +387,7 @@ def test_stop_hands_back_a_handler_still_running_when_grace_runs_out(url: str) -
         assert view.history[-1].detail is not None
         assert view.history[-1].detail["by"] == "shutdown"
         report = reports[0]
-        assert (report.released, report.expired, report.succeeded) == (1, 1, 0)  # type: ignore[attr-defined]
+        assert (report.released, report.expired, report.succeeded) == (0, 1, 0)  # type: ignore[attr-defined]
         assert late_errors == ["LeaseLost"]
         assert engine.store.step_get_many([long, queued]) == {}
     finally:
