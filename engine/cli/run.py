@@ -21,11 +21,22 @@ from engine.cli.common import (
 from engine.logs import configure_logging
 from engine.worker import Worker
 
+# I/O-bound handlers (the common case) wait on the network, not the CPU: several threads
+# per process keep claims batched and a slow job from idling the worker.
+DEFAULT_THREADS = 8
+
 
 @cli.command()
 @app_option(required=True)
 @db_option
-@click.option("--concurrency", "-c", default=1, show_default=True, help="Handler threads.")
+@click.option(
+    "--concurrency",
+    "-c",
+    default=None,
+    type=click.IntRange(min=1),
+    help=f"Handlers run at once per process: threads (default {DEFAULT_THREADS}), or child "
+    "processes with --isolation process (default: one per CPU).",
+)
 @click.option(
     "--processes",
     "-p",
@@ -54,7 +65,7 @@ from engine.worker import Worker
 def worker(
     app: str,
     db: str | None,
-    concurrency: int,
+    concurrency: int | None,
     processes: int,
     poll: float,
     batch: int | None,
@@ -67,6 +78,8 @@ def worker(
 ) -> None:
     """Run jobs until SIGINT/SIGTERM: running handlers finish (within --grace) first."""
     queue_names = [q.strip() for q in queues.split(",") if q.strip()] if queues else None
+    if concurrency is None:
+        concurrency = DEFAULT_THREADS if isolation == "thread" else os.cpu_count() or 1
     root = click.get_current_context().find_root().params
     if processes > 1:
         from engine.worker.supervisor import supervise
