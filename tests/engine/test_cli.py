@@ -175,7 +175,7 @@ def test_enqueue_with_delay_is_not_run_before_it_is_due(run: Invoke, reader: Eng
     """A job enqueued with ``--delay`` stays pending through a worker tick before it is due."""
     later = enqueue(run, "ship", {"order_id": 1}, "--delay", "3600")
     now = enqueue(run, "ship", {"order_id": 2})
-    ok(run("worker", "--max-ticks", "2", "--poll", "0.01"))
+    ok(run("worker", "-c", "1", "--max-ticks", "2", "--poll", "0.01"))
     assert reader.get(now).state == "succeeded"
     assert reader.get(later).state == "pending"
 
@@ -285,7 +285,7 @@ def test_inspect_answers_for_a_pending_job(run: Invoke) -> None:
 def test_inspect_json_parses_and_matches_the_job(run: Invoke) -> None:
     """``inspect --json`` is valid JSON with the state, the four answers and the history."""
     job = enqueue(run, "always_fails", {"order_id": 3})
-    ok(run("worker", "--max-ticks", "2", "--poll", "0.01"))
+    ok(run("worker", "-c", "1", "--max-ticks", "2", "--poll", "0.01"))
     data = json.loads(ok(run("inspect", str(job), "--json")))
     assert data["id"] == job
     assert data["kind"] == "always_fails"
@@ -357,7 +357,7 @@ def test_cancel_a_job_waiting_to_retry(run: Invoke, reader: Engine) -> None:
     ok(run("worker", "--max-ticks", "1", "--poll", "0.01"))
     assert reader.get(job).state == "retry_wait"
     ok(run("cancel", str(job)))
-    ok(run("worker", "--max-ticks", "2", "--poll", "0.01"))
+    ok(run("worker", "-c", "1", "--max-ticks", "2", "--poll", "0.01"))
     view = reader.get(job)
     assert (view.state, view.attempt) == ("cancelled", 1)
 
