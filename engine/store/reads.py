@@ -95,10 +95,10 @@ class ReadQueries(Database):
 
     def db_now(self) -> datetime:
         """The database server's current time (PostgreSQL ``clock_timestamp()``)."""
-        if self.dialect == "sqlite":
-            now = func.strftime("%Y-%m-%d %H:%M:%f", "now")
-        else:
-            now = func.clock_timestamp()
+        if self.dialect == "postgresql":  # one round trip: no BEGIN/COMMIT around it
+            with self.pg_autocommit() as driver:
+                return as_utc(driver.execute("SELECT clock_timestamp()").fetchone()[0])
+        now = func.strftime("%Y-%m-%d %H:%M:%f", "now")
         with self.read() as conn:  # never the write lock
             value = conn.execute(select(now)).scalar_one()
         return as_utc(datetime.fromisoformat(value) if isinstance(value, str) else value)
