@@ -31,8 +31,7 @@ def claim_due(
 ) -> Batch:
     """Due cron/poller slots become jobs, then up to ``limit`` due jobs are claimed
     (``start``: and recorded as started, see ``claim``)."""
-    if scheduler.schedules:
-        scheduler.run_once(now)
+    scheduler.run_once(now)
     return claim(rt, now, limit, queues=queues, start=start)
 
 

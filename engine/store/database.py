@@ -5,6 +5,7 @@ The base of the store's query classes (``ReadQueries``, ``AuditQueries``, ``Stor
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -54,8 +55,6 @@ class Database:
         For the enqueue path, where SQLAlchemy's execution layer would cost more than the
         statements. Driver errors come out as SQLAlchemy's, as everywhere else.
         """
-        import sqlite3
-
         try:
             raw = self.db.raw_connection()
             try:

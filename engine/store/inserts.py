@@ -54,7 +54,8 @@ def insert_jobs_sqlite(execute: Execute, jobs: Sequence[NewJob], now: datetime) 
 class _Dialect:
     """The steps both backends share: dedupe by key, then insert the rest."""
 
-    def __init__(self, now: datetime | None) -> None:
+    def __init__(self, execute: Execute, now: datetime | None) -> None:
+        self._run = execute
         self.now = now
 
     def insert(self, jobs: Sequence[NewJob]) -> Result:
@@ -168,14 +169,11 @@ def _sqlite_events(rows: int) -> str:
 
 
 class _SQLite(_Dialect):
-    def __init__(self, execute: Execute, now: datetime) -> None:
-        super().__init__(now)
-        self.execute = execute
-        self.stamp = _sqlite_time(now)
-        self.at = now
+    now: datetime  # always given: SQLite stamps rows with the local clock
 
-    def _run(self, sql: str, params: Sequence[Any]) -> Any:
-        return self.execute(sql, params)
+    def __init__(self, execute: Execute, now: datetime) -> None:
+        super().__init__(execute, now)
+        self.stamp = _sqlite_time(now)
 
     def live_holders(self, pairs: list[tuple[str, str]]) -> dict[tuple[str, str], int]:
         held: dict[tuple[str, str], int] = {}
@@ -196,7 +194,7 @@ class _SQLite(_Dialect):
         for chunk in _chunks(jobs):
             params: list[Any] = []
             for job in chunk:
-                due = job.due_at if job.due_at is not None else self.at + job.delay
+                due = job.due_at if job.due_at is not None else self.now + job.delay
                 params += (
                     job.kind,
                     job.chart,
@@ -231,7 +229,7 @@ class _SQLite(_Dialect):
             )
             params: list[Any] = []
             for _, job, job_id in chunk:
-                expires = _sqlite_time(self.at + job.key_ttl)
+                expires = _sqlite_time(self.now + job.key_ttl)
                 params += (job.kind, job.idempotency_key, job_id, self.stamp, expires)
             taken = {(kind, key) for kind, key in self._run(sql, params)}
             for _, job, job_id in chunk:
@@ -303,12 +301,8 @@ SELECT n.id, n.created_at FROM numbered AS n, woken ORDER BY n.i
     )
 
     def __init__(self, execute: Execute, now: datetime | None, channel: str) -> None:
-        super().__init__(now)
-        self.execute = execute
+        super().__init__(execute, now)
         self.channel = channel
-
-    def _run(self, sql: str, params: dict[str, Any]) -> Any:
-        return self.execute(sql, params)
 
     def lock_keys(self, pairs: list[tuple[str, str]]) -> None:
         # Sorted, so two transactions locking overlapping keys cannot deadlock; the clock

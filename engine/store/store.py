@@ -206,6 +206,8 @@ class Store(ReadQueries, AuditQueries):
             .order_by(jobs.c.lease_expires_at, jobs.c.id)
             .limit(limit)
         )
+        if self.dialect == "postgresql":  # rows another rescuer holds are skipped, not waited on
+            stmt = stmt.with_for_update(skip_locked=True)
         return self._select_and_apply(stmt, plan)
 
     def _select_and_apply(
@@ -220,8 +222,6 @@ class Store(ReadQueries, AuditQueries):
         None on SQLite, whose write lock is taken before the select), on the same connection.
         """
         tx_time = None
-        if self.dialect == "postgresql" and stmt._for_update_arg is None:
-            stmt = stmt.with_for_update(skip_locked=True)
         with self.write() as conn:
             rows = [job_row(row) for row in conn.execute(stmt, params)]
             if rows and self.dialect == "postgresql":

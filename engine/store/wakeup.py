@@ -13,7 +13,7 @@ import contextlib
 import sqlite3
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Self
 
 import structlog
 from sqlalchemy import Connection, text
@@ -34,22 +34,36 @@ def notify(conn: Connection, reason: str) -> None:
     )
 
 
-class Listener:
-    """A thread holding one connection that LISTENs and calls ``on_wake`` per notification."""
+class _WakeThread:
+    """A daemon thread that calls ``on_wake`` when the database changed, until stopped."""
 
-    def __init__(self, url: str, on_wake: Callable[[], None]) -> None:
-        self.url = url
+    name = "jobcharts-wake"
+
+    def __init__(self, on_wake: Callable[[], None]) -> None:
         self.on_wake = on_wake
         self._stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="jobcharts-listen", daemon=True)
+        self.thread = threading.Thread(target=self._run, name=self.name, daemon=True)
 
-    def start(self) -> Listener:
+    def start(self) -> Self:
         self.thread.start()
         return self
 
     def stop(self) -> None:
         self._stop.set()
         self.thread.join(timeout=5)
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+
+class Listener(_WakeThread):
+    """A thread holding one connection that LISTENs and calls ``on_wake`` per notification."""
+
+    name = "jobcharts-listen"
+
+    def __init__(self, url: str, on_wake: Callable[[], None]) -> None:
+        super().__init__(on_wake)
+        self.url = url
 
     def _run(self) -> None:
         # Its own connection, outside the pool: a LISTEN holds a connection for good, and
@@ -83,7 +97,7 @@ class Listener:
                         conn.close()
 
 
-class DataVersionWatcher:
+class DataVersionWatcher(_WakeThread):
     """SQLite: a thread that calls ``on_wake`` when the database file changed.
 
     It holds its own read-only connection and never takes a lock: ``PRAGMA data_version``
@@ -91,20 +105,12 @@ class DataVersionWatcher:
     that follows finds nothing to claim and costs one claim query.
     """
 
+    name = "jobcharts-watch"
+
     def __init__(self, path: str, on_wake: Callable[[], None], interval: float = WATCH_INTERVAL):
+        super().__init__(on_wake)
         self.path = path
-        self.on_wake = on_wake
         self.interval = interval
-        self._stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="jobcharts-watch", daemon=True)
-
-    def start(self) -> DataVersionWatcher:
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self.thread.join(timeout=5)
 
     def _run(self) -> None:
         while not self._stop.is_set():
