@@ -15,6 +15,7 @@ from engine.errors import (
     TransitionNotAllowed,
     UnknownJobKind,
 )
+from engine.limits import Limit, Rate
 from engine.registry import Invariant, NoPayload, StepHandler
 from engine.report import TickReport
 from engine.retry import RetryPolicy, backoff
@@ -35,9 +36,11 @@ __all__ = [
     "JobView",
     "JobchartsError",
     "LeaseLost",
+    "Limit",
     "NoPayload",
     "OffsetClock",
     "Permanent",
+    "Rate",
     "RegistrationError",
     "RetryPolicy",
     "StepHandler",

@@ -26,6 +26,8 @@ class Batch:
     token: str
     jobs: list[Claimed]
     timed: int = 0  # jobs moved by a timer (deadline, delay) or a cancel instead of claimed
+    held: bool = False  # a global limit had no room left: its due jobs wait
+    free_at: datetime | None = None  # when a full rate limit frees its next slot
 
 
 def claim(
@@ -83,9 +85,23 @@ def claim(
             started=start,
         )
 
-    moved = rt.store.job_claim_due(
-        now=now, limit=limit, kinds=registry.kinds, states=states, plan=plan, queues=queues
-    )
+    held, free_at = False, None
+    if registry.limits:
+        limited = rt.store.job_claim_limited(
+            now=now,
+            limit=limit,
+            kinds=registry.kinds,
+            states=states,
+            plan=plan,
+            limits=registry.limits.for_store(),
+            starts=_starts,
+            queues=queues,
+        )
+        moved, held, free_at = limited.pairs, limited.held, limited.free_at
+    else:
+        moved = rt.store.job_claim_due(
+            now=now, limit=limit, kinds=registry.kinds, states=states, plan=plan, queues=queues
+        )
     pairs = [(row, move) for row, move in moved if move.event.trigger == T.START]
     for row, move in moved:
         if move.event.trigger != T.START:
@@ -118,7 +134,12 @@ def claim(
     ]
     if jobs:
         rt.telemetry.emit("jobs.claimed", "debug", jobs=len(jobs), worker=rt.worker_id)
-    return Batch(token, jobs, timed=len(moved) - len(pairs))
+    return Batch(token, jobs, timed=len(moved) - len(pairs), held=held, free_at=free_at)
+
+
+def _starts(move: Move) -> bool:
+    """A move that hands the job to a handler (what global limits count)."""
+    return move.event.trigger == T.START
 
 
 def mark_started(rt: Runtime, batch: Batch, jobs: list[Claimed], now: datetime) -> list[Claimed]:

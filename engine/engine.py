@@ -20,8 +20,9 @@ from engine import commit as committing
 from engine import enqueue as enqueuing
 from engine import operators
 from engine.clock import Clock, SystemClock
-from engine.errors import DatabaseBound
+from engine.errors import DatabaseBound, RegistrationError
 from engine.events import Telemetry
+from engine.limits import Limit, Rate, Scope, make_limit
 from engine.moves import Moves
 from engine.outcomes import Claimed, Outcome
 from engine.registration import Payload, attach_schedule, scheduled_kind, span
@@ -175,7 +176,8 @@ class Engine:
         """Register a handler ``fn(ctx, payload)`` as a job kind (its name unless ``kind=``).
 
         Options: ``payload``, ``idempotency`` (required), ``retry``, ``timeout``, ``kind``,
-        ``queue``, ``priority``, ``chart``, ``idempotency_ttl`` (engine.registry.JobOptions).
+        ``queue``, ``priority``, ``chart``, ``idempotency_ttl``, and the global limits
+        ``concurrency`` and ``rate`` (engine.registry.JobOptions).
         """
         check_options(options)
 
@@ -297,6 +299,19 @@ class Engine:
             grace=grace,
             payload=payload,
         )
+
+    def limit_queue(
+        self, queue: str, *, concurrency: int | None = None, rate: Rate | None = None
+    ) -> Limit:
+        """Limit every job of ``queue``, whatever its kind, across all workers and hosts:
+        at most ``concurrency`` running, at most ``rate`` starts per period."""
+        if not isinstance(queue, str) or not queue:
+            raise RegistrationError(f"limit_queue: a queue name is a non-empty str, got {queue!r}")
+        limit = make_limit(f"queue {queue!r}", concurrency, rate)
+        if limit is None:
+            raise RegistrationError(f"limit_queue({queue!r}): pass concurrency=, rate= or both")
+        self.registry.limits.set(Scope("queue", queue), limit)
+        return limit
 
     # -- enqueue -------------------------------------------------------------------------
 

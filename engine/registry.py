@@ -13,6 +13,7 @@ from typing import Any, Literal, TypedDict
 from pydantic import BaseModel, ConfigDict
 
 from engine.errors import IdempotencyRequired, RegistrationError, UnknownJobKind
+from engine.limits import Limits, Rate, Scope, make_limit
 from engine.retry import RetryPolicy
 from statecharts import (
     TIMER_TRIGGERS,
@@ -63,6 +64,8 @@ class KindOptions(TypedDict, total=False):
     queue: str  # the queue its jobs go to (default "default")
     priority: int  # higher is claimed first (default 0)
     idempotency_ttl: float | timedelta  # how long a key outlives its final job (7 days)
+    concurrency: int | None  # at most this many of its jobs running, across all workers
+    rate: Rate | None  # at most Rate.starts handler starts per Rate.per, across all workers
 
 
 class JobOptions(KindOptions, total=False):
@@ -202,6 +205,7 @@ class Registry:
     def __init__(self) -> None:
         self._specs: dict[str, JobSpec] = {}
         self._compiled: dict[str, CompiledChart] = {}
+        self.limits = Limits()  # global concurrency and rate limits, by kind and by queue
 
     def add(
         self,
@@ -247,6 +251,7 @@ class Registry:
         ttl = key_ttl if isinstance(key_ttl, timedelta) else timedelta(seconds=key_ttl)
         if ttl < timedelta(0):
             raise RegistrationError(f"job {name!r}: idempotency_ttl must be >= 0, got {key_ttl!r}")
+        limit = make_limit(f"job {name!r}", options.get("concurrency"), options.get("rate"))
         if handlers is None and not callable(handler):
             raise RegistrationError(f"job {name!r}: the handler must be callable")
         chart = chart or lifecycle()
@@ -287,6 +292,7 @@ class Registry:
             is_flow=handlers is not None,
         )
         self._specs[name] = spec
+        self.limits.set(Scope("kind", name), limit)
         return spec
 
     def get(self, kind: str) -> JobSpec:

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from engine.errors import JobNotFound
+from engine.runtime import Runtime
 from engine.store import EventRecord, JobRow, Store
 from statecharts import Chart, StateKind, Step, T
 from statecharts.render import Overlay
@@ -70,15 +71,20 @@ class JobView:
     def path(self) -> list[Step]:
         return [event.step for event in self.history]
 
-    def explain(self, chart: Chart | None, now: datetime) -> dict[str, str]:
-        """Answer in words: did it run, did it succeed, why did it fail, will it retry."""
+    def explain(
+        self, chart: Chart | None, now: datetime, waiting: str | None = None
+    ) -> dict[str, str]:
+        """Answer in words: did it run, did it succeed, why did it fail, will it retry.
+
+        ``waiting``: why a due job is not claimed now (a global limit, ``waiting_reason``).
+        """
         kind = _kind_of(chart, self.state)
         success = chart.state(self.state).success if chart and kind is StateKind.FINAL else None
         starts = [e for e in self.history if e.trigger == T.START]
         # A handler holds the job (lifecycle ``running``, or any flow step under a lease).
         held = self.lease_expires_at is not None and kind in (StateKind.WORK, StateKind.WAIT)
         if self.attempt == 0 and not starts:
-            ran = "No: it has not started yet."
+            ran = "No: it has not started yet" + (f"; waiting: {waiting}." if waiting else ".")
         elif held:
             lease = self.lease_expires_at
             if lease is not None and lease < now:
@@ -137,14 +143,14 @@ class JobView:
         elif self.due_at is not None and self.attempt == 0 and self.history:
             wait = (self.due_at - now).total_seconds()
             deadline = f" (deadline {_at(self.deadline)})" if self.deadline else ""
-            retry = (
-                f"Not failed: {self.state!r} runs at {_at(self.due_at)} ({_in(wait)}){deadline}."
-            )
+            when = f"waiting: {waiting}" if waiting else _in(wait)
+            retry = f"Not failed: {self.state!r} runs at {_at(self.due_at)} ({when}){deadline}."
         elif kind in (StateKind.WAIT, StateKind.WORK) and self.due_at is not None:
             wait = (self.due_at - now).total_seconds()
             left = self.max_attempts - self.attempt
+            when = f"waiting: {waiting}" if waiting else _in(wait)
             retry = (
-                f"Yes: at {_at(self.due_at)} ({_in(wait)}), attempt {self.attempt + 1} of "
+                f"Yes: at {_at(self.due_at)} ({when}), attempt {self.attempt + 1} of "
                 f"{self.max_attempts}; {left} attempt(s) left."
             )
         else:
@@ -234,6 +240,32 @@ def view_of(row: JobRow, events: list[EventRecord]) -> JobView:
         deadline=row.deadline,
         cancel_requested_at=row.cancel_requested_at,
     )
+
+
+def waiting_reason(rt: Runtime, view: JobView) -> str | None:
+    """Why a due, unclaimed job waits, when a global limit holds it back (else None):
+    "kind 'send' is at its limit of 5 running", or its rate with the next free start."""
+    if view.due_at is None or view.lease_expires_at is not None:
+        return None
+    now = rt.now()
+    if view.due_at > now:
+        return None
+    limits = rt.registry.limits.of(view.kind, view.queue)
+    if not limits:
+        return None
+    by_key = {scope.key: (scope, limit) for scope, limit in limits.items()}
+    wanted = [x for x in rt.registry.limits.for_store() if x.key in by_key]
+    used = rt.store.limit_usage(wanted, now)
+    for limit in wanted:
+        scope, declared = by_key[limit.key]
+        usage = used[limit.key]
+        if limit.concurrency is not None and usage.running >= limit.concurrency:
+            return f"{scope} is at its limit of {limit.concurrency} running"
+        rate = declared.rate
+        if rate is not None and len(usage.busy) >= rate.starts:
+            frees = f", next start at {_at(usage.free_at)}" if usage.free_at else ""
+            return f"{scope} is at its rate of {rate}{frees}"
+    return None
 
 
 def live_overlay(store: Store, chart: str, now: datetime, window: timedelta) -> Overlay:

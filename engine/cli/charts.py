@@ -150,7 +150,7 @@ def gen_tests(app: str, out: str, names: tuple[str, ...]) -> None:
 @cli.command()
 @app_option(required=True)
 def describe(app: str) -> None:
-    """Per job kind: trigger, idempotency, retries, timeout, chart and its checks."""
+    """Per job kind: trigger, idempotency, retries, timeout, global limits, chart, checks."""
     from statecharts.checks import check_chart
 
     engine = load_app(app)
@@ -182,15 +182,19 @@ def describe(app: str) -> None:
                 idempotency,
                 retries,
                 f"{spec.timeout:g}s",
+                "; ".join(
+                    f"{scope.by}: {limit}"
+                    for scope, limit in engine.registry.limits.of(spec.kind, spec.queue).items()
+                )
+                or "-",
                 spec.chart.name,
                 checks,
             ]
         )
     if not rows:
         raise click.ClickException("the app registers no job kinds")
-    click.echo(
-        table(["kind", "trigger", "idempotency", "retries", "timeout", "chart", "checks"], rows)
-    )
+    headers = ["kind", "trigger", "idempotency", "retries", "timeout", "limits", "chart", "checks"]
+    click.echo(table(headers, rows))
 
 
 @cli.command()

@@ -18,6 +18,7 @@ from engine.cli.common import (
     when_text,
 )
 from engine.errors import JobchartsError
+from engine.view import waiting_reason
 
 
 @cli.command()
@@ -102,7 +103,9 @@ def inspect(job_id: int, app: str | None, db: str | None, as_json: bool) -> None
         view = engine.get(job_id)
     except JobchartsError as error:
         raise click.ClickException(str(error)) from error
-    answers = view.explain(engine.chart_of(view.chart), engine.now())
+    answers = view.explain(
+        engine.chart_of(view.chart), engine.now(), waiting=waiting_reason(engine, view)
+    )
     if as_json:
         click.echo(json.dumps(view_json(view, answers), indent=2, default=str))
         return

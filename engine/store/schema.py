@@ -1,5 +1,6 @@
 """The tables: jobs (one row per job), job_events (append-only history), job_steps (ledger),
-idempotency_keys (dedupe that outlives job rows) and schedules (cron and poller slots).
+idempotency_keys (dedupe that outlives job rows), schedules (cron and poller slots) and
+rate_slots (the starts a rate limit allowed lately).
 Alembic migrations (engine/migrations) create and change them; ``alembic_version`` records
 the revision.
 
@@ -203,4 +204,14 @@ schedules = Table(
     Column("last_job_id", ID, nullable=True),
     Column("fired_at", UTCDateTime, nullable=True),
     Column("updated_at", UTCDateTime, nullable=False),
+)
+
+# A rate limit of N starts per period owns slots 0..N-1 of its scope ("kind:send"): a start
+# takes a slot last used a full period ago, so no window of one period holds N+1 starts.
+rate_slots = Table(
+    "rate_slots",
+    metadata,
+    Column("scope", String(300), primary_key=True),
+    Column("slot", Integer, primary_key=True, autoincrement=False),
+    Column("used_at", UTCDateTime, nullable=False),
 )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
 from typing import Any
@@ -28,9 +29,11 @@ from sqlalchemy.orm import Session
 
 from engine.errors import SchemaMismatch
 from engine.store import keys, migrate
+from engine.store import limits as limiting
 from engine.store.audit import AuditQueries
 from engine.store.cas import apply_moves
 from engine.store.inserts import insert_jobs_pg, insert_jobs_sqlite
+from engine.store.limits import ScopeLimit, Usage
 from engine.store.reads import ReadQueries, job_row
 from engine.store.rows import JobRow, Move, NewJob
 from engine.store.schema import as_utc, idempotency_keys, job_steps, jobs
@@ -170,6 +173,85 @@ class Store(ReadQueries, AuditQueries):
             return []
         params = _claim_params(now, limit, kinds, states, queues)
         return self._select_and_apply(_claim_select(self.dialect, queues is not None), plan, params)
+
+    def job_claim_limited(
+        self,
+        *,
+        now: datetime,
+        limit: int,
+        kinds: Sequence[str],
+        states: Sequence[str],
+        plan: Callable[[JobRow, datetime | None], Move | None],
+        limits: Sequence[ScopeLimit],
+        starts: Callable[[Move], bool],
+        queues: Sequence[str] | None = None,
+    ) -> LimitedClaim:
+        """``job_claim_due`` under global limits: no scope in ``limits`` gets more starts
+        than its room (``starts`` tells which moves start a handler).
+
+        A scope with no room is left out of the select, so its backlog never crowds out
+        other kinds; when one fills up mid-claim, the select is repeated without it (at
+        most once per scope). Timers and cancels of a scope with room are not counted.
+        """
+        if limit <= 0 or not kinds or (queues is not None and not queues):
+            return LimitedClaim([], held=False)
+        by_key = {x.key: x for x in limits}
+        with self.write() as conn:
+            limiting.lock(conn, self.dialect, limits)
+            used = limiting.usage(conn, limits, now)
+            room = {key: r for key, x in by_key.items() if (r := used[key].room(x)) is not None}
+            planned: list[tuple[JobRow, Move]] = []
+            started: dict[str, int] = {}
+            seen: set[int] = set()
+            tx_time: datetime | None = None
+            while len(planned) < limit:
+                open_kinds = [k for k in kinds if room.get(f"kind:{k}", 1) > 0]
+                shut_queues = [k[6:] for k, r in room.items() if k.startswith("queue:") and r <= 0]
+                if not open_kinds:
+                    break
+                params = _claim_params(now, limit, open_kinds, states, queues)
+                params["shut_queues"] = shut_queues
+                stmt = _claim_select(self.dialect, queues is not None, bool(shut_queues))
+                rows = [job_row(row) for row in conn.execute(stmt, params)]
+                if rows and tx_time is None and self.dialect == "postgresql":
+                    tx_time = as_utc(conn.execute(select(func.clock_timestamp())).scalar_one())
+                filled = False
+                for row in rows:
+                    if row.id in seen or len(planned) >= limit:
+                        continue
+                    seen.add(row.id)
+                    scopes = [k for k in (f"kind:{row.kind}", f"queue:{row.queue}") if k in room]
+                    if any(room[k] <= 0 for k in scopes):
+                        continue  # filled up by an earlier row of this claim
+                    move = plan(row, tx_time)
+                    if move is None:
+                        continue
+                    planned.append((row, move))
+                    if starts(move):
+                        for k in scopes:
+                            room[k] -= 1
+                            started[k] = started.get(k, 0) + 1
+                            filled = filled or room[k] == 0
+                if not filled or len(rows) < limit:
+                    break
+            applied = self._apply(conn, [move for _, move in planned])
+            done = [pair for pair, ok in zip(planned, applied, strict=True) if ok]
+            if len(done) < len(planned):  # recount: only applied starts take rate slots
+                started = {}
+                for row, move in done:
+                    if starts(move):
+                        for k in (f"kind:{row.kind}", f"queue:{row.queue}"):
+                            if k in room:
+                                started[k] = started.get(k, 0) + 1
+            limiting.take_slots(conn, self.dialect, limits, used, started, now)
+        full = [key for key, r in room.items() if r <= 0]
+        frees = [f for key in full if (f := used[key].free_at) is not None]
+        return LimitedClaim(done, held=bool(full), free_at=min(frees) if frees else None)
+
+    def limit_usage(self, limits: Sequence[ScopeLimit], now: datetime) -> dict[str, Usage]:
+        """Each limited scope's running jobs and recent starts (for ``inspect``)."""
+        with self.read() as conn:
+            return limiting.usage(conn, limits, now)
 
     def claim_query(
         self,
@@ -390,9 +472,22 @@ class Store(ReadQueries, AuditQueries):
         return apply_moves(conn, moves, multi_rowcount=self._sane_multi_rowcount)
 
 
+@dataclass
+class LimitedClaim:
+    """A claim under limits: the moves applied, and whether a scope's room ran out
+    (``free_at``: when its oldest rate slot frees; None: when a running job ends)."""
+
+    pairs: list[tuple[JobRow, Move]]
+    held: bool
+    free_at: datetime | None = None
+
+
 @cache
-def _claim_select(dialect: str, by_queue: bool) -> Any:
-    """The claim's select, built once per backend (its values are bound parameters)."""
+def _claim_select(dialect: str, by_queue: bool, shut: bool = False) -> Any:
+    """The claim's select, built once per backend (its values are bound parameters).
+
+    ``shut``: also leave out the queues at a global limit (the ``shut_queues`` parameter).
+    """
     # Walk the claim index in (priority, due_at) order and stop after ``limit`` rows,
     # however many finished jobs the table holds. SQLite would rather use the kind or
     # state index (it has no statistics), so there those terms are made unindexable.
@@ -408,6 +503,7 @@ def _claim_select(dialect: str, by_queue: bool) -> Any:
             kind.in_(bindparam("kinds", expanding=True)),
             state.in_(bindparam("states", expanding=True)),
             *([jobs.c.queue.in_(bindparam("queues", expanding=True))] if by_queue else []),
+            *([jobs.c.queue.not_in(bindparam("shut_queues", expanding=True))] if shut else []),
         )
         .order_by(jobs.c.priority.desc(), jobs.c.due_at, jobs.c.id)
         .limit(bindparam("limit", type_=Integer))

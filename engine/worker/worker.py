@@ -96,6 +96,10 @@ class Worker:
         self._runner_seq = 0
         self._error_backoff = 0.0
         self._next_heartbeat = 0.0
+        # A global limit had no room at the last claim: due jobs of it wait, so the next
+        # due time says nothing; claim again when a rate slot frees or a poll passes (a
+        # job ending here, or any commit on SQLite, wakes the loop sooner).
+        self._held_until: float | None = None
 
     # -- control ---------------------------------------------------------------------------
 
@@ -207,8 +211,15 @@ class Worker:
         idle = [runner for runner in self._runners if runner.idle]
         limit = min(self.batch_size, len(idle))
         # The tick's own step: due cron/poller slots become jobs, then the claim.
-        batch = engine.claim_due(engine.now(), limit, queues=self.queues, start=True)
+        now = engine.now()
+        batch = engine.claim_due(now, limit, queues=self.queues, start=True)
         self.totals.timed += batch.timed
+        self._held_until = None
+        if batch.held:
+            wait = self.poll_interval
+            if batch.free_at is not None:
+                wait = min(wait, max((batch.free_at - now).total_seconds(), 0.0))
+            self._held_until = self._monotonic() + wait
         if not batch.jobs:
             return batch.timed
         self.totals.claimed += len(batch.jobs)
@@ -516,7 +527,9 @@ class Worker:
         for item in running:
             if item.started is not None and not item.abandoned:
                 deadlines.append(item.started + item.claimed.timeout - now)
-        if any(runner.idle for runner in self._runners):
+        if self._held_until is not None and self._held_until > now:
+            deadlines.append(self._held_until - now)
+        elif any(runner.idle for runner in self._runners):
             with contextlib.suppress(DatabaseError):  # a pool timeout included
                 deadlines.append(self.engine.sleep_for(self.poll_interval))
         return max(min(deadlines), 0.0)
