@@ -182,25 +182,56 @@ def demo(db: str | None, verbose: bool) -> None:
 
 
 @cli.command()
-@db_option
-@click.option("--jobs", "n_jobs", default=20_000, show_default=True, help="Jobs per run.")
-@click.option("--batch", default=500, show_default=True, help="Jobs claimed per tick.")
+@click.option(
+    "--db",
+    default=None,
+    help="A PostgreSQL URL: each run gets a new schema in its database (dropped after). "
+    "Default: a fresh SQLite file per run.",
+)
+@click.option(
+    "--only",
+    default=None,
+    help="Scenarios, comma-separated, of: enqueue, drain, processes, latency, statements, "
+    "claim. Default: all of them.",
+)
+@click.option("--jobs", "n_jobs", default=5_000, show_default=True, help="Jobs per run.")
 @click.option("--repeat", default=3, show_default=True, help="Runs; the median is reported.")
 @click.option(
-    "--claim-rows",
-    default=None,
-    help="Instead: time one claim of 100 due jobs in tables of these sizes, e.g. 1000,1000000 "
-    "(each in a fresh database: a SQLite file, or a new schema of the --db PostgreSQL).",
+    "--flags",
+    default="--concurrency 16 --batch 1000",
+    show_default=True,
+    help="The `jobcharts worker` options of the second drain ('' to skip it).",
 )
-def bench(db: str | None, n_jobs: int, batch: int, repeat: int, claim_rows: str | None) -> None:
-    """Measure enqueue and drain throughput (logs off; fresh SQLite file per run by default)."""
+@click.option("--processes", default=2, show_default=True, help="Worker processes to scale to.")
+@click.option(
+    "--claim-rows",
+    default="1000,100000",
+    show_default=True,
+    help="Table sizes of the claim scenario, e.g. 1000,1000000.",
+)
+def bench(
+    db: str | None,
+    only: str | None,
+    n_jobs: int,
+    repeat: int,
+    flags: str,
+    processes: int,
+    claim_rows: str,
+) -> None:
+    """Measure the hot path: enqueue, drain, processes, latency, statements, claim cost."""
     from engine.harness import bench as bench_mod
 
     configure_logging("error")
-    if claim_rows:
-        for rows in (int(r) for r in claim_rows.split(",")):
-            ms = bench_mod.claim_cost_fresh(rows, db)
-            click.echo(f"claim 100 of {rows:>9,} rows: median {ms:.2f} ms")
-        return
-    runs = bench_mod.run(n_jobs, batch, repeat, db)
-    click.echo(bench_mod.summary(runs, batch, db))
+    try:
+        bench_mod.run_scenarios(
+            db,
+            bench_mod.SCENARIOS if only is None else [s.strip() for s in only.split(",")],
+            jobs=n_jobs,
+            repeat=repeat,
+            flags=flags,
+            processes=processes,
+            claim_rows=[int(r) for r in claim_rows.split(",") if r.strip()],
+            echo=click.echo,
+        )
+    except (ValueError, bench_mod.BenchFailure) as error:
+        raise click.ClickException(str(error)) from error

@@ -1,105 +1,118 @@
-"""``jobcharts bench``: measure enqueue and drain throughput on a fresh database.
+"""``jobcharts bench``: the scenarios of the hot path, each on a fresh database (a SQLite
+file, or a new schema of the given PostgreSQL database), each run checked for exactly-once.
 
-Each repeat uses a new SQLite file (or the given URL, which must be empty), enqueues ``jobs``
-no-op jobs in chunks, drains them with one in-process tick loop, and checks that every job
-succeeded with its full history persisted (3 events per job). Medians are reported.
+- ``enqueue``: one ``enqueue()`` call per job and 1,000 per ``enqueue_many()``, keyed or not;
+- ``drain``: one ``jobcharts worker`` at its defaults drains the jobs (and with ``--flags``);
+- ``processes``: the same with ``--processes K``, and its ratio to one process;
+- ``latency``: enqueue to handler start with an idle worker, p50 and p99;
+- ``statements``: statements and round trips per enqueue and per job run;
+- ``claim``: the time of one claim of 100 due jobs beside tables of growing size.
+
+Figures are medians over ``--repeat`` runs; a run that loses, repeats or leaves work fails
+the bench instead of being reported.
 """
 
 from __future__ import annotations
 
 import os
 import platform
+import shlex
 import statistics
-import tempfile
 import time
-from dataclasses import dataclass, replace
-from pathlib import Path
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 from pydantic import BaseModel
 
 from engine.engine import Engine
+from engine.harness import bench_enqueue, bench_statements, bench_worker
+from engine.harness.bench_worker import BenchFailure
 from engine.registry import Invariant
 from engine.store.audit import BulkJob
+from engine.store.connect import redact
+
+__all__ = ["SCENARIOS", "BenchFailure", "claim_cost", "claim_cost_fresh", "run_scenarios"]
+
+SCENARIOS = ("enqueue", "drain", "processes", "latency", "statements", "claim")
 
 
 class Noop(BaseModel):
     n: int
 
 
-@dataclass(frozen=True)
-class BenchRun:
-    jobs: int
-    enqueue_seconds: float
-    drain_seconds: float
-
-    @property
-    def enqueue_rate(self) -> float:
-        return self.jobs / self.enqueue_seconds
-
-    @property
-    def drain_rate(self) -> float:
-        return self.jobs / self.drain_seconds
-
-
-def run_once(url: str, jobs: int, batch: int, chunk: int = 1000) -> BenchRun:
-    """Enqueue then drain ``jobs`` no-op jobs on ``url``; verify every row and event."""
-    engine = Engine(url, batch_size=batch)
-    engine.job(payload=Noop, idempotency=Invariant("a no-op"), kind="noop")(lambda ctx, p: None)
-    before_counts, before_events = _totals(engine)  # --db with --repeat reuses a database
-    started = time.perf_counter()
-    for first in range(0, jobs, chunk):
-        engine.enqueue_many("noop", [{"n": n} for n in range(first, min(first + chunk, jobs))])
-    enqueued = time.perf_counter()
-    report = engine.run_until_idle()
-    drained = time.perf_counter()
-    after_counts, after_events = _totals(engine)
-    engine.close()
-    counts = {
-        state: n - before_counts.get(state, 0)
-        for state, n in after_counts.items()
-        if n != before_counts.get(state, 0)
-    }
-    events = after_events - before_events
-    if report.succeeded != jobs or counts != {"succeeded": jobs} or events != 3 * jobs:
-        raise RuntimeError(
-            f"bench run lost work: succeeded={report.succeeded} states={counts} events={events}"
+def run_scenarios(
+    db: str | None,
+    scenarios: Sequence[str],
+    *,
+    jobs: int,
+    repeat: int,
+    flags: str,
+    processes: int,
+    claim_rows: Sequence[int],
+    echo: Callable[[str], None],
+) -> None:
+    """Run each scenario and print its figures as soon as they are known."""
+    unknown = sorted(set(scenarios) - set(SCENARIOS))
+    if unknown:
+        raise ValueError(f"unknown scenario(s) {unknown}; the scenarios are {list(SCENARIOS)}")
+    echo(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
+        f"{platform.python_version()}; database: "
+        + (redact(db) if db else "a fresh SQLite file per run (WAL, synchronous=FULL)")
+    )
+    echo(f"{jobs:,} no-op jobs per run, medians of {repeat}; every run checked exactly-once")
+    if "enqueue" in scenarios:
+        figures = _median_figures(lambda: _enqueue_once(db, min(jobs, 2000)), repeat)
+        echo(
+            f"enqueue(), one call per job:     {figures['plain single']:>9,.0f} jobs/s"
+            f"  (keyed: {figures['keyed single']:,.0f})"
         )
-    return BenchRun(jobs, enqueued - started, drained - enqueued)
+        echo(
+            f"enqueue_many(), 1,000 per call:  {figures['plain bulk']:>9,.0f} jobs/s"
+            f"  (keyed: {figures['keyed bulk']:,.0f})"
+        )
+    one = None
+    if "drain" in scenarios or "processes" in scenarios:
+        one = _drain_median(db, jobs, repeat, [])
+        echo(f"drain, worker at its defaults:   {one:>9,.0f} jobs/s")
+    if "drain" in scenarios and flags:
+        rate = _drain_median(db, jobs, repeat, shlex.split(flags))
+        echo(f"drain, worker {flags}: {rate:,.0f} jobs/s  (x{rate / (one or rate):.2f})")
+    if "processes" in scenarios and one:
+        rate = _drain_median(db, jobs, repeat, ["--processes", str(processes)])
+        echo(
+            f"drain, worker --processes {processes}:     {rate:>9,.0f} jobs/s"
+            f"  (x{rate / one:.2f} of one process)"
+        )
+    if "latency" in scenarios:
+        lat = bench_worker.latency(db)
+        echo(
+            f"latency, idle worker:            p50 {lat.quantile(50):.1f} ms, p99 "
+            f"{lat.quantile(99):.1f} ms  ({len(lat.samples)} jobs, one every 20 ms)"
+        )
+    if "statements" in scenarios:
+        counts = bench_statements.per_job(db, min(jobs, 500))
+        echo(f"per job:                         {counts.text(min(jobs, 500))}")
+    if "claim" in scenarios:
+        for rows in claim_rows:
+            ms = claim_cost_fresh(rows, db)
+            echo(f"claim of 100 due jobs beside {rows:>9,} rows: median {ms:.2f} ms")
 
 
-def _totals(engine: Engine) -> tuple[dict[str, int], int]:
-    """Jobs per state and events in all (opens the database and its schema first)."""
-    counts = engine.store.job_count_by_state()
-    return counts, engine.store.audit_event_count()
+def _enqueue_once(db: str | None, jobs: int) -> dict[str, float]:
+    from engine.harness.scratch import scratch_database
+
+    with scratch_database(db) as url:
+        return bench_enqueue.measure(url, jobs, runs=1)
 
 
-def run(jobs: int, batch: int, repeat: int, url: str | None = None) -> list[BenchRun]:
-    runs = []
-    for _ in range(repeat):
-        if url:
-            runs.append(run_once(url, jobs, batch))
-            continue
-        with tempfile.TemporaryDirectory() as tmp:
-            runs.append(run_once(f"sqlite:///{Path(tmp) / 'bench.db'}", jobs, batch))
-    return runs
+def _median_figures(run: Callable[[], dict[str, float]], repeat: int) -> dict[str, float]:
+    results = [run() for _ in range(repeat)]
+    return {name: statistics.median(r[name] for r in results) for name in results[0]}
 
 
-def summary(runs: list[BenchRun], batch: int, url: str | None) -> str:
-    drain = statistics.median(r.drain_rate for r in runs)
-    enqueue = statistics.median(r.enqueue_rate for r in runs)
-    lines = [
-        f"machine: {platform.machine()}, {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}",
-        f"database: {url or 'fresh SQLite file per run (WAL, synchronous=FULL)'}; batch {batch}",
-        f"runs: {len(runs)} x {runs[0].jobs} no-op jobs, every transition and event persisted",
-        "drain   jobs/s: "
-        + ", ".join(f"{r.drain_rate:,.0f}" for r in runs)
-        + f"  (median {drain:,.0f})",
-        "enqueue jobs/s: "
-        + ", ".join(f"{r.enqueue_rate:,.0f}" for r in runs)
-        + f"  (median {enqueue:,.0f}, in transactions of 1000)",
-    ]
-    return "\n".join(lines)
+def _drain_median(db: str | None, jobs: int, repeat: int, flags: list[str]) -> float:
+    return statistics.median(bench_worker.drain(db, jobs, flags).rate for _ in range(repeat))
 
 
 def claim_cost(
@@ -152,9 +165,7 @@ def claim_cost(
 
 def claim_cost_fresh(rows: int, db: str | None) -> float:
     """``claim_cost`` in a fresh SQLite file, or a fresh schema of the PostgreSQL ``db``."""
-    if db:
-        from engine.harness.chaos import fresh_database
+    from engine.harness.scratch import scratch_database
 
-        return claim_cost(fresh_database(db), rows)
-    with tempfile.TemporaryDirectory() as tmp:
-        return claim_cost(f"sqlite:///{Path(tmp) / 'claim.db'}", rows)
+    with scratch_database(db, "claim") as url:
+        return claim_cost(url, rows)

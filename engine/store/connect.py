@@ -92,6 +92,20 @@ def pg_schema_create(url: str, prefix: str) -> str:
     return pg_schema_url(url, schema)
 
 
+def pg_schema_drop(url: str) -> None:
+    """Drop the schema a ``pg_schema_create`` URL uses, with everything in it."""
+    options = make_url(url).query.get("options", "")
+    text = options if isinstance(options, str) else " ".join(options)
+    schema = text.partition("-csearch_path=")[2].split()[0]
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        quoted = admin.dialect.identifier_preparer.quote_identifier(schema)
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"DROP SCHEMA IF EXISTS {quoted} CASCADE")
+    finally:
+        admin.dispose()
+
+
 def import_psycopg() -> Any:
     """psycopg, or a one-line MissingExtra naming the extra that installs it."""
     try:

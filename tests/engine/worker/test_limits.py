@@ -363,6 +363,8 @@ def test_a_job_held_by_a_rate_says_when_the_next_start_is_free(db_url: str) -> N
         assert engine.get(first).state == "succeeded" and engine.get(second).state == "pending"
         reason = waiting_reason(engine, engine.get(second))
         assert reason is not None
-        assert reason.startswith("queue 'slow-api' is at its rate of 1 start per 600s, next start at ")
+        assert reason.startswith(
+            "queue 'slow-api' is at its rate of 1 start per 600s, next start at "
+        )
     finally:
         engine.close()

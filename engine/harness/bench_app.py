@@ -1,0 +1,36 @@
+"""The app ``jobcharts bench`` runs workers with: one no-op kind whose handler appends
+``<job id> <start time>`` to the file named by ``$JOBCHARTS_BENCH_LOG``, so every run can
+check, outside the database, that each job's handler ran exactly once.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from pydantic import BaseModel
+
+from engine import Engine, Invariant, JobContext
+
+LOG_ENV = "JOBCHARTS_BENCH_LOG"
+
+engine = Engine()
+
+
+class Noop(BaseModel):
+    n: int = 0
+
+
+_log: list[int] = []  # the log's file descriptor, opened on the first job of a process
+
+
+def _fd() -> int:
+    if not _log:
+        _log.append(os.open(os.environ[LOG_ENV], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644))
+    return _log[0]
+
+
+@engine.job(payload=Noop, idempotency=Invariant("a no-op that only logs its start"), kind="noop")
+def noop(ctx: JobContext, p: Noop) -> None:
+    # One write of one short line on an O_APPEND descriptor: lines never interleave.
+    os.write(_fd(), f"{ctx.job_id} {time.time()!r}\n".encode())
