@@ -31,8 +31,6 @@ class Database:
         self.url = resolve_url(url)
         self.db: SAEngine = make_engine(self.url, busy_timeout, pool_size, max_overflow)
         self.dialect = self.db.dialect.name
-        # executemany rowcounts tell whether every compare-and-set of a batch applied.
-        self._sane_multi_rowcount = bool(self.db.dialect.supports_sane_multi_rowcount)
 
     @contextmanager
     def write(self) -> Iterator[Connection]:

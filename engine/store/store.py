@@ -469,7 +469,7 @@ class Store(ReadQueries, AuditQueries):
     # -- helpers -------------------------------------------------------------------------
 
     def _apply(self, conn: Connection, moves: Sequence[Move]) -> list[bool]:
-        return apply_moves(conn, moves, multi_rowcount=self._sane_multi_rowcount)
+        return apply_moves(conn, moves, self.dialect)
 
 
 @dataclass
