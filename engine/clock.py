@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -55,3 +57,41 @@ class OffsetClock:
 
     def now(self) -> datetime:
         return datetime.now(UTC) + self.offset
+
+
+class DatabaseClock:
+    """The database server's clock without a round trip per reading: read from the server
+    once per ``resync`` seconds, carried forward by the local monotonic clock in between.
+
+    Its error is half the read's round trip plus the monotonic clock's drift since the last
+    read (microseconds over seconds), and a wall-clock step on this host cannot move it. It
+    never runs backwards, so event times stay ordered across a resync.
+    """
+
+    def __init__(
+        self,
+        read: Callable[[], datetime],
+        resync: float = 5.0,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._read = read
+        self._resync = resync
+        self._monotonic = monotonic
+        self._base: tuple[datetime, float] | None = None  # (server time, monotonic then)
+        self._last: datetime | None = None
+        self._lock = threading.Lock()
+
+    def now(self) -> datetime:
+        with self._lock:
+            mono = self._monotonic()
+            base = self._base
+            if base is None or mono - base[1] >= self._resync:
+                server = self._read()
+                after = self._monotonic()
+                base = self._base = (server, (mono + after) / 2)  # read at the midpoint
+                mono = after
+            value = base[0] + timedelta(seconds=mono - base[1])
+            if self._last is not None and value < self._last:
+                value = self._last
+            self._last = value
+            return value

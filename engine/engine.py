@@ -19,7 +19,7 @@ from engine import claim as claiming
 from engine import commit as committing
 from engine import enqueue as enqueuing
 from engine import operators
-from engine.clock import Clock, SystemClock
+from engine.clock import Clock, DatabaseClock, SystemClock
 from engine.errors import DatabaseBound, RegistrationError
 from engine.events import Telemetry
 from engine.limits import Limit, Rate, Scope, make_limit
@@ -81,9 +81,10 @@ class Engine:
 
         ``time_source``: ``"database"`` takes every time that leases, claims and due dates
         depend on from the database server's clock, so workers with skewed clocks cannot
-        steal or keep leases; ``"local"`` uses ``clock``. The default is the database on
-        PostgreSQL unless a ``clock`` is given (tests drive time), and local on SQLite
-        (one machine, one clock).
+        steal or keep leases (read from the server every few seconds and carried forward by
+        the local monotonic clock in between); ``"local"`` uses ``clock``. The default is
+        the database on PostgreSQL unless a ``clock`` is given (tests drive time), and
+        local on SQLite (one machine, one clock).
         """
         if time_source not in (None, "database", "local"):
             raise ValueError(f"time_source is 'database' or 'local', got {time_source!r}")
@@ -107,6 +108,7 @@ class Engine:
         self._rescuer = Rescuer(self, RescueConfig())
         self._scheduler = Scheduler(self, self.schedules)
         self._store: Store | None = None
+        self._db_clock: DatabaseClock | None = None  # the server's time, read every few s
 
     # -- set-up --------------------------------------------------------------------------
 
@@ -129,7 +131,9 @@ class Engine:
     def now(self) -> datetime:
         """The current time by this engine's time source (see ``time_source``)."""
         if self._uses_db_time:
-            return self.store.db_now()
+            if self._db_clock is None:
+                self._db_clock = DatabaseClock(self.store.db_now)
+            return self._db_clock.now()
         return self.clock.now()
 
     def insert_time(self) -> datetime | None:
@@ -163,6 +167,7 @@ class Engine:
         if self._store is not None:
             self._store.close()
             self._store = None
+        self._db_clock = None
 
     # -- registration (options: engine.registry.KindOptions) -----------------------------
 

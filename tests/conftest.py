@@ -103,3 +103,17 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.write_line(
             "Start a server (or set JOBCHARTS_TEST_PG) to run the conformance suite on it."
         )
+
+
+@pytest.fixture(autouse=True)
+def _log_threshold() -> Iterator[None]:
+    """A CLI command run in process configures logging (``--log-level``, or bench's
+    "error"); later tests that capture info events must not inherit it."""
+    import structlog
+
+    from engine import events
+
+    before, config = events._threshold[0], structlog.get_config()
+    yield
+    events.set_log_threshold(before)
+    structlog.configure(**config)

@@ -60,3 +60,33 @@ def test_database_time_on_sqlite_is_the_local_clock(tmp_path: object) -> None:
     engine.enqueue("k", {"n": 1})
     assert engine.run_until_idle().succeeded == 1
     engine.close()
+
+
+def test_the_database_clock_reads_the_server_once_per_resync_and_never_runs_back() -> None:
+    """Between reads it moves with the monotonic clock; a read that lands earlier than the
+    time already given out (a slow previous read) does not turn time back."""
+    from datetime import UTC, datetime, timedelta
+
+    from engine.clock import DatabaseClock
+
+    mono = [100.0]
+    server = [datetime(2026, 1, 1, tzinfo=UTC)]
+    reads: list[datetime] = []
+
+    def read() -> datetime:
+        reads.append(server[0])
+        return server[0]
+
+    clock = DatabaseClock(read, resync=5.0, monotonic=lambda: mono[0])
+    first = clock.now()
+    assert first == server[0] and len(reads) == 1
+    mono[0] += 2.5
+    assert clock.now() == first + timedelta(seconds=2.5) and len(reads) == 1
+    mono[0] += 2.5  # the resync is due: the server's time is taken as it is
+    server[0] = first + timedelta(seconds=4.5)
+    assert clock.now() == first + timedelta(seconds=4.5) and len(reads) == 2
+    mono[0] += 5.0  # due again, and the server now says less than was already given out
+    server[0] = first + timedelta(seconds=4)
+    assert clock.now() == first + timedelta(seconds=4.5) and len(reads) == 3
+    mono[0] += 1.0
+    assert clock.now() == first + timedelta(seconds=5)
