@@ -71,6 +71,16 @@ class CompiledChart:
             ignore_invalid_triggers=True,
             name=chart.name,
         )
+        # The machine's decision depends on the facts only through its candidates' guards
+        # (pure predicates, evaluated in declaration order). So it is asked once per
+        # (state, trigger, which candidates pass) and remembered: every claim and outcome
+        # would otherwise pay a trip through the library's event machinery.
+        self._candidates: dict[tuple[str, str], tuple[Transition, ...]] = {}
+        for transition in chart.transitions:
+            for source in transition.sources:
+                key = (source, transition.trigger)
+                self._candidates[key] = (*self._candidates.get(key, ()), transition)
+        self._decided: dict[tuple[str, str, tuple[bool, ...]], Transition | None] = {}
 
     def fire(self, state: str, trigger: str, facts: Facts) -> Transition | None:
         """The transition ``trigger`` takes from ``state`` under ``facts``, or None.
@@ -78,14 +88,19 @@ class CompiledChart:
         None means no declared transition is enabled: the trigger is unknown in that state
         or every candidate's guard failed. Nothing is persisted here.
         """
-        state = str(state)  # StrEnum members too: the library looks enums up by name
+        state, trigger = str(state), str(trigger)  # StrEnum members: looked up by name
         if state not in self._states:
             raise ChartError(f"chart {self.chart.name!r} has no state {state!r}")
-        event = self.machine.events.get(str(trigger))
-        if event is None or not event.transitions.get(state):
+        candidates = self._candidates.get((state, trigger))
+        if not candidates:
             return None  # no edge for it here (asking the library would log a warning)
+        passes = tuple(all(guard(facts) for guard in t.guards) for t in candidates)
+        key = (state, trigger, passes)
+        if key in self._decided:
+            return self._decided[key]
         probe = _Probe(state)
-        event.trigger(probe, facts=facts)
+        self.machine.events[trigger].trigger(probe, facts=facts)
+        self._decided[key] = probe.taken
         return probe.taken
 
     def require(self, state: str, trigger: str, facts: Facts) -> Transition:
