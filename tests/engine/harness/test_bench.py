@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from engine.cli import cli
 from engine.harness.bench_worker import exactly_once_problems
-from tests.conftest import PG_URL
+from tests.conftest import pg_url
 
 
 def test_every_scenario_reports_its_figures(backend: str, db_url: str) -> None:
@@ -17,7 +17,7 @@ def test_every_scenario_reports_its_figures(backend: str, db_url: str) -> None:
     args = ["bench", "--jobs", "60", "--repeat", "1", "--claim-rows", "300"]
     args += ["--flags", "--concurrency 4"]
     if backend == "postgresql":
-        args += ["--db", PG_URL]
+        args += ["--db", pg_url()]
     result = CliRunner().invoke(cli, args, env={"JOBCHARTS_DB": None})
     assert result.exit_code == 0, result.output + repr(result.exception)
     out = result.output

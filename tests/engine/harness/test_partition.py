@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from engine.harness.partition import run
-from tests.conftest import PG_URL
+from tests.conftest import pg_url
 
 
 def test_a_partitioned_host_loses_its_leases_and_its_late_results(
@@ -20,8 +20,11 @@ def test_a_partitioned_host_loses_its_leases_and_its_late_results(
         pytest.skip("hosts share a PostgreSQL server")
     if os.geteuid() != 0 or shutil.which("ip") is None:
         pytest.skip("network namespaces need root and the ip tool")
+    url = pg_url()
+    if "host=/" in url:
+        pytest.skip("the hosts reach the server over TCP; the throwaway server has a socket")
     report = run(
-        db=PG_URL,
+        db=url,
         directory=tmp_path / "partition",
         hosts=3,
         jobs_count=500,
