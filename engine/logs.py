@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
@@ -35,7 +36,7 @@ def configure_logging(level: str = "info", fmt: str = "console") -> None:
     )
 
 
-def console_line(_logger: object, _name: str, event: dict[str, Any]) -> str:
+def console_line(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> str:
     """``<time> [<level>] <event> key=value ...``, keys sorted, a traceback below.
 
     The shape of structlog's ConsoleRenderer without colours, at a third of its cost: a
