@@ -85,10 +85,16 @@ def claim(
             started=start,
         )
 
+    def reread() -> datetime:
+        """The claim's time, read again once a limited claim holds its scopes' locks."""
+        nonlocal now
+        now = max(now, rt.now())
+        return now
+
     held, free_at = False, None
     if registry.limits:
         limited = rt.store.job_claim_limited(
-            now=now,
+            clock=reread,
             limit=limit,
             kinds=registry.kinds,
             states=states,

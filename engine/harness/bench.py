@@ -60,7 +60,8 @@ def run_scenarios(
         f"{platform.python_version()}; database: "
         + (redact(db) if db else "a fresh SQLite file per run (WAL, synchronous=FULL)")
     )
-    echo(f"{jobs:,} no-op jobs per run, medians of {repeat}; every run checked exactly-once")
+    if set(scenarios) - {"claim"}:
+        echo(f"{jobs:,} no-op jobs per run, medians of {repeat}; every run checked exactly-once")
     if "enqueue" in scenarios:
         figures = _median_figures(lambda: _enqueue_once(db, min(jobs, 2000)), repeat)
         echo(

@@ -184,7 +184,7 @@ class Store(ReadQueries, AuditQueries):
     def job_claim_limited(
         self,
         *,
-        now: datetime,
+        clock: Callable[[], datetime],
         limit: int,
         kinds: Sequence[str],
         states: Sequence[str],
@@ -196,9 +196,12 @@ class Store(ReadQueries, AuditQueries):
         """``job_claim_due`` under global limits: no scope in ``limits`` gets more starts
         than its room (``starts`` tells which moves start a handler).
 
+        ``clock`` is read once the scopes' locks are held (a wait for them must not age
+        the rate window: a slot is stamped with the time its start really happens).
         A scope with no room is left out of the select, so its backlog never crowds out
         other kinds; when one fills up mid-claim, the select is repeated without it (at
-        most once per scope). Timers and cancels of a scope with room are not counted.
+        most once per scope). Timers and cancels are never counted, nor held back by a
+        scope that filled during this claim.
         """
         if limit <= 0 or not kinds or (queues is not None and not queues):
             return LimitedClaim([], held=False)
@@ -206,10 +209,11 @@ class Store(ReadQueries, AuditQueries):
         with self.write() as conn:
             self._claim_plan_hint(conn)
             limiting.lock(conn, self.dialect, limits)
+            now = clock()
             used = limiting.usage(conn, limits, now)
             room = {key: r for key, x in by_key.items() if (r := used[key].room(x)) is not None}
+            held = self._due_in_shut_scopes(conn, room, now, kinds, states, queues)
             planned: list[tuple[JobRow, Move]] = []
-            started: dict[str, int] = {}
             seen: set[int] = set()
             tx_time: datetime | None = None
             while len(planned) < limit:
@@ -220,40 +224,71 @@ class Store(ReadQueries, AuditQueries):
                 params = _claim_params(now, limit, open_kinds, states, queues)
                 params["shut_queues"] = shut_queues
                 stmt = _claim_select(self.dialect, queues is not None, bool(shut_queues))
-                rows, clock = self._claim_rows(conn, stmt, params)
-                tx_time = tx_time or clock
+                rows, clock_read = self._claim_rows(conn, stmt, params)
+                tx_time = tx_time or clock_read
                 filled = False
                 for row in rows:
                     if row.id in seen or len(planned) >= limit:
                         continue
                     seen.add(row.id)
-                    scopes = [k for k in (f"kind:{row.kind}", f"queue:{row.queue}") if k in room]
-                    if any(room[k] <= 0 for k in scopes):
-                        continue  # filled up by an earlier row of this claim
                     move = plan(row, tx_time)
                     if move is None:
                         continue
-                    planned.append((row, move))
+                    scopes = _scopes_of(row, room)
                     if starts(move):
+                        if any(room[k] <= 0 for k in scopes):
+                            held = True  # filled up by an earlier row of this claim
+                            continue
                         for k in scopes:
                             room[k] -= 1
-                            started[k] = started.get(k, 0) + 1
                             filled = filled or room[k] == 0
+                    planned.append((row, move))
                 if not filled or len(rows) < limit:
                     break
             applied = self._apply(conn, [move for _, move in planned])
             done = [pair for pair, ok in zip(planned, applied, strict=True) if ok]
-            if len(done) < len(planned):  # recount: only applied starts take rate slots
-                started = {}
-                for row, move in done:
-                    if starts(move):
-                        for k in (f"kind:{row.kind}", f"queue:{row.queue}"):
-                            if k in room:
-                                started[k] = started.get(k, 0) + 1
+            started: dict[str, int] = {}
+            for row, move in done:  # only applied starts take rate slots
+                if starts(move):
+                    for k in _scopes_of(row, room):
+                        started[k] = started.get(k, 0) + 1
             limiting.take_slots(conn, self.dialect, limits, used, started, now)
-        full = [key for key, r in room.items() if r <= 0]
-        frees = [f for key in full if (f := used[key].free_at) is not None]
-        return LimitedClaim(done, held=bool(full), free_at=min(frees) if frees else None)
+        frees = []
+        for key, r in room.items():
+            if r > 0 or by_key[key].starts is None:
+                continue
+            frees += [f for f in (used[key].free_at,) if f is not None]
+            if key in started:  # its slots taken now free a period from now
+                frees.append(now + by_key[key].period)
+        return LimitedClaim(done, held=held, free_at=min(frees) if frees else None)
+
+    def _due_in_shut_scopes(
+        self,
+        conn: Connection,
+        room: dict[str, int],
+        now: datetime,
+        kinds: Sequence[str],
+        states: Sequence[str],
+        queues: Sequence[str] | None,
+    ) -> bool:
+        """Whether a job of a scope with no room is due now (it waits on the limit)."""
+        shut_kinds = [k[5:] for k, r in room.items() if k.startswith("kind:") and r <= 0]
+        shut_queues = [k[6:] for k, r in room.items() if k.startswith("queue:") and r <= 0]
+        if not shut_kinds and not shut_queues:
+            return False
+        stmt = (
+            select(jobs.c.id)
+            .where(
+                jobs.c.due_at.is_not(None),
+                jobs.c.due_at <= now,
+                jobs.c.kind.in_(list(kinds)),
+                jobs.c.state.in_(list(states)),
+                jobs.c.kind.in_(shut_kinds) | jobs.c.queue.in_(shut_queues),
+                *([jobs.c.queue.in_(list(queues))] if queues is not None else []),
+            )
+            .limit(1)
+        )
+        return conn.execute(stmt).first() is not None
 
     def limit_usage(self, limits: Sequence[ScopeLimit], now: datetime) -> dict[str, Usage]:
         """Each limited scope's running jobs and recent starts (for ``inspect``)."""
@@ -507,10 +542,15 @@ class Store(ReadQueries, AuditQueries):
         return apply_moves(conn, moves, self.dialect)
 
 
+def _scopes_of(row: JobRow, room: dict[str, int]) -> list[str]:
+    """The limited scopes (of ``room``) a job counts against: its kind's, its queue's."""
+    return [k for k in (f"kind:{row.kind}", f"queue:{row.queue}") if k in room]
+
+
 @dataclass
 class LimitedClaim:
-    """A claim under limits: the moves applied, and whether a scope's room ran out
-    (``free_at``: when its oldest rate slot frees; None: when a running job ends)."""
+    """A claim under limits: the moves applied, and whether a due job waits on a scope
+    with no room (``free_at``: when a full rate frees a slot; None: when a job ends)."""
 
     pairs: list[tuple[JobRow, Move]]
     held: bool

@@ -17,6 +17,7 @@ import pytest
 from pydantic import BaseModel
 
 from engine import Engine, Invariant, JobContext, Rate, RegistrationError
+from engine.outcomes import Outcome
 from engine.view import waiting_reason
 from engine.worker import Worker
 from tests.engine import limits_app
@@ -366,5 +367,26 @@ def test_a_job_held_by_a_rate_says_when_the_next_start_is_free(db_url: str) -> N
         assert reason.startswith(
             "queue 'slow-api' is at its rate of 1 start per 600s, next start at "
         )
+    finally:
+        engine.close()
+
+
+def test_a_claim_says_held_only_when_a_due_job_waits_on_a_full_scope(db_url: str) -> None:
+    """`held` makes an idle worker sleep until the limit frees instead of polling: it is
+    set when a due job waits on a full scope, and not merely because a scope is full."""
+    engine = Engine(db_url)
+    engine.job(payload=Item, idempotency=HARMLESS, concurrency=1, kind="one")(lambda c, p: None)
+    engine.job(payload=Item, idempotency=HARMLESS, kind="other")(lambda c, p: None)
+    try:
+        first = engine.claim(engine.now(), 5)
+        assert not first.jobs and not first.held  # nothing due at all
+        engine.enqueue_many("one", [{"n": 1}, {"n": 2}])
+        batch = engine.claim(engine.now(), 5)
+        assert len(batch.jobs) == 1 and batch.held  # the second waits on the limit
+        again = engine.claim(engine.now(), 5)
+        assert not again.jobs and again.held  # still waiting: the scope is shut
+        engine.commit([Outcome(batch.jobs[0], "succeed")], engine.now())
+        last = engine.claim(engine.now(), 5)
+        assert len(last.jobs) == 1 and not last.held  # full again, but nothing waits
     finally:
         engine.close()
