@@ -63,9 +63,10 @@ class DatabaseClock:
     """The database server's clock without a round trip per reading: read from the server
     once per ``resync`` seconds, carried forward by the local monotonic clock in between.
 
-    Its error is half the read's round trip plus the monotonic clock's drift since the last
-    read (microseconds over seconds), and a wall-clock step on this host cannot move it. It
-    never runs backwards, so event times stay ordered across a resync.
+    It runs ahead of the server by at most the read's round trip (plus the monotonic
+    clock's drift since the last read: microseconds over seconds), never behind it, and a
+    wall-clock step on this host cannot move it. It never runs backwards, so event times
+    stay ordered across a resync.
     """
 
     def __init__(
@@ -87,9 +88,11 @@ class DatabaseClock:
             base = self._base
             if base is None or mono - base[1] >= self._resync:
                 server = self._read()
-                after = self._monotonic()
-                base = self._base = (server, (mono + after) / 2)  # read at the midpoint
-                mono = after
+                # Taken as read when the request left: the server's reading is at least
+                # that late, so this clock is never behind it (a job the server stamps
+                # due now is due here too); it runs ahead by at most the round trip.
+                base = self._base = (server, mono)
+                mono = self._monotonic()
             value = base[0] + timedelta(seconds=mono - base[1])
             if self._last is not None and value < self._last:
                 value = self._last

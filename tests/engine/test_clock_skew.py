@@ -90,3 +90,29 @@ def test_the_database_clock_reads_the_server_once_per_resync_and_never_runs_back
     assert clock.now() == first + timedelta(seconds=4.5) and len(reads) == 3
     mono[0] += 1.0
     assert clock.now() == first + timedelta(seconds=5)
+
+
+def test_the_database_clock_is_never_behind_the_server() -> None:
+    """A read takes a round trip; the server's reading lies somewhere inside it. The clock
+    must not fall behind the server (a job the server just stamped due would not be due
+    here), so the reading counts from when the request left."""
+    from datetime import UTC, datetime, timedelta
+
+    from engine.clock import DatabaseClock
+
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    mono = [0.0]
+
+    def server_now() -> datetime:  # the server's true time, on the same time line
+        return start + timedelta(seconds=mono[0])
+
+    def read() -> datetime:
+        mono[0] += 0.010  # the request travels
+        reading = server_now()  # the server reads its clock
+        mono[0] += 0.010  # the answer travels back
+        return reading
+
+    clock = DatabaseClock(read, resync=5.0, monotonic=lambda: mono[0])
+    for _ in range(5):
+        assert clock.now() >= server_now()
+        mono[0] += 1.3
