@@ -146,6 +146,20 @@ def _apply_postgres(conn: Connection, moves: Sequence[Move]) -> list[bool]:
     return applied
 
 
+def one_statement(moves: Sequence[Move]) -> tuple[str, dict[str, Any]] | None:
+    """PostgreSQL: the single statement that applies ``moves`` (one job each, one column
+    set), or None when they need several. Alone it is its own transaction: a commit of
+    finished attempts in one round trip, without BEGIN and COMMIT."""
+    first = moves[0]
+    columns = tuple(sorted(first.values))
+    if len({m.job_id for m in moves}) != len(moves) or any(
+        m.unless_cancelled != first.unless_cancelled or tuple(sorted(m.values)) != columns
+        for m in moves
+    ):
+        return None
+    return _pg_update(columns, first.unless_cancelled), _pg_params(columns, moves)
+
+
 def _rounds(moves: Sequence[Move]) -> list[list[int]]:
     """Split the moves so no job appears twice in one round (one statement joins each job
     row once); the rounds run in order, as the moves would one by one."""

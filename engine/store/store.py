@@ -31,7 +31,7 @@ from engine.errors import SchemaMismatch
 from engine.store import keys, migrate
 from engine.store import limits as limiting
 from engine.store.audit import AuditQueries
-from engine.store.cas import apply_moves
+from engine.store.cas import apply_moves, one_statement
 from engine.store.inserts import insert_jobs_pg, insert_jobs_sqlite
 from engine.store.limits import ScopeLimit, Usage
 from engine.store.reads import ReadQueries, job_row
@@ -462,9 +462,16 @@ class Store(ReadQueries, AuditQueries):
         return len(ids), int(keys or 0)
 
     def job_transition_many(self, moves: Sequence[Move]) -> list[bool]:
-        """Apply each move as a compare-and-set; return which applied (all in one transaction)."""
+        """Apply each move as a compare-and-set; return which applied (all in one transaction:
+        on PostgreSQL one statement in autocommit when one statement can apply them all)."""
         if not moves:
             return []
+        due = any(move.values.get("due_at") is not None for move in moves)
+        single = one_statement(moves) if self.dialect == "postgresql" and not due else None
+        if single is not None:  # the common commit (all succeeded): one round trip
+            with self.pg_autocommit() as driver:
+                done = {int(row[0]) for row in driver.execute(*single)}
+            return [move.job_id in done for move in moves]
         with self.write() as conn:
             applied = self._apply(conn, moves)
             if self.dialect == "postgresql" and any(
