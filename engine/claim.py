@@ -14,6 +14,7 @@ from datetime import datetime
 
 from engine.moves import Moves, facts
 from engine.outcomes import Claimed, Outcome
+from engine.registry import JobSpec
 from engine.runtime import Runtime
 from engine.store import JobRow, Move
 from statecharts import TIMER_TRIGGERS, ChartError, T
@@ -101,6 +102,7 @@ def claim(
             plan=plan,
             limits=registry.limits.for_store(),
             starts=_starts,
+            timer_states=_timer_only_states(specs),
             queues=queues,
         )
         moved, held, free_at = limited.pairs, limited.held, limited.free_at
@@ -141,6 +143,19 @@ def claim(
     if jobs:
         rt.telemetry.emit("jobs.claimed", "debug", jobs=len(jobs), worker=rt.worker_id)
     return Batch(token, jobs, timed=len(moved) - len(pairs), held=held, free_at=free_at)
+
+
+def _timer_only_states(specs: Sequence[JobSpec]) -> list[str]:
+    """States a due job leaves by a timer only, never by a start (a wait state's delay)."""
+    timed: set[str] = set()
+    started: set[str] = set()
+    for spec in specs:
+        for transition in spec.chart.transitions:
+            if transition.trigger in TIMER_TRIGGERS:
+                timed.update(transition.sources)
+            elif transition.trigger == T.START:
+                started.update(transition.sources)
+    return sorted(timed - started)
 
 
 def _starts(move: Move) -> bool:

@@ -191,6 +191,7 @@ class Store(ReadQueries, AuditQueries):
         plan: Callable[[JobRow, datetime | None], Move | None],
         limits: Sequence[ScopeLimit],
         starts: Callable[[Move], bool],
+        timer_states: Sequence[str] = (),
         queues: Sequence[str] | None = None,
     ) -> LimitedClaim:
         """``job_claim_due`` under global limits: no scope in ``limits`` gets more starts
@@ -200,8 +201,9 @@ class Store(ReadQueries, AuditQueries):
         the rate window: a slot is stamped with the time its start really happens).
         A scope with no room is left out of the select, so its backlog never crowds out
         other kinds; when one fills up mid-claim, the select is repeated without it (at
-        most once per scope). Timers and cancels are never counted, nor held back by a
-        scope that filled during this claim.
+        most once per scope). Timers and cancels are never counted nor held back: the jobs
+        of a full scope that are due for one (in ``timer_states``, past their deadline, or
+        asked to cancel) are selected after the others.
         """
         if limit <= 0 or not kinds or (queues is not None and not queues):
             return LimitedClaim([], held=False)
@@ -245,6 +247,13 @@ class Store(ReadQueries, AuditQueries):
                     planned.append((row, move))
                 if not filled or len(rows) < limit:
                     break
+            if len(planned) < limit:
+                for row in self._timed_in_shut_scopes(
+                    conn, room, now, limit - len(planned), kinds, states, timer_states, queues
+                ):
+                    move = plan(row, tx_time) if row.id not in seen else None
+                    if move is not None and not starts(move):
+                        planned.append((row, move))
             applied = self._apply(conn, [move for _, move in planned])
             done = [pair for pair, ok in zip(planned, applied, strict=True) if ok]
             started: dict[str, int] = {}
@@ -261,6 +270,43 @@ class Store(ReadQueries, AuditQueries):
             if key in started:  # its slots taken now free a period from now
                 frees.append(now + by_key[key].period)
         return LimitedClaim(done, held=held, free_at=min(frees) if frees else None)
+
+    def _timed_in_shut_scopes(
+        self,
+        conn: Connection,
+        room: dict[str, int],
+        now: datetime,
+        limit: int,
+        kinds: Sequence[str],
+        states: Sequence[str],
+        timer_states: Sequence[str],
+        queues: Sequence[str] | None,
+    ) -> list[JobRow]:
+        """Due jobs of scopes with no room whose move is no start: a wait state's timer,
+        a passed deadline, a cancel request. A limit holds back handlers, not timers."""
+        shut_kinds = [k[5:] for k, r in room.items() if k.startswith("kind:") and r <= 0]
+        shut_queues = [k[6:] for k, r in room.items() if k.startswith("queue:") and r <= 0]
+        if not shut_kinds and not shut_queues:
+            return []
+        stmt = (
+            select(jobs)
+            .where(
+                jobs.c.due_at.is_not(None),
+                jobs.c.due_at <= now,
+                jobs.c.kind.in_(list(kinds)),
+                jobs.c.state.in_(list(states)),
+                jobs.c.kind.in_(shut_kinds) | jobs.c.queue.in_(shut_queues),
+                jobs.c.state.in_(list(timer_states))
+                | (jobs.c.deadline <= now)
+                | jobs.c.cancel_requested_at.is_not(None),
+                *([jobs.c.queue.in_(list(queues))] if queues is not None else []),
+            )
+            .order_by(jobs.c.priority.desc(), jobs.c.due_at, jobs.c.id)
+            .limit(limit)
+        )
+        if self.dialect == "postgresql":
+            stmt = stmt.with_for_update(skip_locked=True)
+        return [job_row(row) for row in conn.execute(stmt)]
 
     def _due_in_shut_scopes(
         self,

@@ -725,3 +725,31 @@ def test_a_wait_can_compensate_on_cancel(engine: Engine) -> None:
     assert engine.cancel(job) == "release_stock"
     engine.run_until_idle()
     assert trail(engine, job)[-1] == ("released", "cancelled")
+
+
+def test_a_wait_timer_fires_while_its_kind_is_at_its_limit(
+    engine: Engine, clock: FrozenClock
+) -> None:
+    """A kind limited to 1 running, with a job holding that slot: the wait states of its
+    other jobs still end on time (a limit holds back starts, not timers)."""
+    _flow_engine(
+        engine,
+        [
+            Work("a", on={"next": "cool_down"}),
+            Wait("cool_down", delay=300, then="b"),
+            Work("b", on={"ok": "succeeded"}),
+        ],
+        {"a": lambda ctx, item: None, "b": lambda ctx, item: None},
+        concurrency=1,
+    )
+    waiting = [engine.enqueue("steps", {"n": n}) for n in (1, 2)]
+    engine.run_until_idle()
+    assert [engine.get(j).state for j in waiting] == ["cool_down", "cool_down"]
+    holder = engine.enqueue("steps", {"n": 3})
+    held = engine.claim(engine.now(), 1)
+    assert [c.job_id for c in held.jobs] == [holder]  # the kind's one slot is taken
+    clock.advance(300)
+    batch = engine.claim(engine.now(), 5)
+    assert not batch.jobs and batch.timed == 2
+    assert [engine.get(j).state for j in waiting] == ["b", "b"]
+    assert batch.held  # both wait on the limit now, to start b
