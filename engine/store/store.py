@@ -207,6 +207,14 @@ class Store(ReadQueries, AuditQueries):
         """
         if limit <= 0 or not kinds or (queues is not None and not queues):
             return LimitedClaim([], held=False)
+        # Only the scopes this claim can touch: a worker of other queues takes no lock of
+        # a limited queue it never claims from.
+        limits = [
+            x
+            for x in limits
+            if (x.by == "kind" and x.name in kinds)
+            or (x.by == "queue" and (queues is None or x.name in queues))
+        ]
         by_key = {x.key: x for x in limits}
         with self.write() as conn:
             self._claim_plan_hint(conn)

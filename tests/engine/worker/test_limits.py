@@ -390,3 +390,37 @@ def test_a_claim_says_held_only_when_a_due_job_waits_on_a_full_scope(db_url: str
         assert len(last.jobs) == 1 and not last.held  # full again, but nothing waits
     finally:
         engine.close()
+
+
+def test_a_claim_waits_on_no_lock_of_a_queue_it_does_not_serve(backend: str, db_url: str) -> None:
+    """PostgreSQL: another claim holding the lock of the limited queue "mail" does not hold
+    up a worker that serves only the queue "other"."""
+    if backend != "postgresql":
+        pytest.skip("the scopes' locks are PostgreSQL advisory locks")
+    import sqlalchemy as sa
+
+    engine = Engine(db_url)
+    engine.limit_queue("mail", concurrency=1)
+    engine.job(payload=Item, idempotency=HARMLESS, queue="mail", kind="m")(lambda c, p: None)
+    engine.job(payload=Item, idempotency=HARMLESS, queue="other", kind="o")(lambda c, p: None)
+    other = sa.create_engine(db_url)
+    try:
+        job = engine.enqueue("o", {"n": 1})
+        with other.begin() as conn:  # a claim of "mail" in progress elsewhere
+            conn.execute(
+                sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"),
+                {"k": "limit\x1fqueue:mail"},
+            )
+            done: list[list[int]] = []
+            thread = threading.Thread(
+                target=lambda: done.append(
+                    [c.job_id for c in engine.claim(engine.now(), 1, queues=["other"]).jobs]
+                ),
+                daemon=True,
+            )
+            thread.start()
+            thread.join(5.0)
+            assert done == [[job]], "the claim waited on the lock of a queue it does not serve"
+    finally:
+        other.dispose()
+        engine.close()
