@@ -9,19 +9,14 @@ same transaction as its event row (``cas``).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from datetime import datetime
-from functools import cache
 from typing import Any
 
 from sqlalchemy import (
-    ColumnElement,
     Connection,
-    Integer,
     bindparam,
     delete,
-    func,
     select,
     update,
 )
@@ -29,22 +24,22 @@ from sqlalchemy.orm import Session
 
 from engine.errors import SchemaMismatch
 from engine.store import keys, migrate
-from engine.store import limits as limiting
 from engine.store.audit import AuditQueries
-from engine.store.cas import apply_moves, one_statement
+from engine.store.cas import one_statement
+from engine.store.claims import ClaimQueries
 from engine.store.inserts import insert_jobs_pg, insert_jobs_sqlite
-from engine.store.limits import ScopeLimit, Usage
-from engine.store.reads import ReadQueries, job_row
+from engine.store.reads import ReadQueries
 from engine.store.rows import JobRow, Move, NewJob
-from engine.store.schema import as_utc, idempotency_keys, job_steps, jobs
+from engine.store.schema import idempotency_keys, job_steps, jobs
 from engine.store.wakeup import CHANNEL, notify
 
 AppConnection = Connection | Session  # the caller's own open transaction (transactional enqueue)
 
 
-class Store(ReadQueries, AuditQueries):
-    """All persistence for one database URL (SQLite file or PostgreSQL): the reads
-    (``ReadQueries``), the harnesses' audits (``AuditQueries``) and every write."""
+class Store(ClaimQueries, ReadQueries, AuditQueries):
+    """All persistence for one database URL (SQLite file or PostgreSQL): the claims and
+    the compare-and-set (``ClaimQueries``), the reads (``ReadQueries``), the harnesses'
+    audits (``AuditQueries``) and every other write."""
 
     def __init__(
         self,
@@ -152,289 +147,6 @@ class Store(ReadQueries, AuditQueries):
                 return move.job_id
         except _Undo:
             return 0
-
-    def job_claim_due(
-        self,
-        *,
-        now: datetime,
-        limit: int,
-        kinds: Sequence[str],
-        states: Sequence[str],
-        plan: Callable[[JobRow, datetime | None], Move | None],
-        queues: Sequence[str] | None = None,
-    ) -> list[tuple[JobRow, Move]]:
-        """Claim up to ``limit`` due jobs (priority, then due_at) in one transaction.
-
-        ``plan`` turns each selected row into its move (the chart's claim transition);
-        the moves are applied and their events appended before the transaction commits.
-        ``queues``: only jobs of these queues (None: every queue).
-        """
-        if limit <= 0 or not kinds or (queues is not None and not queues):
-            return []
-        params = _claim_params(now, limit, kinds, states, queues)
-        with self.write() as conn:
-            self._claim_plan_hint(conn)
-            rows, tx_time = self._claim_rows(
-                conn, _claim_select(self.dialect, queues is not None), params
-            )
-            planned = [(row, move) for row in rows if (move := plan(row, tx_time)) is not None]
-            applied = self._apply(conn, [move for _, move in planned])
-            return [pair for pair, ok in zip(planned, applied, strict=True) if ok]
-
-    def job_claim_limited(
-        self,
-        *,
-        clock: Callable[[], datetime],
-        limit: int,
-        kinds: Sequence[str],
-        states: Sequence[str],
-        plan: Callable[[JobRow, datetime | None], Move | None],
-        limits: Sequence[ScopeLimit],
-        starts: Callable[[Move], bool],
-        timer_states: Sequence[str] = (),
-        queues: Sequence[str] | None = None,
-    ) -> LimitedClaim:
-        """``job_claim_due`` under global limits: no scope in ``limits`` gets more starts
-        than its room (``starts`` tells which moves start a handler).
-
-        ``clock`` is read once the scopes' locks are held (a wait for them must not age
-        the rate window: a slot is stamped with the time its start really happens).
-        A scope with no room is left out of the select, so its backlog never crowds out
-        other kinds; when one fills up mid-claim, the select is repeated without it (at
-        most once per scope). Timers and cancels are never counted nor held back: the jobs
-        of a full scope that are due for one (in ``timer_states``, past their deadline, or
-        asked to cancel) are selected after the others.
-        """
-        if limit <= 0 or not kinds or (queues is not None and not queues):
-            return LimitedClaim([], held=False)
-        # Only the scopes this claim can touch: a worker of other queues takes no lock of
-        # a limited queue it never claims from.
-        limits = [
-            x
-            for x in limits
-            if (x.by == "kind" and x.name in kinds)
-            or (x.by == "queue" and (queues is None or x.name in queues))
-        ]
-        by_key = {x.key: x for x in limits}
-        with self.write() as conn:
-            self._claim_plan_hint(conn)
-            limiting.lock(conn, self.dialect, limits)
-            now = clock()
-            used = limiting.usage(conn, limits, now)
-            room = {key: r for key, x in by_key.items() if (r := used[key].room(x)) is not None}
-            held = self._due_in_shut_scopes(conn, room, now, kinds, states, queues)
-            planned: list[tuple[JobRow, Move]] = []
-            seen: set[int] = set()
-            tx_time: datetime | None = None
-            while len(planned) < limit:
-                open_kinds = [k for k in kinds if room.get(f"kind:{k}", 1) > 0]
-                shut_queues = [k[6:] for k, r in room.items() if k.startswith("queue:") and r <= 0]
-                if not open_kinds:
-                    break
-                params = _claim_params(now, limit, open_kinds, states, queues)
-                params["shut_queues"] = shut_queues
-                stmt = _claim_select(self.dialect, queues is not None, bool(shut_queues))
-                rows, clock_read = self._claim_rows(conn, stmt, params)
-                tx_time = tx_time or clock_read
-                filled = False
-                for row in rows:
-                    if row.id in seen or len(planned) >= limit:
-                        continue
-                    seen.add(row.id)
-                    move = plan(row, tx_time)
-                    if move is None:
-                        continue
-                    scopes = _scopes_of(row, room)
-                    if starts(move):
-                        if any(room[k] <= 0 for k in scopes):
-                            held = True  # filled up by an earlier row of this claim
-                            continue
-                        for k in scopes:
-                            room[k] -= 1
-                            filled = filled or room[k] == 0
-                    planned.append((row, move))
-                if not filled or len(rows) < limit:
-                    break
-            if len(planned) < limit:
-                for row in self._timed_in_shut_scopes(
-                    conn, room, now, limit - len(planned), kinds, states, timer_states, queues
-                ):
-                    move = plan(row, tx_time) if row.id not in seen else None
-                    if move is not None and not starts(move):
-                        planned.append((row, move))
-            applied = self._apply(conn, [move for _, move in planned])
-            done = [pair for pair, ok in zip(planned, applied, strict=True) if ok]
-            started: dict[str, int] = {}
-            for row, move in done:  # only applied starts take rate slots
-                if starts(move):
-                    for k in _scopes_of(row, room):
-                        started[k] = started.get(k, 0) + 1
-            limiting.take_slots(conn, self.dialect, limits, used, started, now)
-        frees = []
-        for key, r in room.items():
-            if r > 0 or by_key[key].starts is None:
-                continue
-            frees += [f for f in (used[key].free_at,) if f is not None]
-            if key in started:  # its slots taken now free a period from now
-                frees.append(now + by_key[key].period)
-        return LimitedClaim(done, held=held, free_at=min(frees) if frees else None)
-
-    def _timed_in_shut_scopes(
-        self,
-        conn: Connection,
-        room: dict[str, int],
-        now: datetime,
-        limit: int,
-        kinds: Sequence[str],
-        states: Sequence[str],
-        timer_states: Sequence[str],
-        queues: Sequence[str] | None,
-    ) -> list[JobRow]:
-        """Due jobs of scopes with no room whose move is no start: a wait state's timer,
-        a passed deadline, a cancel request. A limit holds back handlers, not timers."""
-        shut_kinds = [k[5:] for k, r in room.items() if k.startswith("kind:") and r <= 0]
-        shut_queues = [k[6:] for k, r in room.items() if k.startswith("queue:") and r <= 0]
-        if not shut_kinds and not shut_queues:
-            return []
-        stmt = (
-            select(jobs)
-            .where(
-                jobs.c.due_at.is_not(None),
-                jobs.c.due_at <= now,
-                jobs.c.kind.in_(list(kinds)),
-                jobs.c.state.in_(list(states)),
-                jobs.c.kind.in_(shut_kinds) | jobs.c.queue.in_(shut_queues),
-                jobs.c.state.in_(list(timer_states))
-                | (jobs.c.deadline <= now)
-                | jobs.c.cancel_requested_at.is_not(None),
-                *([jobs.c.queue.in_(list(queues))] if queues is not None else []),
-            )
-            .order_by(jobs.c.priority.desc(), jobs.c.due_at, jobs.c.id)
-            .limit(limit)
-        )
-        if self.dialect == "postgresql":
-            stmt = stmt.with_for_update(skip_locked=True)
-        return [job_row(row) for row in conn.execute(stmt)]
-
-    def _due_in_shut_scopes(
-        self,
-        conn: Connection,
-        room: dict[str, int],
-        now: datetime,
-        kinds: Sequence[str],
-        states: Sequence[str],
-        queues: Sequence[str] | None,
-    ) -> bool:
-        """Whether a job of a scope with no room is due now (it waits on the limit)."""
-        shut_kinds = [k[5:] for k, r in room.items() if k.startswith("kind:") and r <= 0]
-        shut_queues = [k[6:] for k, r in room.items() if k.startswith("queue:") and r <= 0]
-        if not shut_kinds and not shut_queues:
-            return False
-        stmt = (
-            select(jobs.c.id)
-            .where(
-                jobs.c.due_at.is_not(None),
-                jobs.c.due_at <= now,
-                jobs.c.kind.in_(list(kinds)),
-                jobs.c.state.in_(list(states)),
-                jobs.c.kind.in_(shut_kinds) | jobs.c.queue.in_(shut_queues),
-                *([jobs.c.queue.in_(list(queues))] if queues is not None else []),
-            )
-            .limit(1)
-        )
-        return conn.execute(stmt).first() is not None
-
-    def limit_usage(self, limits: Sequence[ScopeLimit], now: datetime) -> dict[str, Usage]:
-        """Each limited scope's running jobs and recent starts (for ``inspect``)."""
-        with self.read() as conn:
-            return limiting.usage(conn, limits, now)
-
-    def claim_plan(
-        self,
-        now: datetime,
-        limit: int,
-        kinds: Sequence[str],
-        states: Sequence[str],
-        queues: Sequence[str] | None = None,
-    ) -> str:
-        """The database's plan for a claim's select, made as a claim makes it (tests check
-        that it walks the claim index, with statistics or without)."""
-        params = _claim_params(now, limit, kinds, states, queues)
-        query = _claim_select(self.dialect, queues is not None).params(params)
-        with self.write() as conn:
-            self._claim_plan_hint(conn)
-            sql = str(query.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
-            explain = "EXPLAIN QUERY PLAN " if self.dialect == "sqlite" else "EXPLAIN "
-            return " ".join(str(row) for row in conn.exec_driver_sql(explain + sql))
-
-    def job_rescue_expired(
-        self,
-        *,
-        now: datetime,
-        limit: int,
-        kinds: Sequence[str],
-        plan: Callable[[JobRow, datetime | None], Move | None],
-        exclude: Sequence[int] = (),
-    ) -> list[tuple[JobRow, Move]]:
-        """Apply ``plan``'s move to up to ``limit`` jobs whose lease expired before ``now``."""
-        if limit <= 0 or not kinds:
-            return []
-        stmt = (
-            select(jobs)
-            .where(
-                jobs.c.lease_expires_at.is_not(None),
-                jobs.c.lease_expires_at < now,
-                jobs.c.kind.in_(list(kinds)),
-                jobs.c.id.not_in(list(exclude)),
-            )
-            .order_by(jobs.c.lease_expires_at, jobs.c.id)
-            .limit(limit)
-        )
-        if self.dialect == "postgresql":  # rows another rescuer holds are skipped, not waited on
-            stmt = stmt.with_for_update(skip_locked=True)
-        return self._select_and_apply(stmt, plan)
-
-    def _claim_plan_hint(self, conn: Connection) -> None:
-        """PostgreSQL: walk the claim index in its order, statistics or not.
-
-        Until autovacuum has analyzed a table just filled by a burst of enqueues, the
-        planner guesses a handful of waiting rows and would sort them all instead (5 ms at
-        5,000 waiting jobs, growing with the backlog). The claim's order is the index's.
-        """
-        if self.dialect == "postgresql":
-            conn.exec_driver_sql("SET LOCAL enable_sort = off")
-
-    def _claim_rows(
-        self, conn: Connection, stmt: Any, params: dict[str, Any]
-    ) -> tuple[list[JobRow], datetime | None]:
-        """The claim's rows, and on PostgreSQL the server's clock read with them (the rows
-        are locked without waiting: SKIP LOCKED), in the same round trip."""
-        result = conn.execute(stmt, params)
-        if self.dialect != "postgresql":
-            return [job_row(row) for row in result], None
-        raw = result.all()
-        clock = as_utc(raw[0][-1]) if raw else None
-        return [job_row(row[:-1]) for row in raw], clock
-
-    def _select_and_apply(
-        self,
-        stmt: Any,
-        plan: Callable[[JobRow, datetime | None], Move | None],
-        params: dict[str, Any] | None = None,
-    ) -> list[tuple[JobRow, Move]]:
-        """Select rows (locked), plan a move for each, apply the moves: one transaction.
-
-        ``plan`` also gets the database's time read once the rows are locked (PostgreSQL;
-        None on SQLite, whose write lock is taken before the select), on the same connection.
-        """
-        tx_time = None
-        with self.write() as conn:
-            rows = [job_row(row) for row in conn.execute(stmt, params)]
-            if rows and self.dialect == "postgresql":
-                tx_time = as_utc(conn.execute(select(func.clock_timestamp())).scalar_one())
-            planned = [(row, move) for row in rows if (move := plan(row, tx_time)) is not None]
-            applied = self._apply(conn, [move for _, move in planned])
-            return [pair for pair, ok in zip(planned, applied, strict=True) if ok]
 
     def job_mark_started(self, job_ids: Sequence[int], lease_token: str, now: datetime) -> set[int]:
         """Record that these jobs' handlers are starting; only jobs still under the lease
@@ -596,71 +308,6 @@ class Store(ReadQueries, AuditQueries):
             )
             conn.execute(stmt.on_conflict_do_nothing(index_elements=["job_id", "name"]))
             return True
-
-    # -- helpers -------------------------------------------------------------------------
-
-    def _apply(self, conn: Connection, moves: Sequence[Move]) -> list[bool]:
-        return apply_moves(conn, moves, self.dialect)
-
-
-def _scopes_of(row: JobRow, room: dict[str, int]) -> list[str]:
-    """The limited scopes (of ``room``) a job counts against: its kind's, its queue's."""
-    return [k for k in (f"kind:{row.kind}", f"queue:{row.queue}") if k in room]
-
-
-@dataclass
-class LimitedClaim:
-    """A claim under limits: the moves applied, and whether a due job waits on a scope
-    with no room (``free_at``: when a full rate frees a slot; None: when a job ends)."""
-
-    pairs: list[tuple[JobRow, Move]]
-    held: bool
-    free_at: datetime | None = None
-
-
-@cache
-def _claim_select(dialect: str, by_queue: bool, shut: bool = False) -> Any:
-    """The claim's select, built once per backend (its values are bound parameters).
-
-    ``shut``: also leave out the queues at a global limit (the ``shut_queues`` parameter).
-    """
-    # Walk the claim index in (priority, due_at) order and stop after ``limit`` rows,
-    # however many finished jobs the table holds. Without statistics (SQLite never has
-    # them; PostgreSQL lacks them until autovacuum analyzes a table just filled by a burst
-    # of enqueues) a planner would rather use the kind or state index and sort every
-    # waiting job, so those terms are made unindexable.
-    kind: ColumnElement[str] = jobs.c.kind.concat("")
-    state: ColumnElement[str] = jobs.c.state.concat("")
-    columns: list[Any] = [jobs]
-    if dialect == "postgresql":  # the lease's start, read with the rows (_claim_rows)
-        columns.append(func.clock_timestamp())
-    stmt = (
-        select(*columns)
-        .where(
-            jobs.c.due_at.is_not(None),
-            jobs.c.due_at <= bindparam("now"),
-            kind.in_(bindparam("kinds", expanding=True)),
-            state.in_(bindparam("states", expanding=True)),
-            *([jobs.c.queue.in_(bindparam("queues", expanding=True))] if by_queue else []),
-            *([jobs.c.queue.not_in(bindparam("shut_queues", expanding=True))] if shut else []),
-        )
-        .order_by(jobs.c.priority.desc(), jobs.c.due_at, jobs.c.id)
-        .limit(bindparam("limit", type_=Integer))
-    )
-    return stmt.with_for_update(skip_locked=True) if dialect == "postgresql" else stmt
-
-
-def _claim_params(
-    now: datetime,
-    limit: int,
-    kinds: Sequence[str],
-    states: Sequence[str],
-    queues: Sequence[str] | None,
-) -> dict[str, Any]:
-    params = {"now": now, "limit": limit, "kinds": list(kinds), "states": list(states)}
-    if queues is not None:
-        params["queues"] = list(queues)
-    return params
 
 
 class _Undo(Exception):
