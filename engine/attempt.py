@@ -41,7 +41,7 @@ def run_attempt(
         **({"state": claimed.state} if spec.is_flow else {}),
     }
     log = logger.bind(**ids)  # the handler's own logger (ctx.log)
-    telemetry.info("attempt.started", max_attempts=claimed.max_attempts, **ids)
+    telemetry.emit("attempt.started", "debug", max_attempts=claimed.max_attempts, **ids)
     started = time.perf_counter()
 
     def done(trigger: str, **kw: Any) -> Outcome:

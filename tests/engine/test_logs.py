@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel
 from structlog.testing import capture_logs
 
-from engine import Engine, FrozenClock, RetryPolicy
+from engine import Engine, FrozenClock, RetryPolicy, events
 
 
 class P(BaseModel):
@@ -25,6 +25,7 @@ def test_attempt_start_and_end_events_carry_the_fields(engine: Engine, clock: Fr
         retry=RetryPolicy(max_attempts=2, base=2.0, jitter=0),
         kind="k",
     )(handler)
+    events.set_log_threshold(events.LEVELS["debug"])  # attempt.started is a debug event
     ok = engine.enqueue("k", {"n": 0}, correlation_id="cid-ok")
     bad = engine.enqueue("k", {"n": 1}, correlation_id="cid-bad")
     with capture_logs() as logs:
@@ -40,3 +41,13 @@ def test_attempt_start_and_end_events_carry_the_fields(engine: Engine, clock: Fr
     expected_due = clock.now().replace(second=clock.now().second + 2)
     assert finished[bad]["next_due_at"] == expected_due.isoformat()
     assert all(isinstance(e["duration_ms"], float) for e in finished.values())
+
+
+def test_at_the_default_level_an_attempt_logs_one_line(engine: Engine) -> None:
+    """attempt.started is debug: a drain pays for one line per attempt, not two."""
+    engine.job(payload=P, idempotency=lambda p: str(p.n), kind="k")(lambda ctx, p: None)
+    engine.enqueue("k", {"n": 0})
+    with capture_logs() as logs:
+        engine.run_until_idle()
+    names = [e["event"] for e in logs if e["event"].startswith("attempt.")]
+    assert names == ["attempt.finished"]
