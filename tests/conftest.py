@@ -15,6 +15,7 @@ import os
 import tempfile
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -145,15 +146,24 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         )
 
 
-@pytest.fixture(autouse=True)
-def _log_threshold() -> Iterator[None]:
-    """A CLI command run in process configures logging (``--log-level``, or bench's
-    "error"); later tests that capture info events must not inherit it."""
+@contextmanager
+def logging_restored() -> Iterator[None]:
+    """Undo what a CLI command run in process does to logging (``--log-level``, or
+    bench's "error": the event threshold and structlog's configuration)."""
     import structlog
 
     from engine import events
 
     before, config = events._threshold[0], structlog.get_config()
-    yield
-    events.set_log_threshold(before)
-    structlog.configure(**config)
+    try:
+        yield
+    finally:
+        events.set_log_threshold(before)
+        structlog.configure(**config)
+
+
+@pytest.fixture(autouse=True)
+def _log_threshold() -> Iterator[None]:
+    """Later tests that capture info events must not inherit a CLI run's logging."""
+    with logging_restored():
+        yield

@@ -16,6 +16,7 @@ from docs.examples.payout import PAYOUT
 from engine.cli import cli
 from statecharts import lifecycle
 from statecharts.testing import covering_paths, declared_edges, uncovered
+from tests.conftest import logging_restored
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = "docs.examples.payout:engine"
@@ -34,7 +35,8 @@ def run_pytest(directory: Path, mutation: str = "") -> subprocess.CompletedProce
 @pytest.fixture(scope="module")
 def generated(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("generated")
-    result = CliRunner().invoke(cli, ["gen-tests", "--app", APP, "--out", str(out), "payout"])
+    with logging_restored():  # a module fixture: outside each test's own restore
+        result = CliRunner().invoke(cli, ["gen-tests", "--app", APP, "--out", str(out), "payout"])
     assert result.exit_code == 0, result.output
     return out
 
