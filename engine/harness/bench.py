@@ -27,6 +27,7 @@ from pydantic import BaseModel
 from engine.engine import Engine
 from engine.harness import bench_enqueue, bench_statements, bench_worker
 from engine.harness.bench_worker import BenchFailure
+from engine.harness.scratch import scratch_database
 from engine.registry import Invariant
 from engine.store.audit import BulkJob
 from engine.store.connect import redact
@@ -101,8 +102,6 @@ def run_scenarios(
 
 
 def _enqueue_once(db: str | None, jobs: int) -> dict[str, float]:
-    from engine.harness.scratch import scratch_database
-
     with scratch_database(db) as url:
         return bench_enqueue.measure(url, jobs, runs=1)
 
@@ -166,7 +165,5 @@ def claim_cost(
 
 def claim_cost_fresh(rows: int, db: str | None) -> float:
     """``claim_cost`` in a fresh SQLite file, or a fresh schema of the PostgreSQL ``db``."""
-    from engine.harness.scratch import scratch_database
-
     with scratch_database(db, "claim") as url:
         return claim_cost(url, rows)

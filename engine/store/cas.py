@@ -14,21 +14,18 @@ outcome, where building them with SQLAlchemy cost more than running them.
 # ruff: noqa: S608 - statements are built from the schema's column names; values are bound.
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
-from functools import cache, partial
+from functools import cache
 from typing import Any
 
 from sqlalchemy import BigInteger, Connection, Integer
 from sqlalchemy.exc import DBAPIError
 
+from engine.store.encode import json_text, sqlite_time
+from engine.store.inserts import EVENT_INSERT_COLUMNS  # one list of the event columns
 from engine.store.rows import EventRow, Move
 from engine.store.schema import JSONDocument, UTCDateTime, jobs
-
-_dumps = partial(json.dumps, allow_nan=False, separators=(",", ":"))
-_EVENT_COLUMNS = "job_id, trigger, from_state, to_state, attempt, at, worker, detail"
 
 
 def apply_moves(conn: Connection, moves: Sequence[Move], dialect: str) -> list[bool]:
@@ -80,20 +77,7 @@ def _sqlite_update(columns: tuple[str, ...], unless_cancelled: bool) -> str:
     )
 
 
-_SQLITE_EVENT = f"INSERT INTO job_events ({_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-
-
-def _sqlite_time(value: datetime | None) -> str | None:
-    """The text SQLAlchemy's SQLite DateTime stores: naive UTC with microseconds."""
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        raise ValueError(f"naive datetime {value!r}: jobcharts stores aware UTC datetimes")
-    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
-
-
-def _json(value: Any) -> str | None:
-    return None if value is None else _dumps(value)
+_SQLITE_EVENT = f"INSERT INTO job_events ({EVENT_INSERT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 
 
 def _same(value: Any) -> Any:
@@ -107,17 +91,17 @@ def _sqlite_event(job_id: int, row: EventRow) -> tuple[Any, ...]:
         row.from_state,
         row.to_state,
         row.attempt,
-        _sqlite_time(row.at),
+        sqlite_time(row.at),
         row.worker,
-        _json(row.detail),
+        json_text(row.detail),
     )
 
 
 def _encoder(column: Any) -> Callable[[Any], Any]:
     if isinstance(column.type, UTCDateTime):
-        return _sqlite_time
+        return sqlite_time
     if isinstance(column.type, JSONDocument):
-        return _json
+        return json_text
     return _same
 
 
@@ -216,7 +200,7 @@ u AS (
     RETURNING j.id
 ),
 e AS (
-    INSERT INTO job_events ({_EVENT_COLUMNS})
+    INSERT INTO job_events ({EVENT_INSERT_COLUMNS})
     SELECT v.b_id, v.e_trigger, v.e_from, v.e_to, v.e_attempt, v.e_at, v.e_worker,
         v.e_detail::jsonb
     FROM v JOIN u ON u.id = v.b_id
@@ -237,9 +221,9 @@ def _pg_params(columns: tuple[str, ...], moves: Sequence[Move]) -> dict[str, Any
         "e_attempt": [m.event.attempt for m in moves],
         "e_at": [m.event.at for m in moves],
         "e_worker": [m.event.worker for m in moves],
-        "e_detail": [_json(m.event.detail) for m in moves],
+        "e_detail": [json_text(m.event.detail) for m in moves],
     }
     for c in columns:
-        encode = _json if isinstance(jobs.c[c].type, JSONDocument) else _same
+        encode = json_text if isinstance(jobs.c[c].type, JSONDocument) else _same
         params[f"c_{c}"] = [encode(m.values[c]) for m in moves]
     return params

@@ -102,7 +102,7 @@ class ClaimQueries(Database):
             tx_time: datetime | None = None
             while len(planned) < limit:
                 open_kinds = [k for k in kinds if room.get(f"kind:{k}", 1) > 0]
-                shut_queues = [k[6:] for k, r in room.items() if k.startswith("queue:") and r <= 0]
+                shut_queues = _shut(room, "queue")
                 if not open_kinds:
                     break
                 params = _claim_params(now, limit, open_kinds, states, queues)
@@ -148,7 +148,9 @@ class ClaimQueries(Database):
         for key, r in room.items():
             if r > 0 or by_key[key].starts is None:
                 continue
-            frees += [f for f in (used[key].free_at,) if f is not None]
+            oldest = used[key].free_at
+            if oldest is not None:
+                frees.append(oldest)
             if key in started:  # its slots taken now free a period from now
                 frees.append(now + by_key[key].period)
         return LimitedClaim(done, held=held, free_at=min(frees) if frees else None)
@@ -166,22 +168,16 @@ class ClaimQueries(Database):
     ) -> list[JobRow]:
         """Due jobs of scopes with no room whose move is no start: a wait state's timer,
         a passed deadline, a cancel request. A limit holds back handlers, not timers."""
-        shut_kinds = [k[5:] for k, r in room.items() if k.startswith("kind:") and r <= 0]
-        shut_queues = [k[6:] for k, r in room.items() if k.startswith("queue:") and r <= 0]
-        if not shut_kinds and not shut_queues:
+        waiting = _waiting_on_limits(room, now, kinds, states, queues)
+        if waiting is None:
             return []
         stmt = (
             select(jobs)
             .where(
-                jobs.c.due_at.is_not(None),
-                jobs.c.due_at <= now,
-                jobs.c.kind.in_(list(kinds)),
-                jobs.c.state.in_(list(states)),
-                jobs.c.kind.in_(shut_kinds) | jobs.c.queue.in_(shut_queues),
+                *waiting,
                 jobs.c.state.in_(list(timer_states))
                 | (jobs.c.deadline <= now)
                 | jobs.c.cancel_requested_at.is_not(None),
-                *([jobs.c.queue.in_(list(queues))] if queues is not None else []),
             )
             .order_by(jobs.c.priority.desc(), jobs.c.due_at, jobs.c.id)
             .limit(limit)
@@ -200,22 +196,10 @@ class ClaimQueries(Database):
         queues: Sequence[str] | None,
     ) -> bool:
         """Whether a job of a scope with no room is due now (it waits on the limit)."""
-        shut_kinds = [k[5:] for k, r in room.items() if k.startswith("kind:") and r <= 0]
-        shut_queues = [k[6:] for k, r in room.items() if k.startswith("queue:") and r <= 0]
-        if not shut_kinds and not shut_queues:
+        waiting = _waiting_on_limits(room, now, kinds, states, queues)
+        if waiting is None:
             return False
-        stmt = (
-            select(jobs.c.id)
-            .where(
-                jobs.c.due_at.is_not(None),
-                jobs.c.due_at <= now,
-                jobs.c.kind.in_(list(kinds)),
-                jobs.c.state.in_(list(states)),
-                jobs.c.kind.in_(shut_kinds) | jobs.c.queue.in_(shut_queues),
-                *([jobs.c.queue.in_(list(queues))] if queues is not None else []),
-            )
-            .limit(1)
-        )
+        stmt = select(jobs.c.id).where(*waiting).limit(1)
         return conn.execute(stmt).first() is not None
 
     def limit_usage(self, limits: Sequence[ScopeLimit], now: datetime) -> dict[str, Usage]:
@@ -312,6 +296,34 @@ class ClaimQueries(Database):
 
     def _apply(self, conn: Connection, moves: Sequence[Move]) -> list[bool]:
         return apply_moves(conn, moves, self.dialect)
+
+
+def _shut(room: dict[str, int], by: str) -> list[str]:
+    """The names of the scopes counted ``by`` kind or queue that have no room left."""
+    prefix = f"{by}:"
+    return [k[len(prefix) :] for k, r in room.items() if k.startswith(prefix) and r <= 0]
+
+
+def _waiting_on_limits(
+    room: dict[str, int],
+    now: datetime,
+    kinds: Sequence[str],
+    states: Sequence[str],
+    queues: Sequence[str] | None,
+) -> list[ColumnElement[bool]] | None:
+    """The conditions of a due job of this claim in a scope with no room (None: no scope
+    is full)."""
+    shut_kinds, shut_queues = _shut(room, "kind"), _shut(room, "queue")
+    if not shut_kinds and not shut_queues:
+        return None
+    return [
+        jobs.c.due_at.is_not(None),
+        jobs.c.due_at <= now,
+        jobs.c.kind.in_(list(kinds)),
+        jobs.c.state.in_(list(states)),
+        jobs.c.kind.in_(shut_kinds) | jobs.c.queue.in_(shut_queues),
+        *([jobs.c.queue.in_(list(queues))] if queues is not None else []),
+    ]
 
 
 def _scopes_of(row: JobRow, room: dict[str, int]) -> list[str]:

@@ -82,13 +82,7 @@ def pg_schema_create(url: str, prefix: str) -> str:
     and return the URL that uses it: each harness run gets a database of its own."""
     import_psycopg()
     schema = f"{prefix}_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(url, isolation_level="AUTOCOMMIT")
-    try:
-        quoted = admin.dialect.identifier_preparer.quote_identifier(schema)
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f"CREATE SCHEMA {quoted}")
-    finally:
-        admin.dispose()
+    _schema_command(url, "CREATE SCHEMA {}", schema)
     return pg_schema_url(url, schema)
 
 
@@ -97,11 +91,16 @@ def pg_schema_drop(url: str) -> None:
     options = make_url(url).query.get("options", "")
     text = options if isinstance(options, str) else " ".join(options)
     schema = text.partition("-csearch_path=")[2].split()[0]
+    _schema_command(url, "DROP SCHEMA IF EXISTS {} CASCADE", schema)
+
+
+def _schema_command(url: str, command: str, schema: str) -> None:
+    """Run ``command`` with ``schema``'s quoted name, in autocommit on its own connection."""
     admin = create_engine(url, isolation_level="AUTOCOMMIT")
     try:
         quoted = admin.dialect.identifier_preparer.quote_identifier(schema)
         with admin.connect() as conn:
-            conn.exec_driver_sql(f"DROP SCHEMA IF EXISTS {quoted} CASCADE")
+            conn.exec_driver_sql(command.format(quoted))
     finally:
         admin.dispose()
 

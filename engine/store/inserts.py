@@ -18,16 +18,15 @@ Times: ``now`` is the insert time; None lets the database clock stamp the rows
 # value is a bound parameter.
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator, Sequence
-from datetime import UTC, datetime
-from functools import cache, partial
+from datetime import datetime
+from functools import cache
 from typing import Any
 
+from engine.store.encode import dumps, json_text, sqlite_time
 from engine.store.rows import NewJob
 
 CHUNK = 500  # rows per multi-row statement (SQLite allows 32,766 bound values)
-_dumps = partial(json.dumps, allow_nan=False, separators=(",", ":"))
 
 Result = list[tuple[int, bool]]  # per job, in order: (its id or the key holder's id, inserted)
 
@@ -127,22 +126,11 @@ def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
         yield items[start : start + size]
 
 
-def _sqlite_time(value: datetime) -> str:
-    """The text SQLAlchemy's SQLite DateTime stores: naive UTC with microseconds."""
-    if value.tzinfo is None:
-        raise ValueError(f"naive datetime {value!r}: jobcharts stores aware UTC datetimes")
-    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
-
-
-def _json(value: Any) -> str | None:
-    return None if value is None else _dumps(value)
-
-
 _JOB_COLUMNS = (
     "kind, chart, state, payload, idempotency_key, attempt, max_attempts, priority, queue, "
     "due_at, version, correlation_id, created_at, updated_at"
 )
-_EVENT_COLUMNS = "job_id, trigger, from_state, to_state, attempt, at, worker, detail"
+EVENT_INSERT_COLUMNS = "job_id, trigger, from_state, to_state, attempt, at, worker, detail"
 _KEY_UPSERT_TAIL = (
     " ON CONFLICT (kind, key) DO UPDATE SET job_id = excluded.job_id,"
     " created_at = excluded.created_at, expires_at = excluded.expires_at,"
@@ -165,7 +153,7 @@ def _sqlite_jobs(rows: int) -> str:
 @cache
 def _sqlite_events(rows: int) -> str:
     row = "(?, ?, NULL, ?, 0, ?, ?, ?)"
-    return f"INSERT INTO job_events ({_EVENT_COLUMNS}) VALUES {', '.join([row] * rows)}"
+    return f"INSERT INTO job_events ({EVENT_INSERT_COLUMNS}) VALUES {', '.join([row] * rows)}"
 
 
 class _SQLite(_Dialect):
@@ -173,7 +161,7 @@ class _SQLite(_Dialect):
 
     def __init__(self, execute: Execute, now: datetime) -> None:
         super().__init__(execute, now)
-        self.stamp = _sqlite_time(now)
+        self.stamp = sqlite_time(now)
 
     def live_holders(self, pairs: list[tuple[str, str]]) -> dict[tuple[str, str], int]:
         held: dict[tuple[str, str], int] = {}
@@ -199,12 +187,12 @@ class _SQLite(_Dialect):
                     job.kind,
                     job.chart,
                     job.state,
-                    _dumps(job.payload),
+                    dumps(job.payload),
                     job.idempotency_key,
                     job.max_attempts,
                     job.priority,
                     job.queue,
-                    _sqlite_time(due),
+                    sqlite_time(due),
                     job.correlation_id,
                     self.stamp,
                     self.stamp,
@@ -214,7 +202,7 @@ class _SQLite(_Dialect):
             ids += chunk_ids
             params = []
             for job, job_id in zip(chunk, chunk_ids, strict=True):
-                detail = _json(job.detail)
+                detail = json_text(job.detail)
                 params += (job_id, job.trigger, job.state, self.stamp, job.worker, detail)
             self._run(_sqlite_events(len(chunk)), params)
         return ids
@@ -229,7 +217,7 @@ class _SQLite(_Dialect):
             )
             params: list[Any] = []
             for _, job, job_id in chunk:
-                expires = _sqlite_time(self.now + job.key_ttl)
+                expires = sqlite_time(self.now + job.key_ttl)
                 params += (job.kind, job.idempotency_key, job_id, self.stamp, expires)
             taken = {(kind, key) for kind, key in self._run(sql, params)}
             for _, job, job_id in chunk:
@@ -271,7 +259,7 @@ new AS (
 ),
 numbered AS (SELECT id, state, created_at, row_number() OVER (ORDER BY id) AS i FROM new),
 events AS (
-    INSERT INTO job_events ({_EVENT_COLUMNS})
+    INSERT INTO job_events ({EVENT_INSERT_COLUMNS})
     SELECT n.id, s.trigger, NULL, n.state, 0, n.created_at, s.worker, s.detail::jsonb
     FROM numbered AS n JOIN src AS s USING (i)
 ),
@@ -325,7 +313,7 @@ SELECT n.id, n.created_at FROM numbered AS n, woken ORDER BY n.i
                 "kind": [j.kind for j in chunk],
                 "chart": [j.chart for j in chunk],
                 "state": [j.state for j in chunk],
-                "payload": [_dumps(j.payload) for j in chunk],
+                "payload": [dumps(j.payload) for j in chunk],
                 "key": [j.idempotency_key for j in chunk],
                 "max_attempts": [j.max_attempts for j in chunk],
                 "priority": [j.priority for j in chunk],
@@ -335,7 +323,7 @@ SELECT n.id, n.created_at FROM numbered AS n, woken ORDER BY n.i
                 "correlation_id": [j.correlation_id for j in chunk],
                 "trigger": [j.trigger for j in chunk],
                 "worker": [j.worker for j in chunk],
-                "detail": [_json(j.detail) for j in chunk],
+                "detail": [json_text(j.detail) for j in chunk],
             }
             rows = self._run(self.INSERT, params).fetchall()
             ids += [int(row[0]) for row in rows]
