@@ -17,6 +17,7 @@ from engine.outcomes import Claimed, Outcome
 from engine.registry import JobSpec
 from engine.runtime import Runtime
 from engine.store import JobRow, Move
+from engine.strays import is_stray, judge, report_move
 from statecharts import TIMER_TRIGGERS, ChartError, T
 
 
@@ -57,6 +58,9 @@ def claim(
         if spec is None:
             return None
         moves: Moves = rt.moves
+        if is_stray(spec, row):  # a deploy's old state, a corrupt row: never claimed blindly
+            verdict = judge(moves, spec, row, now)
+            return verdict.move if verdict is not None else None
         try:
             cancelled = moves.requested_cancel(spec, row, now)
             if cancelled is not None:
@@ -113,13 +117,7 @@ def claim(
     pairs = [(row, move) for row, move in moved if move.event.trigger == T.START]
     for row, move in moved:
         if move.event.trigger != T.START:
-            rt.telemetry.moved(
-                move.event.trigger,
-                job_id=row.id,
-                kind=row.kind,
-                from_state=row.state,
-                to_state=move.values["state"],
-            )
+            report_move(rt.telemetry, row, move)
     # One query for the whole batch: a first attempt after a requeue has steps too. A job
     # never claimed before (version 0: its first claim) cannot have any: no query at all.
     steps = rt.store.step_get_many([row.id for row, _ in pairs if row.version > 0])

@@ -39,8 +39,10 @@ from engine.report import TickReport
 from engine.services.prune import PruneConfig, Pruner
 from engine.services.rescue import RescueConfig, Rescuer
 from engine.services.schedules import Scheduler
+from engine.services.strays import StraySweeper, Sweep
 from engine.store import Store, resolve_url
 from engine.store.store import AppConnection
+from engine.store.versions import ChartVersion
 from engine.tick import claim_due, run_pass
 from engine.timetable import (
     EPOCH,
@@ -55,6 +57,7 @@ from engine.timetable import (
 from engine.view import JobView, job_view, live_overlay
 from statecharts import Chart
 from statecharts.render import Overlay
+from statecharts.versions import chart_markup
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -107,8 +110,10 @@ class Engine:
         self.moves = Moves(self)
         self._rescuer = Rescuer(self, RescueConfig())
         self._scheduler = Scheduler(self, self.schedules)
+        self._strays = StraySweeper(self)
         self._store: Store | None = None
         self._db_clock: DatabaseClock | None = None  # the server's time, read every few s
+        self._recorded = 0  # registered kinds whose chart versions this store has
 
     # -- set-up --------------------------------------------------------------------------
 
@@ -168,6 +173,30 @@ class Engine:
             self._store.close()
             self._store = None
         self._db_clock = None
+        self._recorded = 0
+
+    def record_versions(self) -> None:
+        """Record the version of every registered chart in the database, once each (so
+        inspect, check and the diagrams can read the chart any job ran under)."""
+        registered = len(self.registry)
+        if registered == self._recorded:  # the enqueue path: one comparison
+            return
+        now = self.now()
+        self.store.chart_versions_record(
+            [
+                ChartVersion(name, version, chart.label, chart_markup(chart), now)
+                for name, (chart, version) in self.registry.versions.items()
+            ]
+        )
+        self._recorded = registered
+
+    def sweep_strays(self, now: datetime | None = None, *, apply: bool = True) -> Sweep:
+        """Judge the jobs a claim would not take as they are (a state a deploy removed, a
+        corrupt row): migrate or set aside what can be, report what stays stranded
+        (engine.strays). ``apply`` False: say what would happen, change nothing."""
+        if apply:
+            self.record_versions()
+        return self._strays.run_once(self.now() if now is None else now, apply=apply)
 
     # -- registration (options: engine.registry.KindOptions) -----------------------------
 
@@ -367,6 +396,8 @@ class Engine:
         transaction) the jobs are written in that transaction: they exist if and only if
         the caller commits.
         """
+        if connection is None:  # (inside the caller's transaction a second writer would wait)
+            self.record_versions()
         return enqueuing.enqueue_many(
             self,
             kind,
@@ -430,7 +461,7 @@ class Engine:
 
     def sleep_for(self, ceiling: float) -> float:
         """Seconds until the next due job, at most ``ceiling`` (what an idle worker sleeps)."""
-        nxt = self.schedules.sooner(self.store.job_next_due(self.registry.kinds))
+        nxt = self.schedules.sooner(self.store.job_next_due(self.registry.claimable))
         if nxt is None:
             return ceiling
         return min(max((nxt - self.now()).total_seconds(), 0.0), ceiling)

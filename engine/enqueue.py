@@ -52,6 +52,7 @@ def new_job(
         due_at=due_at,
         delay=delay,
         key_ttl=key_ttl,
+        chart_version=spec.version,
     )
 
 

@@ -66,13 +66,21 @@ class Telemetry:
                 logger.warning("telemetry.handler_failed", failed_event=name, error=repr(error))
 
     def moved(
-        self, trigger: str, *, job_id: int, kind: str, from_state: str, to_state: str, **extra: Any
+        self,
+        trigger: str,
+        *,
+        job_id: int,
+        kind: str,
+        from_state: str,
+        to_state: str,
+        level: str = "info",
+        **extra: Any,
     ) -> None:
         """A transition taken without a handler (a timer, an operator, a hand-back):
         ``job.<trigger>``."""
         self.emit(
             f"job.{trigger}",
-            "info",
+            level,
             job_id=job_id,
             kind=kind,
             from_state=from_state,

@@ -17,9 +17,14 @@ from engine.outcomes import Claimed, ErrorClass, Failure, Outcome, QuarantineRea
 from engine.registry import JobSpec
 from engine.retry import RetryPolicy
 from engine.store import EventRow, JobRow, Move
-from statecharts import ChartError, CompiledChart, Effect, Facts, T, Transition
+from statecharts import ChartError, CompiledChart, Effect, Facts, S, T, Transition
+from statecharts.chart import Migration
+from statecharts.paths import MIGRATE as MIGRATE  # out of a state a new version lacks
+
+QUARANTINED = str(S.QUARANTINED)
 
 CREATED = "enqueue"  # the trigger recorded for a job's creation event
+SET_ASIDE = "set_aside"  # a row its chart cannot take, quarantined with the reason
 RETRYING = (Effect.SCHEDULE_RETRY, Effect.SCHEDULE_POLL)  # outcomes that stay for another go
 
 
@@ -139,7 +144,85 @@ class Moves:
             row.attempt,
             now,
             self.worker_id,
-            {**(columns.detail or {}), **(detail or {})} or None,
+            {**(columns.detail or {}), **(detail or {}), **_adopt(spec, row, columns)} or None,
+        )
+        return Move(row.id, row.state, row.version, row.lease_token, columns.values, event)
+
+    def migrate(self, spec: JobSpec, row: JobRow, migration: Migration, now: datetime) -> Move:
+        """Move a job out of a state its chart version no longer has, as ``migration`` says:
+        it enters the new state as a step is entered (due now, or at its timer), or ends
+        there (``quarantined`` holds it for an operator)."""
+        dest = spec.chart.state(migration.new)
+        effects: tuple[Effect, ...]
+        if dest.is_final:
+            effects = (Effect.RELEASE_LEASE, Effect.RECORD_ERROR, Effect.QUARANTINE, Effect.FINISH)
+            if dest.name != QUARANTINED:
+                effects = (Effect.RELEASE_LEASE, Effect.FINISH)
+        else:
+            effects = (Effect.RELEASE_LEASE, Effect.ENTER_STEP)
+        transition = Transition(MIGRATE, (row.state,), dest.name, (), effects)
+        entry = spec.entry(dest.name)
+        if dest.name not in spec.steps:  # a timer state: its own timers, the kind's budget
+            entry = replace(entry, max_attempts=spec.first_max_attempts)
+        was = f"chart {spec.chart.name!r} version {row.chart_version or '(unrecorded)'}"
+        failure = Failure(
+            ErrorClass.MIGRATED,
+            f"{was} had state {row.state!r}; version {spec.version} moves its jobs to "
+            f"{dest.name!r}" + (f": {migration.note}" if migration.note else ""),
+            reason=QuarantineReason.MIGRATED,
+        )
+        columns = transition_columns(
+            transition,
+            now=now,
+            attempt=row.attempt,
+            retry=spec.retry,
+            rng=self.rng,
+            entry=entry,
+            failure=failure,
+        )
+        columns.values["chart_version"] = spec.version
+        detail: dict[str, Any] = {"chart_version": [row.chart_version, spec.version]}
+        if migration.note:
+            detail["note"] = migration.note
+        event = EventRow(MIGRATE, row.state, dest.name, row.attempt, now, self.worker_id, detail)
+        return Move(row.id, row.state, row.version, row.lease_token, columns.values, event)
+
+    def set_aside(self, spec: JobSpec, row: JobRow, failure: Failure, now: datetime) -> Move | None:
+        """Quarantine a row its chart cannot take (``failure`` says why), from wherever it
+        is; None when the chart has no ``quarantined`` state to hold it."""
+        if not spec.chart.has_state(QUARANTINED):
+            return None
+        effects = (Effect.RELEASE_LEASE, Effect.RECORD_ERROR, Effect.QUARANTINE, Effect.FINISH)
+        transition = Transition(SET_ASIDE, (row.state,), QUARANTINED, (), effects)
+        columns = transition_columns(
+            transition, now=now, attempt=0, retry=spec.retry, rng=self.rng, failure=failure
+        )
+        columns.values["chart_version"] = spec.version
+        event = EventRow(
+            SET_ASIDE,
+            row.state,
+            QUARANTINED,
+            row.attempt if isinstance(row.attempt, int) else 0,
+            now,
+            self.worker_id,
+            {**(columns.detail or {}), **_adopt(spec, row, columns)},
+        )
+        return Move(row.id, row.state, row.version, row.lease_token, columns.values, event)
+
+    def off_chart(
+        self, spec: JobSpec, row: JobRow, transition: Transition, now: datetime, *, why: str
+    ) -> Move:
+        """An operator's cancel or requeue from a state the chart does not have: its
+        columns owe nothing to that state; the event says it was taken off the chart."""
+        entry = spec.entry(spec.first_step) if Effect.RESET_ATTEMPTS in transition.effects else None
+        columns = transition_columns(
+            transition, now=now, attempt=row.attempt, retry=spec.retry, rng=self.rng, entry=entry
+        )
+        if transition.trigger == T.CANCEL:
+            columns.values["cancel_requested_at"] = None
+        detail = {"by": "operator", "off_chart": why, **_adopt(spec, row, columns)}
+        event = EventRow(
+            transition.trigger, row.state, transition.dest, row.attempt, now, self.worker_id, detail
         )
         return Move(row.id, row.state, row.version, row.lease_token, columns.values, event)
 
@@ -171,7 +254,8 @@ class Moves:
         if started:
             columns.values["started_at"] = leased_at
         attempt = int(columns.values["attempt"])
-        event = EventRow(T.START, row.state, transition.dest, attempt, now, self.worker_id)
+        adopted = _adopt(spec, row, columns) if row.chart_version != spec.version else None
+        event = EventRow(T.START, row.state, transition.dest, attempt, now, self.worker_id, adopted)
         return Move(row.id, row.state, row.version, row.lease_token, columns.values, event)
 
     def timer(self, spec: JobSpec, row: JobRow, trigger: str, now: datetime) -> Move | None:
@@ -284,6 +368,16 @@ class Moves:
             unless_cancelled=unless_cancelled,
         )
         return columns, move
+
+
+def _adopt(spec: JobSpec | None, row: JobRow, columns: Columns) -> dict[str, Any]:
+    """A job moved under another version of its chart than its last move takes this one
+    (the new version is written, and the switch recorded in the event's detail, so each
+    part of its history is checked against the version it ran under)."""
+    if spec is None or row.chart_version == spec.version:
+        return {}
+    columns.values["chart_version"] = spec.version
+    return {"chart_version": [row.chart_version, spec.version]}
 
 
 def cancel_enabled(compiled: CompiledChart, row: JobRow, now: datetime) -> bool:

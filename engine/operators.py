@@ -5,13 +5,26 @@ from __future__ import annotations
 
 import functools
 from dataclasses import replace
+from datetime import datetime
+from typing import Any
 
 from engine.errors import JobNotFound, TransitionNotAllowed
 from engine.moves import cancel_enabled, facts
-from engine.registry import DEFAULT_KEY_TTL
+from engine.registry import DEFAULT_KEY_TTL, JobSpec
 from engine.runtime import Runtime
-from engine.store import JobRow
-from statecharts import Chart, ChartError, CompiledChart, T, compile_chart, lifecycle
+from engine.store import JobRow, Move
+from statecharts import (
+    Chart,
+    CompiledChart,
+    Effect,
+    S,
+    T,
+    Transition,
+    compile_chart,
+    lifecycle,
+)
+
+CANCELLED = str(S.CANCELLED)
 
 CANCEL_ATTEMPTS = 5  # a job claimed between our read and our write is looked at again
 
@@ -41,13 +54,14 @@ def cancel(rt: Runtime, job_id: int) -> str:
     """
     for _ in range(CANCEL_ATTEMPTS):
         row = _row(rt, job_id)
-        if row.lease_token is None or row.finished_at is not None:
+        spec = rt.registry.find(row.kind)
+        compiled = spec.compiled if spec else compiled_lifecycle()
+        off_chart = row.state not in compiled.chart.state_names  # (apply explains)
+        if row.lease_token is None or row.finished_at is not None or off_chart:
             try:
                 return apply(rt, job_id, T.CANCEL, row)
             except Changed:
                 continue  # claimed meanwhile: look again
-        spec = rt.registry.find(row.kind)
-        compiled = spec.compiled if spec else compiled_lifecycle()
         if not cancel_enabled(compiled, row, rt.now()):
             raise TransitionNotAllowed(
                 f"cannot cancel job {job_id}: a handler is running it in {row.state!r}, "
@@ -62,21 +76,33 @@ def cancel(rt: Runtime, job_id: int) -> str:
 def apply(rt: Runtime, job_id: int, trigger: str, row: JobRow | None = None) -> str:
     """Apply an operator's ``trigger`` to the job; returns the state it moved to."""
     row = row or _row(rt, job_id)
-    chart = chart_of(rt, row.chart)
-    if chart is None:
-        raise ChartError(f"job {job_id} uses chart {row.chart!r}, which this app does not know")
     spec = rt.registry.find(row.kind)
-    compiled = spec.compiled if spec else compiled_lifecycle()
     now = rt.now()
-    transition = compiled.fire(row.state, trigger, facts(row, now))
-    if transition is None:
-        allowed = sorted({s for t in chart.transitions if t.trigger == trigger for s in t.sources})
-        raise TransitionNotAllowed(
-            f"cannot {trigger} job {job_id}: it is {row.state!r}; {trigger} applies to "
-            f"jobs in {allowed}"
-        )
-    move = rt.moves.from_row(spec, row, transition, now)
-    move = replace(move, event=replace(move.event, detail={"by": "operator"}))
+    if spec is not None and row.state not in spec.state_names:
+        move = _off_chart(rt, spec, row, trigger, now)
+        transition_dest = str(move.values["state"])
+    else:
+        chart = chart_of(rt, row.chart)
+        if chart is None or (spec is None and not chart.has_state(row.state)):
+            raise TransitionNotAllowed(
+                f"cannot {trigger} job {job_id}: it is kind {row.kind!r} of chart "
+                f"{row.chart!r} in state {row.state!r}, which this app does not register; "
+                "run the command with --app naming the app that registers that kind"
+            )
+        compiled = spec.compiled if spec else compiled_lifecycle()
+        transition = compiled.fire(row.state, trigger, facts(row, now))
+        if transition is None:
+            allowed = sorted(
+                {s for t in chart.transitions if t.trigger == trigger for s in t.sources}
+            )
+            raise TransitionNotAllowed(
+                f"cannot {trigger} job {job_id}: it is {row.state!r}; {trigger} applies to "
+                f"jobs in {allowed}"
+            )
+        move = rt.moves.from_row(spec, row, transition, now)
+        detail = {"by": "operator", **_version_switch(move)}
+        move = replace(move, event=replace(move.event, detail=detail))
+        transition_dest = transition.dest
     if trigger == T.REQUEUE:
         ttl = spec.key_ttl if spec else DEFAULT_KEY_TTL
         holder = rt.store.job_requeue(move, row.kind, row.idempotency_key, now + ttl)
@@ -92,9 +118,45 @@ def apply(rt: Runtime, job_id: int, trigger: str, row: JobRow | None = None) -> 
     if not applied:
         raise Changed(f"job {job_id} changed while applying {trigger}; try again")
     rt.telemetry.moved(
-        trigger, job_id=job_id, kind=row.kind, from_state=row.state, to_state=transition.dest
+        trigger, job_id=job_id, kind=row.kind, from_state=row.state, to_state=transition_dest
     )
-    return transition.dest
+    return transition_dest
+
+
+def _version_switch(move: Move) -> dict[str, Any]:
+    detail = move.event.detail or {}
+    return {"chart_version": detail["chart_version"]} if "chart_version" in detail else {}
+
+
+def _off_chart(rt: Runtime, spec: JobSpec, row: JobRow, trigger: str, now: datetime) -> Move:
+    """An operator's cancel or requeue of a job in a state its chart does not have (a
+    deploy removed it, or the row was edited): the job ends cancelled, or starts over from
+    the chart's first state. Refused while a worker (of another version) holds it."""
+    chart = spec.chart
+    where = f"state {row.state!r}, which chart {chart.name!r} version {spec.version} lacks"
+    lease = row.lease_expires_at
+    if lease is not None and lease > now:
+        raise TransitionNotAllowed(
+            f"cannot {trigger} job {row.id}: it is in {where}, and a worker (of another "
+            f"version of the app) holds it until {lease.isoformat()}; try again once that "
+            "attempt ends"
+        )
+    if trigger == T.CANCEL and chart.has_state(CANCELLED):
+        transition = Transition(
+            T.CANCEL, (row.state,), CANCELLED, (), (Effect.RELEASE_LEASE, Effect.FINISH)
+        )
+    elif trigger == T.REQUEUE:
+        transition = Transition(
+            T.REQUEUE,
+            (row.state,),
+            chart.initial.name,
+            (),
+            (Effect.RESET_ATTEMPTS, Effect.RELEASE_LEASE),
+            operator=True,
+        )
+    else:
+        raise TransitionNotAllowed(f"cannot {trigger} job {row.id}: it is in {where}")
+    return rt.moves.off_chart(spec, row, transition, now, why=f"from {where}")
 
 
 @functools.cache

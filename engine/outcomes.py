@@ -29,6 +29,10 @@ class ErrorClass(StrEnum):
     CORRUPT_PAYLOAD = "CorruptPayload"  # the stored payload is not JSON any more
     UNDECLARED_OUTCOME = "UndeclaredOutcome"  # a flow handler named an outcome not declared
     UNRESCUABLE = "Unrescuable"  # an expired lease in a state no transition leaves
+    UNKNOWN_STATE = "UnknownState"  # the row's state is not one of its chart version's
+    CORRUPT_ROW = "CorruptRow"  # a column no longer reads back (a timestamp, a lost due time)
+    ATTEMPTS_EXCEEDED = "AttemptsExceeded"  # the row made more attempts than its budget
+    MIGRATED = "Migrated"  # a chart migration sent the job to quarantine
 
 
 class QuarantineReason(StrEnum):
@@ -40,6 +44,10 @@ class QuarantineReason(StrEnum):
     NOT_JSON = "not_json"  # a result or step result could not be stored as JSON
     UNDECLARED_OUTCOME = "undeclared_outcome"  # a flow handler returned no declared outcome
     DEADLINE = "deadline"  # a polling state's deadline passed (its chart quarantines)
+    UNKNOWN_STATE = "unknown_state"  # a state its chart never had (hand-edited row)
+    CORRUPT_ROW = "corrupt_row"  # a column that no longer reads back
+    ATTEMPTS_EXCEEDED = "attempts_exceeded"  # more attempts than its budget allows
+    MIGRATED = "migrated"  # a chart migration holds it for an operator
 
 
 @dataclass(frozen=True)

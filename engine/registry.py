@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import functools
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -27,6 +28,7 @@ from statecharts import (
     lifecycle,
     outcomes,
 )
+from statecharts.versions import version_of
 
 
 @dataclass(frozen=True)
@@ -140,6 +142,7 @@ class JobSpec:
     key_ttl: timedelta = DEFAULT_KEY_TTL
     steps: Mapping[str, StepSpec] = field(default_factory=dict)
     is_flow: bool = False
+    version: str = ""  # the chart's structural version (statecharts.versions)
 
     def key_for(self, payload: BaseModel) -> str | None:
         """The dedupe key of ``payload``, or None for an Invariant job."""
@@ -153,14 +156,28 @@ class JobSpec:
             )
         return key
 
+    @functools.cached_property
+    def state_names(self) -> frozenset[str]:
+        return frozenset(self.chart.state_names)
+
+    @functools.cached_property
+    def start_states(self) -> frozenset[str]:
+        """States a job is started from (a claim there is a new attempt)."""
+        return frozenset(
+            s for t in self.chart.transitions if t.trigger == T.START for s in t.sources
+        )
+
     @property
     def claim_states(self) -> tuple[str, ...]:
-        """States a tick takes jobs from when due: sources of ``start`` and of the timers."""
+        """States a tick takes jobs from when due: sources of ``start`` and of the timers,
+        and the states of older versions this chart migrates jobs out of."""
         sources: dict[str, None] = {}
         for transition in self.chart.transitions:
             if transition.trigger == T.START or transition.trigger in TIMER_TRIGGERS:
                 for source in transition.sources:
                     sources.setdefault(source, None)
+        for migration in self.chart.migrations:
+            sources.setdefault(migration.old, None)
         return tuple(sources)
 
     def step_for(self, state: str) -> StepSpec:
@@ -290,10 +307,14 @@ class Registry:
             key_ttl=ttl,
             steps=steps,
             is_flow=handlers is not None,
+            version=version_of(chart),
         )
         self._specs[name] = spec
         self.limits.set(Scope("kind", name), limit)
         return spec
+
+    def __len__(self) -> int:
+        return len(self._specs)
 
     def get(self, kind: str) -> JobSpec:
         spec = self._specs.get(kind)
@@ -308,6 +329,21 @@ class Registry:
     def chart(self, name: str) -> Chart | None:
         compiled = self._compiled.get(name)
         return compiled.chart if compiled else None
+
+    @property
+    def claimable(self) -> dict[str, tuple[str, ...]]:
+        """Kind -> the states a claim takes its due jobs from."""
+        return {kind: spec.claim_states for kind, spec in self._specs.items()}
+
+    @property
+    def known_states(self) -> dict[str, tuple[str, ...]]:
+        """Kind -> the states of its chart (a job anywhere else is a stray)."""
+        return {kind: spec.chart.state_names for kind, spec in self._specs.items()}
+
+    @property
+    def versions(self) -> dict[str, tuple[Chart, str]]:
+        """Each registered chart by name, with its version."""
+        return {s.chart.name: (s.chart, s.version) for s in self._specs.values()}
 
     @property
     def charts(self) -> tuple[Chart, ...]:

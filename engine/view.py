@@ -7,8 +7,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from engine.errors import JobNotFound
+from engine.moves import SET_ASIDE
 from engine.runtime import Runtime
 from engine.store import EventRecord, JobRow, Store
+from engine.strays import judge
 from statecharts import Chart, StateKind, Step, T
 from statecharts.render import Overlay
 
@@ -36,7 +38,15 @@ class EventView:
 
     @property
     def step(self) -> Step:
-        return Step(self.trigger, self.from_state, self.to_state)
+        detail = self.detail or {}
+        switch = detail.get("chart_version")
+        return Step(
+            self.trigger,
+            self.from_state,
+            self.to_state,
+            versions=(switch[0], switch[1]) if isinstance(switch, list) else None,
+            override=self.trigger == SET_ASIDE or "off_chart" in detail,
+        )
 
 
 @dataclass(frozen=True)
@@ -66,17 +76,23 @@ class JobView:
     history: tuple[EventView, ...]
     deadline: datetime | None = None  # the current state's deadline (polling states)
     cancel_requested_at: datetime | None = None  # asked to cancel while a handler held it
+    chart_version: str | None = None  # the chart version of its last move
 
     @property
     def path(self) -> list[Step]:
         return [event.step for event in self.history]
 
     def explain(
-        self, chart: Chart | None, now: datetime, waiting: str | None = None
+        self,
+        chart: Chart | None,
+        now: datetime,
+        waiting: str | None = None,
+        stray: str | None = None,
     ) -> dict[str, str]:
         """Answer in words: did it run, did it succeed, why did it fail, will it retry.
 
-        ``waiting``: why a due job is not claimed now (a global limit, ``waiting_reason``).
+        ``waiting``: why a due job is not claimed now (a global limit, ``waiting_reason``);
+        ``stray``: why the running chart cannot take it as it is (``stray_note``).
         """
         kind = _kind_of(chart, self.state)
         success = chart.state(self.state).success if chart and kind is StateKind.FINAL else None
@@ -126,7 +142,9 @@ class JobView:
                 if self.quarantine_reason
                 else ""
             )
-        if self.cancel_requested_at is not None and kind is not StateKind.FINAL:
+        if stray is not None:
+            retry = f"Not as it is: {stray}."
+        elif self.cancel_requested_at is not None and kind is not StateKind.FINAL:
             retry = (
                 f"No: a cancel was requested at {_at(self.cancel_requested_at)}; the job is "
                 "cancelled when its running attempt ends (unless it finishes its work)."
@@ -184,6 +202,10 @@ def _reason(reason: str | None) -> str:
         "not_json": "a step or the handler returned a value that is not JSON",
         "deadline": "its state's deadline passed",
         "undeclared_outcome": "the handler returned an outcome its state does not have",
+        "unknown_state": "its state is not one of its chart's",
+        "corrupt_row": "its row no longer reads back",
+        "attempts_exceeded": "it made more attempts than its budget",
+        "migrated": "a chart migration holds it for an operator",
         None: "no reason recorded",
     }.get(reason, reason or "")
 
@@ -239,7 +261,28 @@ def view_of(row: JobRow, events: list[EventRecord]) -> JobView:
         ),
         deadline=row.deadline,
         cancel_requested_at=row.cancel_requested_at,
+        chart_version=row.chart_version,
     )
+
+
+def stray_note(rt: Runtime, job_id: int) -> str | None:
+    """Why the running chart cannot take the job as it is, and what a worker will do about
+    it (engine.strays); None for a job it can take, or one no app here registers."""
+    row = rt.store.job_get(job_id)
+    if row is None or row.finished_at is not None:
+        return None
+    spec = rt.registry.find(row.kind)
+    if spec is None or (row.lease_expires_at is not None and row.state in spec.state_names):
+        return None  # not ours to judge, or held by a worker
+    verdict = judge(rt.moves, spec, row, rt.now())
+    if verdict is None:
+        return None
+    doing = {
+        "migrate": "a worker migrates it",
+        "set_aside": "a worker quarantines it",
+        "stranded": "stranded, left as it is and reported",
+    }[verdict.action]
+    return f"{doing} ({verdict.why})"
 
 
 def waiting_reason(rt: Runtime, view: JobView) -> str | None:

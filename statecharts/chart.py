@@ -171,14 +171,37 @@ class Waiver:
 
 
 @dataclass(frozen=True)
+class Migration:
+    """Where the jobs left in a state an older version of the chart had, and this one has
+    not, go when a worker of this version meets them: ``old`` -> ``new`` (a rename, a
+    merge, or a removed state mapped to another; ``quarantined`` holds them for an
+    operator). ``note`` says why, for the history and the diagrams."""
+
+    old: str
+    new: str
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "old", str(self.old))
+        object.__setattr__(self, "new", str(self.new))
+
+
+@dataclass(frozen=True)
 class Chart:
-    """A named set of states and transitions, checked for consistency when created."""
+    """A named set of states and transitions, checked for consistency when created.
+
+    ``migrations`` move the jobs of older versions out of states this version no longer
+    has; ``label`` is a human name for this version ("2026-12 split charge"), shown beside
+    its structural hash (``statecharts.versions``).
+    """
 
     name: str
     states: tuple[State, ...]
     transitions: tuple[Transition, ...]
     description: str = ""
     waivers: tuple[Waiver, ...] = ()
+    migrations: tuple[Migration, ...] = ()
+    label: str = ""
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -213,6 +236,13 @@ class Chart:
     def edge_exists(self, trigger: str, source: str, dest: str) -> bool:
         """True when some declared transition goes ``source --trigger--> dest``."""
         return any(t.dest == dest for t in self.transitions_for(trigger, source))
+
+    def has_state(self, name: str) -> bool:
+        return any(s.name == name for s in self.states)
+
+    def migration_for(self, old: str) -> Migration | None:
+        """The declared destination of jobs found in ``old``, a state this chart lacks."""
+        return next((m for m in self.migrations if m.old == old), None)
 
 
 def _validate(chart: Chart) -> None:
@@ -250,6 +280,34 @@ def _validate(chart: Chart) -> None:
                     f"state(s) {leaving}; final states are absorbing (only operator "
                     "transitions such as requeue may leave them)"
                 )
+    _validate_migrations(chart)
+
+
+def _validate_migrations(chart: Chart) -> None:
+    known = set(chart.state_names)
+    olds = [m.old for m in chart.migrations]
+    repeated = sorted({o for o in olds if olds.count(o) > 1})
+    if repeated:
+        raise ChartError(f"chart {chart.name!r}: more than one migration from {repeated}")
+    for migration in chart.migrations:
+        if migration.old in known:
+            raise ChartError(
+                f"chart {chart.name!r}: migration {migration.old!r} -> {migration.new!r} "
+                f"moves jobs out of {migration.old!r}, a state this version still has; a "
+                "migration maps a state an older version had and this one removed or renamed"
+            )
+        if migration.new not in known:
+            raise ChartError(
+                f"chart {chart.name!r}: migration {migration.old!r} -> {migration.new!r} "
+                f"leads to unknown state {migration.new!r}; declared states are "
+                f"{sorted(known)}"
+            )
+        if chart.state(migration.new).kind is StateKind.INITIAL:
+            raise ChartError(
+                f"chart {chart.name!r}: migration {migration.old!r} -> {migration.new!r}: "
+                "a migrated job continues where it was; it does not start over (map it to "
+                "a step, or to quarantined for an operator to requeue)"
+            )
 
 
 def _unknown(names: Iterable[str], known: set[str]) -> list[str]:

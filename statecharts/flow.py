@@ -23,7 +23,7 @@ it and the generated tests explore it, all from this one declaration.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from statecharts.chart import (
@@ -31,6 +31,7 @@ from statecharts.chart import (
     ChartError,
     Effect,
     Guard,
+    Migration,
     State,
     StateKind,
     Transition,
@@ -189,9 +190,19 @@ class _Builder:
 
 
 def flow(
-    name: str, *steps: FlowStep, description: str = "", waivers: tuple[Waiver, ...] = ()
+    name: str,
+    *steps: FlowStep,
+    description: str = "",
+    waivers: tuple[Waiver, ...] = (),
+    migrations: Mapping[str, str] | Iterable[Migration] = (),
+    label: str = "",
 ) -> Chart:
-    """Build the chart of a multi-step job from its steps (the first step runs first)."""
+    """Build the chart of a multi-step job from its steps (the first step runs first).
+
+    ``migrations``: where jobs of older versions go from states this version no longer
+    has, ``{"old": "new"}`` or ``Migration`` items (see ``statecharts.chart.Migration``);
+    ``label``: a human name for this version.
+    """
     builder = _Builder(name, steps)
     runnable = [s for s in steps if not isinstance(s, Final)]
     if not runnable or not isinstance(runnable[0], Work):
@@ -252,7 +263,16 @@ def flow(
         transitions=tuple(builder.transitions),
         description=description,
         waivers=(_RELEASE_WAIVER, *waivers),
+        migrations=as_migrations(migrations),
+        label=label,
     )
+
+
+def as_migrations(migrations: Mapping[str, str] | Iterable[Migration]) -> tuple[Migration, ...]:
+    """``{"old": "new"}`` or ``Migration`` items, as the chart's tuple."""
+    if isinstance(migrations, Mapping):
+        return tuple(Migration(old, new) for old, new in migrations.items())
+    return tuple(migrations)
 
 
 def _state_of(step: FlowStep) -> State:

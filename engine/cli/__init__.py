@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from engine.cli import charts, database, jobs, run
+from engine.cli import charts, database, deploys, jobs, run
 from engine.cli.common import cli, load_app, open_engine, parse_age
 from engine.errors import JobchartsError
 
@@ -15,6 +15,7 @@ __all__ = [
     "charts",
     "cli",
     "database",
+    "deploys",
     "jobs",
     "load_app",
     "main",

@@ -236,11 +236,21 @@ def schedules(app: str, db: str | None) -> None:
 
 @cli.command()
 @app_option()
-def check(app: str | None) -> None:
-    """Run the static checks on every chart of the app (exit 1 when one fails)."""
+@click.option(
+    "--db",
+    default=None,
+    help="Also check the app's charts against the jobs in flight in this database "
+    "(a deploy check: exit 1 when jobs would be stranded).",
+)
+def check(app: str | None, db: str | None) -> None:
+    """Run the static checks on every chart of the app (exit 1 when one fails); with
+    --db, also what these chart versions do to the jobs in flight."""
+    from engine.cli.deploys import deploy_findings
     from statecharts import lifecycle
     from statecharts.checks import check_chart
 
+    if db and not app:
+        raise click.UsageError("check --db needs --app: the charts to check come from the app")
     charts = list(load_app(app).registry.charts) if app else [lifecycle()]
     failed = 0
     for chart in charts:
@@ -254,5 +264,13 @@ def check(app: str | None) -> None:
             else:
                 failed += 1
                 click.echo(f"  FAIL    {finding.check}: {finding.message}")
+    if db and app:
+        engine = open_engine(app, db, existing=True)
+        breaking = [f for f in deploy_findings(engine) if f.severity == "breaking"]
+        if breaking:
+            stranded = sum(f.jobs for f in breaking)
+            raise click.ClickException(
+                f"{len(breaking)} breaking change(s): {stranded} job(s) in flight would be stranded"
+            )
     if failed:
         raise click.ClickException(f"{failed} check(s) failed")

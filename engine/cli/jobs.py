@@ -18,7 +18,7 @@ from engine.cli.common import (
     when_text,
 )
 from engine.errors import JobchartsError
-from engine.view import waiting_reason
+from engine.view import stray_note, waiting_reason
 
 
 @cli.command()
@@ -67,9 +67,33 @@ def enqueue(
 @click.option("--state", default=None, help="Only jobs in this state.")
 @click.option("--kind", default=None, help="Only jobs of this kind.")
 @click.option("--limit", default=50, show_default=True)
-def jobs(app: str | None, db: str | None, state: str | None, kind: str | None, limit: int) -> None:
+@click.option(
+    "--stranded",
+    is_flag=True,
+    help="Only jobs the app's charts cannot take as they are (a state a deploy removed, a "
+    "corrupt row), with what a worker will do about each; needs --app.",
+)
+def jobs(
+    app: str | None,
+    db: str | None,
+    state: str | None,
+    kind: str | None,
+    limit: int,
+    stranded: bool,
+) -> None:
     """List jobs, newest first, with a count per state."""
     engine = open_engine(app, db, existing=True)
+    if stranded:
+        if not app:
+            raise click.UsageError("jobs --stranded needs --app: the charts judge the rows")
+        sweep = engine.sweep_strays(apply=False)
+        rows_ = [
+            [r.id, r.kind, r.state, r.chart_version or "(unrecorded)", v.action, v.why]
+            for r, v in sweep.verdicts[:limit]
+        ]
+        click.echo(table(["id", "kind", "state", "version", "action", "why"], rows_))
+        click.echo(f"{len(sweep.verdicts)} job(s) the charts cannot take as they are")
+        return
     rows = engine.store.job_list(state=state, kind=kind, limit=limit)
     click.echo(
         table(
@@ -104,7 +128,10 @@ def inspect(job_id: int, app: str | None, db: str | None, as_json: bool) -> None
     except JobchartsError as error:
         raise click.ClickException(str(error)) from error
     answers = view.explain(
-        engine.chart_of(view.chart), engine.now(), waiting=waiting_reason(engine, view)
+        engine.chart_of(view.chart),
+        engine.now(),
+        waiting=waiting_reason(engine, view),
+        stray=stray_note(engine, job_id),
     )
     if as_json:
         click.echo(json.dumps(view_json(view, answers), indent=2, default=str))
@@ -113,6 +140,8 @@ def inspect(job_id: int, app: str | None, db: str | None, as_json: bool) -> None
     for question, answer in answers.items():
         click.echo(f"  {question + '?':<17} {answer}")
     click.echo(f"  correlation id    {view.correlation_id}")
+    if view.chart_version:
+        click.echo(f"  chart version     {view.chart_version}")
     if view.idempotency_key:
         click.echo(f"  idempotency key   {view.idempotency_key}")
     if view.deadline:

@@ -3,8 +3,9 @@
 A claim whose handler never started is released: back to pending, its attempt not counted.
 A started attempt expires: it may have run, so it counts (retry after the backoff, or
 quarantine when attempts are exhausted). A job asked to cancel is cancelled instead. A job
-no transition can rescue (its state left the chart) is parked for an operator: its lease
-end is cleared, so no later rescue meets it again, and its last error says why.
+no transition can rescue is parked for an operator: its lease end is cleared, so no later
+rescue meets it again, and its last error says why. A job in a state a deploy removed is
+migrated as its chart declares, or parked and reported stranded (engine.strays).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from engine.outcomes import ErrorClass, Failure
 from engine.report import TickReport
 from engine.runtime import Runtime
 from engine.store import JobRow, Move
+from engine.strays import judge
 from statecharts import ChartError, T
 
 
@@ -45,6 +47,12 @@ class Rescuer:
         def plan(row: JobRow, _tx_time: datetime | None) -> Move | None:
             spec = rt.registry.find(row.kind)
             if spec is None:
+                return None
+            if row.state not in spec.state_names:  # a deploy removed its state meanwhile
+                verdict = judge(rt.moves, spec, row, now)
+                if verdict is not None and verdict.move is not None:
+                    return verdict.move
+                parked.append((row, verdict.why if verdict else f"state {row.state!r}"))
                 return None
             never_started = row.started_at is None
             trigger = T.RELEASE if never_started else T.EXPIRE

@@ -3,14 +3,21 @@ the CLI and ``render --live`` ask for. No write lock is ever taken here."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import ColumnElement, and_, func, or_, select
 
 from engine.store.database import Database
-from engine.store.rows import EVENT_COLUMNS, JOB_COLUMNS, EventRecord, JobRow, KeyRow
+from engine.store.rows import (
+    EVENT_COLUMNS,
+    JOB_COLUMNS,
+    EventRecord,
+    JobRow,
+    KeyRow,
+    parse_time,
+)
 from engine.store.schema import as_utc, idempotency_keys, job_events, job_steps, jobs
 
 
@@ -55,7 +62,7 @@ class ReadQueries(Database):
             .group_by(jobs.c.state)
         )
         with self.read() as conn:
-            return {row[0]: (int(row[1]), as_utc(_utc_value(row[2]))) for row in conn.execute(stmt)}
+            return {row[0]: (int(row[1]), parse_time(row[2])) for row in conn.execute(stmt)}
 
     def chart_edge_counts(self, chart: str, since: datetime) -> dict[tuple[str, str, str], int]:
         """Transitions of ``chart``'s jobs taken since ``since``: (trigger, from, to) -> n."""
@@ -74,16 +81,21 @@ class ReadQueries(Database):
         with self.read() as conn:
             return {(r[0], r[1], r[2]): int(r[3]) for r in conn.execute(stmt)}
 
-    def job_next_due(self, kinds: Sequence[str]) -> datetime | None:
-        """The earliest due_at among jobs waiting to be claimed, or None."""
+    def job_next_due(self, claimable: Mapping[str, Sequence[str]]) -> datetime | None:
+        """The earliest due_at among jobs waiting to be claimed, or None.
+
+        ``claimable``: kind -> the states a claim takes its jobs from (a job stranded in a
+        state its chart no longer has is never due for this worker)."""
+        if not claimable:
+            return None
         stmt = select(func.min(jobs.c.due_at)).where(
-            jobs.c.due_at.is_not(None), jobs.c.kind.in_(list(kinds))
+            jobs.c.due_at.is_not(None), _in_states(claimable)
         )
         with self.read() as conn:
             value = conn.execute(stmt).scalar()
         if value is None:
             return None
-        return as_utc(datetime.fromisoformat(value) if isinstance(value, str) else value)
+        return parse_time(value)
 
     def job_count_unfinished(self, kinds: Sequence[str]) -> int:
         """Jobs of ``kinds`` not yet final (waiting or holding a lease)."""
@@ -104,13 +116,22 @@ class ReadQueries(Database):
         return as_utc(datetime.fromisoformat(value) if isinstance(value, str) else value)
 
     def job_count_active(
-        self, kinds: Sequence[str], now: datetime, queues: Sequence[str] | None = None
+        self,
+        claimable: Mapping[str, Sequence[str]],
+        now: datetime,
+        queues: Sequence[str] | None = None,
     ) -> int:
-        """Unfinished jobs of ``kinds`` (and ``queues``) that are due now or held by a worker."""
+        """Unfinished jobs of ``claimable``'s kinds (and ``queues``) that are due now in a
+        state a claim takes them from, or held by a worker's live lease."""
+        if not claimable:
+            return 0
         stmt = select(func.count()).where(
-            jobs.c.kind.in_(list(kinds)),
+            jobs.c.kind.in_(list(claimable)),
             jobs.c.finished_at.is_(None),
-            or_(jobs.c.due_at.is_(None), jobs.c.due_at <= now),
+            or_(
+                jobs.c.lease_expires_at.is_not(None),
+                and_(jobs.c.due_at <= now, _in_states(claimable)),
+            ),
             *([] if queues is None else [jobs.c.queue.in_(list(queues))]),
         )
         with self.read() as conn:
@@ -125,6 +146,41 @@ class ReadQueries(Database):
         )
         with self.read() as conn:
             return {row[0]: int(row[1]) for row in conn.execute(stmt)}
+
+    def job_strays(
+        self, known: Mapping[str, Sequence[str]], *, after_id: int = 0, limit: int = 500
+    ) -> list[JobRow]:
+        """Unfinished jobs of ``known``'s kinds that no live lease holds and that a claim
+        would not take as they are: in a state their kind's chart lacks (``known``: kind ->
+        its chart's states), waiting with no due time, or with a timestamp that no longer
+        reads back. In id order after ``after_id``, at most ``limit``."""
+        if not known:
+            return []
+        odd: list[ColumnElement[bool]] = [jobs.c.due_at.is_(None)]
+        if self.dialect == "sqlite":  # text that is not a time (PostgreSQL's type forbids it)
+            odd += [
+                and_(column.is_not(None), func.julianday(column).is_(None))
+                for column in (jobs.c.due_at, jobs.c.deadline)
+            ]
+        stmt = (
+            select(jobs)
+            .where(
+                jobs.c.id > after_id,
+                jobs.c.finished_at.is_(None),
+                jobs.c.lease_expires_at.is_(None),
+                or_(
+                    *(
+                        and_(jobs.c.kind == kind, jobs.c.state.not_in(list(states)))
+                        for kind, states in known.items()
+                    ),
+                    and_(jobs.c.kind.in_(list(known)), or_(*odd)),
+                ),
+            )
+            .order_by(jobs.c.id)
+            .limit(limit)
+        )
+        with self.read() as conn:
+            return [job_row(row) for row in conn.execute(stmt)]
 
     def key_get(self, kind: str, key: str) -> KeyRow | None:
         """The dedupe row of (kind, key): job id, expiry, and final state once pruned."""
@@ -163,6 +219,16 @@ class ReadQueries(Database):
         return found
 
 
+def _in_states(claimable: Mapping[str, Sequence[str]]) -> ColumnElement[bool]:
+    """A job of one of ``claimable``'s kinds, in one of the states given for its kind."""
+    return or_(
+        *(
+            and_(jobs.c.kind == kind, jobs.c.state.in_(list(states)))
+            for kind, states in claimable.items()
+        )
+    )
+
+
 def job_row(row: Any) -> JobRow:
     """A selected ``jobs`` row (all its columns, in table order) as the typed row."""
     return JobRow._make(row)
@@ -170,8 +236,3 @@ def job_row(row: Any) -> JobRow:
 
 if tuple(jobs.c.keys()) != JOB_COLUMNS:  # job_row relies on the order; a schema change must
     raise RuntimeError("engine.store.rows.JobRow no longer matches the jobs table's columns")
-
-
-def _utc_value(value: Any) -> datetime:
-    """An aggregate's datetime: SQLite returns the stored text (func.min loses the type)."""
-    return datetime.fromisoformat(value) if isinstance(value, str) else value

@@ -7,8 +7,53 @@ one read needs. All immutable: a row read is a snapshot, not a live handle.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
+
+
+class CorruptTime(datetime):
+    """A stored timestamp that no longer parses: read as the Unix epoch (so sorting and
+    arithmetic never fail) with the raw text kept, so the row is set aside, not fatal."""
+
+    raw: str
+
+    def __new__(cls, raw: str) -> CorruptTime:
+        value = super().__new__(cls, 1970, 1, 1, tzinfo=UTC)
+        value.raw = raw
+        return value
+
+    def __repr__(self) -> str:
+        return f"CorruptTime({self.raw!r})"
+
+    def isoformat(self, sep: str = "T", timespec: str = "auto") -> str:
+        return f"(corrupt: {self.raw!r})"
+
+    __str__ = isoformat
+
+
+def parse_time(raw: Any) -> datetime:
+    """A timestamp as read from either backend: aware UTC, or ``CorruptTime`` when SQLite
+    text no longer parses (one bad row must not fail every query that reads it)."""
+    value: datetime
+    if isinstance(raw, str):
+        try:
+            value = datetime.fromisoformat(raw)
+        except ValueError:
+            return CorruptTime(raw)
+    else:
+        value = raw
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value if value.tzinfo is UTC else value.astimezone(UTC)
+
+
+def corrupt_columns(row: JobRow) -> list[str]:
+    """The columns of ``row`` that no longer read back (CorruptTime, CorruptJSON payload)."""
+    return [
+        name
+        for name, value in zip(JOB_COLUMNS, row, strict=True)
+        if isinstance(value, CorruptTime) or (name == "payload" and isinstance(value, CorruptJSON))
+    ]
 
 
 @dataclass(frozen=True)
@@ -51,6 +96,7 @@ class JobRow(NamedTuple):
     updated_at: datetime
     finished_at: datetime | None
     cancel_requested_at: datetime | None
+    chart_version: str | None  # None: written before chart versions were recorded
 
 
 JOB_COLUMNS = JobRow._fields
@@ -108,6 +154,7 @@ class NewJob:
     due_at: datetime | None = None
     delay: timedelta = timedelta(0)
     key_ttl: timedelta = timedelta(0)
+    chart_version: str | None = None
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """The tables: jobs (one row per job), job_events (append-only history), job_steps (ledger),
-idempotency_keys (dedupe that outlives job rows), schedules (cron and poller slots) and
-rate_slots (the starts a rate limit allowed lately).
+idempotency_keys (dedupe that outlives job rows), schedules (cron and poller slots),
+chart_versions (every chart version seen) and rate_slots (the starts a rate limit allowed
+lately).
 Alembic migrations (engine/migrations) create and change them; ``alembic_version`` records
 the revision.
 
@@ -32,7 +33,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.types import TypeEngine
 
-from engine.store.rows import CorruptJSON
+from engine.store.rows import CorruptJSON, parse_time
 
 ID = BigInteger().with_variant(Integer(), "sqlite")  # SQLite: a rowid alias, autoincrementing
 
@@ -54,9 +55,18 @@ class UTCDateTime(TypeDecorator[datetime]):
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
-        if isinstance(value, str):  # raw SQL paths on SQLite
-            value = datetime.fromisoformat(value)
-        return as_utc(value)
+        return parse_time(value)  # SQLite text, or CorruptTime when it no longer parses
+
+    def result_processor(self, dialect: Dialect, coltype: Any) -> Any:
+        if dialect.name != "sqlite":
+            return super().result_processor(dialect, coltype)
+
+        # SQLite's own DateTime processor would raise on text that is not a time, failing
+        # every query that reads one bad row: the text is parsed here instead.
+        def process(value: Any) -> datetime | None:
+            return None if value is None else parse_time(value)
+
+        return process
 
 
 def as_utc(value: datetime) -> datetime:
@@ -128,6 +138,9 @@ jobs = Table(
     Column("finished_at", UTCDateTime, nullable=True),
     # An operator asked to cancel while a handler held the lease: it stops at its next step.
     Column("cancel_requested_at", UTCDateTime, nullable=True),
+    # The version of its chart the job last moved under (statecharts.versions); NULL for
+    # rows written before versions were recorded.
+    Column("chart_version", String(16), nullable=True),
     # Never reuse the id of a pruned job: dedupe keys may still point at it.
     sqlite_autoincrement=True,
 )
@@ -204,6 +217,18 @@ schedules = Table(
     Column("last_job_id", ID, nullable=True),
     Column("fired_at", UTCDateTime, nullable=True),
     Column("updated_at", UTCDateTime, nullable=False),
+)
+
+# Every version of every chart a process of this database has registered: its structure
+# (so a job is drawn and checked on the chart it ran under) and an optional human label.
+chart_versions = Table(
+    "chart_versions",
+    metadata,
+    Column("chart", String(200), primary_key=True),
+    Column("version", String(16), primary_key=True),
+    Column("label", String(200), nullable=True),
+    Column("markup", JSONDocument, nullable=False),
+    Column("first_seen_at", UTCDateTime, nullable=False),
 )
 
 # A rate limit of N starts per period owns slots 0..N-1 of its scope ("kind:send"): a start

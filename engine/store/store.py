@@ -31,14 +31,16 @@ from engine.store.inserts import insert_jobs_pg, insert_jobs_sqlite
 from engine.store.reads import ReadQueries
 from engine.store.rows import JobRow, Move, NewJob
 from engine.store.schema import idempotency_keys, job_steps, jobs
+from engine.store.versions import VersionQueries
 from engine.store.wakeup import CHANNEL, notify
 
 AppConnection = Connection | Session  # the caller's own open transaction (transactional enqueue)
 
 
-class Store(ClaimQueries, ReadQueries, AuditQueries):
+class Store(ClaimQueries, ReadQueries, VersionQueries, AuditQueries):
     """All persistence for one database URL (SQLite file or PostgreSQL): the claims and
-    the compare-and-set (``ClaimQueries``), the reads (``ReadQueries``), the harnesses'
+    the compare-and-set (``ClaimQueries``), the reads (``ReadQueries``), chart versions
+    (``VersionQueries``), the harnesses'
     audits (``AuditQueries``) and every other write."""
 
     def __init__(

@@ -193,8 +193,8 @@ class Worker:
             return False
         try:
             engine = self.engine
-            kinds, now = engine.registry.kinds, engine.now()
-            return engine.store.job_count_active(kinds, now, self.queues) == 0
+            claimable, now = engine.registry.claimable, engine.now()
+            return engine.store.job_count_active(claimable, now, self.queues) == 0
         except DatabaseError:
             return False
 
@@ -393,7 +393,9 @@ class Worker:
         self.totals.add(report)
 
     def _report_unhandled(self) -> None:
-        """Due jobs of kinds this worker has no handler for are left alone, and reported."""
+        """Due jobs of kinds this worker has no handler for are left alone, and reported;
+        strays are swept (engine.strays): migrated, set aside, or reported stranded."""
+        self.engine.sweep_strays()
         waiting = self.engine.store.job_waiting_by_kind(self.engine.now())
         unhandled = {k: n for k, n in waiting.items() if k not in self.engine.registry.kinds}
         if unhandled:

@@ -130,12 +130,40 @@ def test_a_job_no_transition_can_rescue_does_not_block_the_others(
     batch = engine.claim(clock.now(), 10)
     engine.mark_started(batch, batch.jobs, clock.now())
     with engine.store.write() as conn:
-        conn.execute(sa.update(jobs).where(jobs.c.id == stuck).values(state="gone"))
+        # A deploy removed its state (the row says an older version) and declares nowhere
+        # for it to go: stranded, so parked rather than guessed at.
+        conn.execute(
+            sa.update(jobs).where(jobs.c.id == stuck).values(state="gone", chart_version="0ld")
+        )
     clock.advance(11)
     first = engine.rescue(clock.now(), limit=1)  # meets the stuck job first (oldest lease)
     second = engine.rescue(clock.now(), limit=1)
     assert first.expired + second.expired == 1
     assert engine.get(other).state == "retry_wait" and engine.get(stuck).state == "gone"
+    engine.close()
+
+
+def test_an_edited_state_under_the_current_version_is_set_aside_by_the_rescue(
+    db_url: str, clock: FrozenClock
+) -> None:
+    """A state the row's own chart version never had was written by hand: no deploy can
+    fix it, so the rescue quarantines it (unknown_state) instead of parking it forever."""
+    import sqlalchemy as sa
+
+    from engine.store.schema import jobs
+
+    engine, _ = make(db_url, clock)
+    stuck = engine.enqueue("item", {"n": 1})
+    batch = engine.claim(clock.now(), 10)
+    engine.mark_started(batch, batch.jobs, clock.now())
+    with engine.store.write() as conn:
+        conn.execute(sa.update(jobs).where(jobs.c.id == stuck).values(state="gone"))
+    clock.advance(11)
+    engine.rescue(clock.now())
+    view = engine.get(stuck)
+    assert (view.state, view.quarantine_reason) == ("quarantined", "unknown_state")
+    assert view.lease_expires_at is None and view.finished_at is not None
+    assert view.history[-1].trigger == "set_aside" and view.history[-1].from_state == "gone"
     engine.close()
 
 
@@ -151,7 +179,11 @@ def test_a_parked_job_stays_out_of_rescue_after_a_restart(db_url: str, clock: Fr
     batch = engine.claim(clock.now(), 10)
     engine.mark_started(batch, batch.jobs, clock.now())
     with engine.store.write() as conn:
-        conn.execute(sa.update(jobs).where(jobs.c.id == stuck).values(state="gone"))
+        # A deploy removed its state (the row says an older version) and declares nowhere
+        # for it to go: stranded, so parked rather than guessed at.
+        conn.execute(
+            sa.update(jobs).where(jobs.c.id == stuck).values(state="gone", chart_version="0ld")
+        )
     clock.advance(11)
     assert engine.rescue(clock.now()).expired == 0
     engine.close()
