@@ -285,6 +285,16 @@ class Store(ClaimQueries, ReadQueries, VersionQueries, AuditQueries):
         with self.write() as conn:
             return bool(conn.execute(stmt).rowcount == 1)
 
+    def job_force_state(self, job_id: int, state: str, chart_version: str | None) -> None:
+        """Put a job in ``state`` of ``chart_version`` with no event (the generated tests'
+        stand-in for a job an older version of the app left there)."""
+        with self.write() as conn:
+            conn.execute(
+                update(jobs)
+                .where(jobs.c.id == job_id)
+                .values(state=state, chart_version=chart_version, version=jobs.c.version + 1)
+            )
+
     def job_clear_cancel(self, job_id: int) -> None:
         """Drop a cancel request that the job's state cannot honour (it is moot)."""
         with self.write() as conn:

@@ -5,6 +5,8 @@
 - ``fail_is_permanent``: a retryable failure quarantines at once (fail -> fail_permanent).
 - ``deadline_ignored``: the tick never takes a polling state's deadline exit.
 - ``release_counts``: a claim whose handler never started is expired, not released.
+- ``migration_to_first``: a migrated job goes to its chart's first step, not where the
+  migration says.
 """
 
 from __future__ import annotations
@@ -47,5 +49,13 @@ elif MUTATION == "release_counts":
             rescue.T = original  # type: ignore[misc]
 
     rescue.Rescuer.run_once = _broken_rescue  # type: ignore[method-assign]
+elif MUTATION == "migration_to_first":
+    _migrate = moves.Moves.migrate
+
+    def _broken_migrate(self: Any, spec: Any, row: Any, migration: Any, now: Any) -> Any:
+        wrong = dataclasses.replace(migration, new=spec.first_step)
+        return _migrate(self, spec, row, wrong, now)
+
+    moves.Moves.migrate = _broken_migrate  # type: ignore[method-assign]
 elif MUTATION:
     raise ValueError(f"unknown mutation {MUTATION!r}")

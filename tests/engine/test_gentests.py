@@ -55,7 +55,8 @@ def test_generated_files_pass_against_the_engine(generated: Path) -> None:
     assert text.count('["enqueue", None, "pending"]') == 31
     result = run_pytest(generated)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "32 passed" in result.stdout  # 31 paths and the coverage check
+    # 31 paths, the coverage check, the migrations check (none declared: one skipped)
+    assert "33 passed, 1 skipped" in result.stdout
 
 
 @pytest.mark.parametrize(
@@ -96,4 +97,20 @@ def test_lifecycle_paths_replay_too(tmp_path: Path) -> None:
     assert uncovered(lifecycle(), paths) == set()
     run = run_pytest(tmp_path)
     assert run.returncode == 0, run.stdout + run.stderr
-    assert f"{len(paths) + 1} passed" in run.stdout
+    assert f"{len(paths) + 2} passed, 1 skipped" in run.stdout
+
+
+def test_generated_files_replay_each_declared_migration(tmp_path: Path) -> None:
+    """A chart with migrations gets one test per migration (a job of an older version
+    left in the old state is moved where it says), and they catch an engine that moves it
+    elsewhere."""
+    app = "tests.engine.deploys.deploy_app:v2"
+    with logging_restored():
+        result = CliRunner().invoke(cli, ["gen-tests", "--app", app, "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    run = run_pytest(tmp_path)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.stdout.count("test_engine_migrates_older_jobs") == 0  # -q: counts only
+    broken = run_pytest(tmp_path, "migration_to_first")
+    assert broken.returncode == 1
+    assert int(re.findall(r"(\d+) failed", broken.stdout)[-1]) == 3, broken.stdout[-2000:]

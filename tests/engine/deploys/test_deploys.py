@@ -1,0 +1,185 @@
+"""A deploy that renames, splits and removes states while jobs sit in every state of the
+old version: with migrations every job ends where they say, each history is a valid path
+through the versions it ran under, and nothing runs twice; without them the deploy is
+refused by the deploy check and reported by workers, and nothing is lost."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+
+import pytest
+
+from engine import Engine, FrozenClock
+from engine.deploys import check_deploy
+from engine.events import Event
+from statecharts.paths import versioned_path_errors
+from statecharts.versions import version_of
+from tests.engine.deploys import deploy_app
+from tests.engine.deploys.deploy_app import EFFECTS, build, chart_v1, chart_v2
+
+PARKED = ("validate", "audit", "charge", "pack_and_ship")
+
+
+@pytest.fixture
+def effects() -> Iterator[list[tuple[int, str, str]]]:
+    EFFECTS.clear()
+    yield EFFECTS
+    EFFECTS.clear()
+
+
+def populate(url: str, clock: FrozenClock) -> tuple[Engine, dict[str, int]]:
+    """Jobs in every state of v1: parked in each work state (their handler fails, due
+    again in 100 s), waiting in ``hold``, pending, and in each final state."""
+    v1 = build("v1", url, clock)
+    ids = {state: v1.enqueue("order", {"n": i, "stop_at": state}) for i, state in enumerate(PARKED)}
+    ids["succeeded"] = v1.enqueue("order", {"n": 11})
+    ids["quarantined"] = v1.enqueue("order", {"n": 12, "permanent": True})
+    v1.run_until_idle()
+    clock.advance(61)  # out of hold (60 s); the parked ones are due again at 100 s
+    v1.run_until_idle()
+    ids["hold"] = v1.enqueue("order", {"n": 10, "stop_at": "pack_and_ship"})
+    v1.run_until_idle()
+    ids["pending"] = v1.enqueue("order", {"n": 13})
+    ids["cancelled"] = v1.enqueue("order", {"n": 14})
+    v1.cancel(ids["cancelled"])
+    states = {name: v1.get(job_id).state for name, job_id in ids.items()}
+    assert states == {name: name for name in ids}, states
+    return v1, ids
+
+
+def valid_history(engine: Engine, job_id: int) -> list[str]:
+    view = engine.get(job_id)
+    charts = {version_of(c): c for c in (chart_v1(), chart_v2(deploy_app.MIGRATIONS))}
+    return versioned_path_errors(charts, view.path, view.chart_version)
+
+
+def test_a_deploy_with_migrations_moves_every_job_where_they_say(
+    db_url: str, clock: FrozenClock, effects: list[tuple[int, str, str]]
+) -> None:
+    v1, ids = populate(db_url, clock)
+    v1.close()
+    v2 = build("v2", db_url, clock)
+    findings = check_deploy(v2.registry, v2.store)
+    assert not [f for f in findings if f.severity == "breaking"], findings
+    assert {(f.state, f.jobs) for f in findings if f.severity == "migrates"} == {
+        ("audit", 1),
+        ("hold", 1),
+        ("pack_and_ship", 1),
+    }
+    moved: list[Event] = []
+    v2.telemetry.attach(lambda e: moved.append(e) if e.name == "job.migrate" else None)
+    for _ in range(6):  # past every retry and timer, under the new version
+        clock.advance(100)
+        v2.sweep_strays()
+        v2.run_until_idle()
+    ends = {name: v2.get(job_id).state for name, job_id in ids.items()}
+    assert ends == {
+        **{name: "succeeded" for name in ids},
+        "quarantined": "quarantined",
+        "cancelled": "cancelled",
+    }
+    migrated = {e.fields["job_id"]: (e.fields["from_state"], e.fields["to_state"]) for e in moved}
+    assert migrated == {
+        ids["audit"]: ("audit", "charge"),
+        ids["hold"]: ("hold", "cool_off"),
+        ids["pack_and_ship"]: ("pack_and_ship", "pack"),
+    }
+    for name, job_id in ids.items():
+        assert valid_history(v2, job_id) == [], name
+    # Nothing ran twice: each job's work happened once per step, whichever version ran it.
+    twice = [k for k, n in Counter((job, state) for job, state, _ in effects).items() if n > 1]
+    assert twice == []
+    charged = {job for job, state, _ in effects if state == "charge"}
+    assert charged == {
+        ids[name]
+        for name in ("validate", "audit", "charge", "pack_and_ship", "hold", "succeeded", "pending")
+    }
+    # The version each job's last move was made under, and the versions recorded.
+    version = version_of(chart_v2(deploy_app.MIGRATIONS))
+    assert v2.get(ids["pending"]).chart_version == version
+    assert v2.get(ids["succeeded"]).chart_version == version_of(chart_v1())
+    assert set(v2.store.chart_versions_of("order")) == {version_of(chart_v1()), version}
+    v2.close()
+
+
+def test_the_same_deploy_without_migrations_is_refused_and_loses_nothing(
+    db_url: str, clock: FrozenClock, effects: list[tuple[int, str, str]]
+) -> None:
+    v1, ids = populate(db_url, clock)
+    v1.close()
+    bare = build("v2", db_url, clock, migrations=False)
+    breaking = {
+        (f.state, f.jobs)
+        for f in check_deploy(bare.registry, bare.store)
+        if f.severity == "breaking"
+    }
+    assert breaking == {("audit", 1), ("hold", 1), ("pack_and_ship", 1)}
+    reports: list[Event] = []
+    bare.telemetry.attach(lambda e: reports.append(e) if e.name == "jobs.stranded" else None)
+    for _ in range(6):
+        clock.advance(100)
+        bare.sweep_strays()
+        bare.run_until_idle()
+    stranded = {name: bare.get(ids[name]) for name in ("audit", "hold", "pack_and_ship")}
+    assert {name: view.state for name, view in stranded.items()} == {
+        "audit": "audit",
+        "hold": "hold",
+        "pack_and_ship": "pack_and_ship",
+    }
+    assert all(view.chart_version == version_of(chart_v1()) for view in stranded.values())
+    assert reports and reports[-1].fields["jobs"] == 3
+    assert bare.get(ids["charge"]).state == "succeeded"  # the others went on
+    bare.close()
+    # The fix: deploy the migrations; the stranded jobs finish, nothing ran twice.
+    v2 = build("v2", db_url, clock)
+    for _ in range(4):
+        clock.advance(100)
+        v2.sweep_strays()
+        v2.run_until_idle()
+    assert {v2.get(ids[name]).state for name in stranded} == {"succeeded"}
+    twice = [k for k, n in Counter((job, state) for job, state, _ in effects).items() if n > 1]
+    assert twice == []
+    v2.close()
+
+
+def test_a_rolling_deploy_hands_jobs_back_and_forth_with_valid_histories(
+    db_url: str, clock: FrozenClock, effects: list[tuple[int, str, str]]
+) -> None:
+    """Old and new workers side by side: a job enqueued by the old app runs on the new
+    one, and the switch is recorded in the move that made it."""
+    v1 = build("v1", db_url, clock)
+    v2 = build("v2", db_url, clock)
+    job = v1.enqueue("order", {"n": 1})
+    v2.run_until_idle()  # validate under v2 -> charge
+    start = v2.get(job).history[1]
+    assert start.trigger == "start"
+    assert start.detail == {
+        "chart_version": [version_of(chart_v1()), v2.registry.get("order").version]
+    }
+    clock.advance(100)
+    v2.run_until_idle()
+    clock.advance(100)
+    v2.run_until_idle()
+    assert v2.get(job).state == "succeeded"
+    assert valid_history(v2, job) == []
+    v1.close()
+    v2.close()
+
+
+def test_a_migration_must_land_where_jobs_wait() -> None:
+    """The lifecycle's 'running' is entered only by a claim: a migrated job left there
+    would hold no lease and never be picked up, so the registration is refused."""
+    from dataclasses import replace
+
+    from engine import Invariant, RegistrationError
+    from statecharts import lifecycle
+    from statecharts.chart import Migration
+
+    engine = Engine("sqlite://")
+    chart = replace(lifecycle(), migrations=(Migration("old", "running"),))
+    with pytest.raises(RegistrationError, match="lands where no job waits"):
+        engine.job(kind="x", chart=chart, idempotency=Invariant("test"))(lambda ctx, p: None)
+    chart = replace(lifecycle(), migrations=(Migration("old", "retry_wait"),))
+    engine.job(kind="y", chart=chart, idempotency=Invariant("test"))(lambda ctx, p: None)
+    assert "old" in engine.registry.get("y").claim_states
