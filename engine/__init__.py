@@ -9,8 +9,10 @@ from engine.errors import (
     JobchartsError,
     JobNotFound,
     LeaseLost,
+    PayloadTooLarge,
     Permanent,
     RegistrationError,
+    ResultTooLarge,
     StepResultError,
     TransitionNotAllowed,
     UnknownJobKind,
@@ -18,7 +20,7 @@ from engine.errors import (
 from engine.limits import Limit, Rate
 from engine.registry import Invariant, NoPayload, StepHandler
 from engine.report import TickReport
-from engine.retry import RetryPolicy, backoff
+from engine.retry import NoRetry, RetryPolicy, backoff
 from engine.view import ErrorInfo, EventView, JobView
 from engine.worker import Worker
 
@@ -38,10 +40,13 @@ __all__ = [
     "LeaseLost",
     "Limit",
     "NoPayload",
+    "NoRetry",
     "OffsetClock",
+    "PayloadTooLarge",
     "Permanent",
     "Rate",
     "RegistrationError",
+    "ResultTooLarge",
     "RetryPolicy",
     "StepHandler",
     "StepResultError",

@@ -17,7 +17,7 @@ import structlog
 from pydantic import ValidationError
 
 from engine.context import JobContext, to_json_value
-from engine.errors import Cancelled, LeaseLost, Permanent, StepResultError
+from engine.errors import Cancelled, LeaseLost, Permanent, ResultTooLarge, StepResultError
 from engine.events import Telemetry
 from engine.outcomes import Claimed, ErrorClass, Failure, Outcome, QuarantineReason
 from engine.registry import StepSpec, trigger_of
@@ -72,12 +72,17 @@ def run_attempt(
         _steps=dict(claimed.steps),
         _now=now,
         state=claimed.state,
+        max_result_bytes=spec.max_result_bytes,
     )
     try:
         result = step.handler(ctx, payload)
         if spec.is_flow:
             return _flow_outcome(step, result, done)
-        stored = None if result is None else to_json_value(result, "a handler's return value")
+        stored = (
+            None
+            if result is None
+            else to_json_value(result, "a handler's return value", spec.max_result_bytes)
+        )
     except LeaseLost as error:
         telemetry.warning("attempt.fenced", reason=str(error), **ids)
         return done(T.FAIL, fenced=True, failure=Failure.of(error))
@@ -87,6 +92,10 @@ def run_attempt(
     except Permanent as error:
         return done(
             T.FAIL_PERMANENT, failure=Failure.of(error, _trace(), QuarantineReason.PERMANENT)
+        )
+    except ResultTooLarge as error:  # the same code makes the same result on a retry
+        return done(
+            T.FAIL_PERMANENT, failure=Failure.of(error, _trace(), QuarantineReason.TOO_LARGE)
         )
     except StepResultError as error:
         # Deterministic: the same code returns the same non-JSON value on every retry, and

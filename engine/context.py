@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from engine.errors import Cancelled, LeaseLost, StepResultError
+from engine.errors import Cancelled, LeaseLost, ResultTooLarge, StepResultError
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -19,14 +19,21 @@ if TYPE_CHECKING:
 R = TypeVar("R")
 
 
-def to_json_value(value: Any, what: str) -> Any:
-    """``value`` as it will read back from the database, or a StepResultError saying why not."""
+def to_json_value(value: Any, what: str, limit: int | None = None) -> Any:
+    """``value`` as it will read back from the database, or a StepResultError saying why
+    not (not JSON, or more than ``limit`` bytes of it)."""
     try:
-        return json.loads(json.dumps(value, allow_nan=False))
+        text = json.dumps(value, allow_nan=False)
     except (TypeError, ValueError) as error:
         raise StepResultError(
             f"{what} must be JSON-serializable (jobcharts stores JSON, never pickle): {error}"
         ) from error
+    if limit is not None and len(text) > limit:
+        raise ResultTooLarge(
+            f"{what} is {len(text):,} bytes of JSON, over the limit of {limit:,} "
+            "(Engine(max_result_bytes=...)); store large data elsewhere and keep a reference"
+        )
+    return json.loads(text)
 
 
 @dataclass
@@ -44,6 +51,7 @@ class JobContext:
     _steps: dict[str, Any] = field(default_factory=dict, repr=False)
     _now: Callable[[], datetime] = field(default=lambda: _unset(), repr=False)
     state: str = ""  # the state this handler runs in (a flow's step)
+    max_result_bytes: int | None = None  # a step result's JSON may not be larger
 
     @property
     def cancelled(self) -> bool:
@@ -74,7 +82,7 @@ class JobContext:
             return self._steps[name]  # type: ignore[no-any-return]
         if self.cancelled:
             raise Cancelled(f"job {self.job_id} was cancelled before step {name!r}")
-        value = to_json_value(fn(), f"the result of step {name!r}")
+        value = to_json_value(fn(), f"the result of step {name!r}", self.max_result_bytes)
         recorded = self._store.step_record(
             job_id=self.job_id,
             lease_token=self.lease_token,

@@ -79,8 +79,15 @@ class Engine:
         time_source: str | None = None,
         pool_size: int = 5,
         max_overflow: int = 10,
+        max_payload_bytes: int | None = 1_000_000,
+        max_result_bytes: int | None = 1_000_000,
     ) -> None:
         """Bind to ``url`` (opened on first use).
+
+        ``max_payload_bytes`` and ``max_result_bytes``: the largest JSON a payload (refused
+        at enqueue, nothing stored) or a result (a handler's or a step's: the attempt is
+        quarantined ``too_large``) may be; None for no limit. Large data belongs in a blob
+        store, the job holding its reference.
 
         ``time_source``: ``"database"`` takes every time that leases, claims and due dates
         depend on from the database server's clock, so workers with skewed clocks cannot
@@ -104,7 +111,7 @@ class Engine:
         self.batch_size = batch_size
         self.rng = random.Random(seed)
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
-        self.registry = Registry()
+        self.registry = Registry(max_payload_bytes, max_result_bytes)
         self.schedules = ScheduleRegistry()
         self.telemetry = Telemetry()
         self.moves = Moves(self)

@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from engine.errors import PayloadTooLarge
 from engine.moves import CREATED
 from engine.registry import JobSpec
 from engine.runtime import Runtime
@@ -22,7 +23,7 @@ from engine.store.store import AppConnection
 
 def new_job(
     spec: JobSpec,
-    payload: dict[str, Any],
+    payload: str,
     *,
     key: str | None,
     key_ttl: timedelta,
@@ -35,7 +36,14 @@ def new_job(
     detail: dict[str, Any] | None = None,
 ) -> NewJob:
     """A new job of ``spec``'s kind in its chart's initial state (its creation event is
-    written with it)."""
+    written with it); ``payload`` is its JSON text, refused over the engine's size limit."""
+    limit = spec.max_payload_bytes
+    if limit is not None and len(payload) > limit:
+        raise PayloadTooLarge(
+            f"the payload of a {spec.kind!r} job is {len(payload):,} bytes of JSON, over the "
+            f"limit of {limit:,} (Engine(max_payload_bytes=...)); nothing stored. Keep large "
+            "data elsewhere and enqueue a reference to it"
+        )
     return NewJob(
         kind=spec.kind,
         chart=spec.chart.name,
@@ -72,10 +80,11 @@ def enqueue_many(
     spec = rt.registry.get(kind)
     models = [validate(spec, payload) for payload in payloads]
     due_at, wait = when_due(delay, run_at)
+    check_options(priority, queue, correlation_id)
     jobs = [
         new_job(
             spec,
-            model.model_dump(mode="json"),
+            model.model_dump_json(),
             key=spec.key_for(model),
             key_ttl=spec.key_ttl,
             worker_id=rt.worker_id,
@@ -116,6 +125,23 @@ def enqueue_many(
     return [job_id for job_id, _ in results]
 
 
+def check_options(priority: Any, queue: Any, correlation_id: Any) -> None:
+    """Refuse an enqueue option of the wrong type before anything is stored (a priority
+    of "x" would be stored as text on SQLite and sort wrongly for ever)."""
+    if priority is not None and (isinstance(priority, bool) or not isinstance(priority, int)):
+        raise TypeError(f"priority must be an int, got {priority!r}")
+    if priority is not None and not -(2**31) <= priority < 2**31:
+        raise ValueError(f"priority must fit in 32 bits, got {priority}")
+    if queue is not None and (not isinstance(queue, str) or not queue or len(queue) > 100):
+        raise ValueError(f"queue must be a non-empty str of at most 100 chars, got {queue!r}")
+    if correlation_id is not None and (
+        not isinstance(correlation_id, str) or not correlation_id or len(correlation_id) > 64
+    ):
+        raise ValueError(
+            f"correlation_id must be a non-empty str of at most 64 chars, got {correlation_id!r}"
+        )
+
+
 def when_due(
     delay: float | timedelta | None, run_at: datetime | None
 ) -> tuple[datetime | None, timedelta]:
@@ -123,11 +149,15 @@ def when_due(
     if run_at is not None:
         if delay is not None:
             raise ValueError("give delay or run_at, not both")
+        if not isinstance(run_at, datetime):
+            raise TypeError(f"run_at must be a datetime, got {run_at!r}")
         if run_at.tzinfo is None:
             raise ValueError("run_at must be timezone-aware")
         return run_at, timedelta(0)
     if delay is None:
         return None, timedelta(0)
+    if isinstance(delay, bool) or not isinstance(delay, int | float | timedelta):
+        raise TypeError(f"delay must be seconds (a number) or a timedelta, got {delay!r}")
     seconds = delay.total_seconds() if isinstance(delay, timedelta) else float(delay)
     if not seconds >= 0:  # also refuses NaN
         raise ValueError(f"delay must be >= 0 seconds, got {seconds}")

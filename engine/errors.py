@@ -41,6 +41,14 @@ class StepResultError(JobchartsError, TypeError):
     """A ``ctx.step`` result that cannot be stored as JSON."""
 
 
+class ResultTooLarge(StepResultError):
+    """A result (a handler's, or a step's) whose JSON is over the engine's size limit."""
+
+
+class PayloadTooLarge(JobchartsError, ValueError):
+    """A payload whose JSON is over the engine's size limit: refused, nothing stored."""
+
+
 class Cancelled(JobchartsError):
     """An operator cancelled this job while its handler ran: ``ctx.step`` raises it before
     starting another step, and the job goes to cancelled instead of retrying."""

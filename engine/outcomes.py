@@ -48,6 +48,7 @@ class QuarantineReason(StrEnum):
     CORRUPT_ROW = "corrupt_row"  # a column that no longer reads back
     ATTEMPTS_EXCEEDED = "attempts_exceeded"  # more attempts than its budget allows
     MIGRATED = "migrated"  # a chart migration holds it for an operator
+    TOO_LARGE = "too_large"  # a result over the engine's size limit
 
 
 @dataclass(frozen=True)

@@ -143,6 +143,8 @@ class JobSpec:
     steps: Mapping[str, StepSpec] = field(default_factory=dict)
     is_flow: bool = False
     version: str = ""  # the chart's structural version (statecharts.versions)
+    max_payload_bytes: int | None = None  # the JSON of a payload may not be larger
+    max_result_bytes: int | None = None  # nor that of a result (the handler's, a step's)
 
     def key_for(self, payload: BaseModel) -> str | None:
         """The dedupe key of ``payload``, or None for an Invariant job."""
@@ -219,7 +221,19 @@ class JobSpec:
 class Registry:
     """The job kinds an engine knows; charts compiled once and shared."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self, max_payload_bytes: int | None = None, max_result_bytes: int | None = None
+    ) -> None:
+        for name, value in (
+            ("max_payload_bytes", max_payload_bytes),
+            ("max_result_bytes", max_result_bytes),
+        ):
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value < 1
+            ):
+                raise ValueError(f"{name} is a positive number of bytes (or None), got {value!r}")
+        self.max_payload_bytes = max_payload_bytes
+        self.max_result_bytes = max_result_bytes
         self._specs: dict[str, JobSpec] = {}
         self._compiled: dict[str, CompiledChart] = {}
         self.limits = Limits()  # global concurrency and rate limits, by kind and by queue
@@ -309,6 +323,8 @@ class Registry:
             steps=steps,
             is_flow=handlers is not None,
             version=version_of(chart),
+            max_payload_bytes=self.max_payload_bytes,
+            max_result_bytes=self.max_result_bytes,
         )
         self._specs[name] = spec
         self.limits.set(Scope("kind", name), limit)

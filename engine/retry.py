@@ -56,6 +56,25 @@ class RetryPolicy:
         return attempt >= self.max_attempts
 
 
+@dataclass(frozen=True, init=False)
+class NoRetry(RetryPolicy):
+    """One attempt, then quarantine: declared where repeating a handler cannot be made
+    safe (the counterpart of ``Invariant``). ``reason`` says why a second attempt could do
+    harm ("the bank's API has no idempotency key: a retry could pay twice"); ``describe``
+    shows it, and an operator decides what to do with the quarantined job."""
+
+    reason: str = ""
+
+    def __init__(self, reason: str, *, permanent: tuple[type[BaseException], ...] = ()) -> None:
+        if not isinstance(reason, str) or not reason.strip():
+            raise ValueError(
+                "NoRetry needs a reason: say why a second attempt could do harm, e.g. "
+                "NoRetry('the gateway has no idempotency key: a retry could charge twice')"
+            )
+        object.__setattr__(self, "reason", reason)
+        super().__init__(max_attempts=1, base=0.0, jitter=0.0, permanent=permanent)
+
+
 def backoff(
     attempt: int, base: float, factor: float, cap: float, jitter: float, rng: random.Random
 ) -> float:

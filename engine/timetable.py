@@ -64,6 +64,32 @@ class Trigger(Protocol):
         ...
 
 
+# Each field's name, how many values it has, and the period it repeats in.
+CRON_FIELDS = (
+    ("minute", 60, "hour"),
+    ("hour", 24, "day"),
+    ("day of month", 31, "month"),
+    ("month", 12, "year"),
+    ("weekday", 7, "week"),
+)
+
+
+def _check_steps(expr: str) -> None:
+    """Refuse a step no smaller than its field's range (``*/61`` in minutes): croniter
+    accepts it and fires at the range's start only (hourly), which nobody writes on
+    purpose."""
+    for (name, span, period), field_ in zip(CRON_FIELDS, expr.split(), strict=False):
+        for part in field_.split(","):
+            if "/" not in part:
+                continue
+            step = part.split("/", 1)[1]
+            if step.isdigit() and int(step) >= span:
+                raise RegistrationError(
+                    f"malformed cron expression {expr!r}: step /{step} in the {name} field "
+                    f"is not below its {span} values, so it would fire once per {period} only"
+                )
+
+
 @dataclass(frozen=True)
 class CronTrigger:
     """Slots of a cron expression in a time zone (see the module docstring for DST)."""
@@ -79,6 +105,7 @@ class CronTrigger:
             reason = error.args[0] if error.args else error
             raise RegistrationError(f"unknown time zone {self.tz!r}: {reason}") from error
         object.__setattr__(self, "zone", zone)
+        _check_steps(self.expr)
         try:
             croniter(self.expr)
         except (CroniterError, ValueError) as error:

@@ -15,7 +15,7 @@ from engine import app
 from engine.engine import Engine
 from engine.errors import JobchartsError
 from engine.logs import configure_logging
-from engine.retry import RetryPolicy
+from engine.retry import NoRetry, RetryPolicy
 from engine.store import sqlite_path
 from engine.timetable import seconds_text
 from engine.view import JobView
@@ -74,6 +74,8 @@ def cli(log_level: str, log_format: str) -> None:
 
 
 def retries_text(policy: RetryPolicy) -> str:
+    if isinstance(policy, NoRetry):
+        return f"none ({policy.reason})"
     if policy.max_attempts == 1:
         return "none"
     return (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import click
 from pydantic import ValidationError
@@ -42,8 +43,11 @@ def enqueue(
     queue: str | None,
     correlation_id: str | None,
 ) -> None:
-    """Enqueue a job of KIND with a JSON PAYLOAD; prints its id (the first id if deduplicated)."""
+    """Enqueue a job of KIND with a JSON PAYLOAD ("-" reads it from standard input);
+    prints its id (the first id if deduplicated)."""
     engine = open_engine(app, db)
+    if payload == "-":
+        payload = sys.stdin.read()
     try:
         data = json.loads(payload)
     except json.JSONDecodeError as error:

@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from engine.enqueue import new_job
 from engine.runtime import Runtime
 from engine.store import FirstSeen, NewJob, ScheduleState
+from engine.store.encode import dumps
 from engine.store.schedules import ScheduleStore
 from engine.timetable import Plan, Schedule, ScheduleRegistry, plan
 
@@ -95,7 +96,7 @@ class Scheduler:
         ttl = max(self.config.min_slot_key_ttl, spec.key_ttl, 2 * schedule.period(slot))
         return new_job(
             spec,
-            dict(schedule.payload),
+            dumps(dict(schedule.payload)),
             key=schedule.key(slot),
             key_ttl=ttl,
             due_at=now,

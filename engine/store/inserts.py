@@ -23,7 +23,7 @@ from datetime import datetime
 from functools import cache
 from typing import Any
 
-from engine.store.encode import dumps, json_text, sqlite_time
+from engine.store.encode import json_text, sqlite_time
 from engine.store.rows import NewJob
 
 CHUNK = 500  # rows per multi-row statement (SQLite allows 32,766 bound values)
@@ -187,7 +187,7 @@ class _SQLite(_Dialect):
                     job.kind,
                     job.chart,
                     job.state,
-                    dumps(job.payload),
+                    job.payload,
                     job.idempotency_key,
                     job.max_attempts,
                     job.priority,
@@ -316,7 +316,7 @@ SELECT n.id, n.created_at FROM numbered AS n, woken ORDER BY n.i
                 "kind": [j.kind for j in chunk],
                 "chart": [j.chart for j in chunk],
                 "state": [j.state for j in chunk],
-                "payload": [dumps(j.payload) for j in chunk],
+                "payload": [j.payload for j in chunk],
                 "key": [j.idempotency_key for j in chunk],
                 "max_attempts": [j.max_attempts for j in chunk],
                 "priority": [j.priority for j in chunk],

@@ -142,7 +142,7 @@ class NewJob:
     kind: str
     chart: str
     state: str
-    payload: dict[str, Any]
+    payload: str  # JSON text (serialized once, where its size is checked)
     idempotency_key: str | None
     max_attempts: int
     priority: int

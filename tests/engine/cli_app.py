@@ -1,7 +1,8 @@
 """A small app for the CLI tests: ``--app tests.engine.cli_app:engine`` (tests pass ``--db``).
 
 Kinds: ``ship`` succeeds, ``reject`` raises Permanent, ``always_fails`` fails on both of its
-two attempts, ``slow`` sleeps and then writes the marker file named in its payload.
+two attempts, ``slow`` sleeps and then writes the marker file named in its payload, ``pay``
+declares NoRetry.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from engine import Engine, JobContext, Permanent, RetryPolicy
+from engine import Engine, JobContext, NoRetry, Permanent, RetryPolicy
 
 engine = Engine()
 
@@ -53,3 +54,12 @@ def slow(ctx: JobContext, p: Slow) -> str:
     time.sleep(p.seconds)
     Path(p.marker).write_text("finished\n")
     return p.marker
+
+
+@engine.job(
+    payload=Order,
+    idempotency=lambda p: f"pay:{p.order_id}",
+    retry=NoRetry("a second charge could pay twice: the gateway takes no key"),
+)
+def pay(ctx: JobContext, p: Order) -> None:
+    return None
