@@ -23,6 +23,13 @@ def load_app(spec: str) -> Engine:
         module = importlib.import_module(module_name)
     except ImportError as error:
         raise AppNotLoaded(f"cannot import {module_name!r}: {error}") from error
+    except SyntaxError as error:
+        where = f"{error.filename}:{error.lineno}"
+        raise AppNotLoaded(f"cannot import {module_name!r}: {error.msg} at {where}") from error
+    except Exception as error:  # the app's own code failed while importing
+        raise AppNotLoaded(
+            f"importing {module_name!r} failed: {type(error).__name__}: {error}"
+        ) from error
     target = getattr(module, attr or "engine", None)
     if callable(target) and not isinstance(target, Engine):
         try:  # a factory function returning the engine

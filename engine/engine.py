@@ -121,6 +121,9 @@ class Engine:
         self._store: Store | None = None
         self._db_clock: DatabaseClock | None = None  # the server's time, read every few s
         self._recorded = 0  # registered kinds whose chart versions this store has
+        # False: the database must already hold jobcharts' tables (read-only commands
+        # never create them in a database the URL names by mistake).
+        self.create_schema = True
 
     # -- set-up --------------------------------------------------------------------------
 
@@ -132,12 +135,20 @@ class Engine:
     def store(self) -> Store:
         """The database, opened (and its schema created) on first use."""
         if self._store is None:
-            self._store = Store(
+            store = Store(
                 self._url,
                 busy_timeout=self.busy_timeout,
                 pool_size=self._pool[0],
                 max_overflow=self._pool[1],
+                create=self.create_schema,
             )
+            if not self.create_schema:
+                try:
+                    store.require_schema()
+                except Exception:
+                    store.close()
+                    raise
+            self._store = store
         return self._store
 
     def now(self) -> datetime:
@@ -171,7 +182,7 @@ class Engine:
 
     def bind(self, url: str) -> None:
         """Point the engine at another database before it is first used (CLI ``--db``)."""
-        if self._store is not None and self._store.url != url:
+        if self._store is not None and self._store.url != resolve_url(url):
             raise DatabaseBound(f"the engine already opened {self._store.url}")
         self._url = url
 

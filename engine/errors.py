@@ -66,5 +66,14 @@ class SchemaMismatch(JobchartsError):
     """The database was created by a jobcharts with another schema version."""
 
 
+class BadDatabaseURL(JobchartsError, ValueError):
+    """A database URL jobcharts cannot use as written."""
+
+
+class NoSchema(JobchartsError):
+    """A command that only reads or changes jobs met a database without jobcharts' tables
+    (it creates nothing: a wrong URL must not leave tables in an app's database)."""
+
+
 class MissingExtra(JobchartsError, ImportError):
     """An optional dependency is not installed; the message names the extra to install."""

@@ -22,6 +22,7 @@ from engine.cli.common import (
     when_text,
 )
 from engine.engine import Engine
+from engine.errors import NoSchema
 from engine.registry import Invariant
 from engine.store import sqlite_path
 from statecharts import Chart
@@ -207,8 +208,12 @@ def schedules(app: str, db: str | None) -> None:
     engine = open_engine(app, db)
     if not engine.schedules:
         raise click.ClickException("the app registers no cron schedules or pollers")
+    engine.create_schema = False  # a listing creates nothing
     path = sqlite_path(engine.url)
-    stored = {} if path and not os.path.exists(path) else ScheduleStore(engine.store).listing()
+    try:
+        stored = {} if path and not os.path.exists(path) else ScheduleStore(engine.store).listing()
+    except NoSchema:
+        stored = {}  # no worker has run here yet
     now = engine.now()
     rows = []
     for schedule in engine.schedules:

@@ -46,6 +46,7 @@ def open_engine(app: str | None, db: str | None, *, existing: bool = False) -> E
             engine.bind(db)
         except JobchartsError as error:
             raise click.UsageError(f"--db {db}: {error}") from error
+    engine.create_schema = not existing  # (an app's engine may serve several commands)
     if existing:
         path = sqlite_path(engine.url)
         if path is not None and not os.path.exists(path):
@@ -68,8 +69,12 @@ db_option = click.option("--db", envvar="JOBCHARTS_DB", help=DB_HELP)
 @click.option(
     "--log-format", type=click.Choice(["console", "json"]), default="console", show_default=True
 )
-def cli(log_level: str, log_format: str) -> None:
-    """jobcharts: every background job a persisted, declared, verified state machine."""
+@click.option("--debug", is_flag=True, help="Show the traceback when a command fails.")
+def cli(log_level: str, log_format: str, debug: bool) -> None:
+    """jobcharts: every background job a persisted, declared, verified state machine.
+
+    Exit status: 0 done, 1 the command failed or refused, 2 a wrong command line.
+    """
     configure_logging(log_level, log_format)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 import uuid
 from functools import partial
@@ -18,15 +19,48 @@ from sqlalchemy.engine import Engine as SAEngine
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import StaticPool
 
-from engine.errors import MissingExtra
+from engine.errors import BadDatabaseURL, MissingExtra
 
 DEFAULT_URL = "sqlite:///jobcharts.db"
 POSTGRES_HINT = "PostgreSQL needs psycopg: pip install 'jobcharts[postgres]'"
 
 
 def resolve_url(url: str | None) -> str:
-    """An explicit URL, else ``$JOBCHARTS_DB``, else the embedded SQLite file."""
-    return url or os.environ.get("JOBCHARTS_DB") or DEFAULT_URL
+    """An explicit URL, else ``$JOBCHARTS_DB``, else the embedded SQLite file; a
+    PostgreSQL URL's ``?schema=NAME`` becomes the search path of its connections."""
+    return with_schema(url or os.environ.get("JOBCHARTS_DB") or DEFAULT_URL)
+
+
+SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+
+
+def with_schema(url: str) -> str:
+    """``postgresql+psycopg://.../app?schema=jobs`` as the URL libpq and SQLAlchemy take:
+    jobcharts' tables live in schema ``jobs``, apart from the app's (created on first use)."""
+    if "schema=" not in url:
+        return url
+    parsed = make_url(url)
+    schema = parsed.query.get("schema")
+    if parsed.get_backend_name() != "postgresql" or schema is None:
+        return url
+    if not isinstance(schema, str) or not SCHEMA_NAME.fullmatch(schema):
+        raise BadDatabaseURL(
+            f"?schema= takes one plain schema name (letters, digits, _), got {schema!r}"
+        )
+    rest = parsed.difference_update_query(["schema"])
+    options = rest.query.get("options", "")
+    options = f"{options if isinstance(options, str) else ' '.join(options)} -csearch_path={schema}"
+    return rest.update_query_dict({"options": options.strip()}).render_as_string(
+        hide_password=False
+    )
+
+
+def search_path_of(url: str) -> str | None:
+    """The schema a URL's connections use (``-csearch_path=`` in its options), if any."""
+    options = make_url(url).query.get("options", "")
+    text = options if isinstance(options, str) else " ".join(options)
+    found = text.partition("-csearch_path=")[2].split()
+    return found[0] if found else None
 
 
 def redact(url: str) -> str:
@@ -88,9 +122,9 @@ def pg_schema_create(url: str, prefix: str) -> str:
 
 def pg_schema_drop(url: str) -> None:
     """Drop the schema a ``pg_schema_create`` URL uses, with everything in it."""
-    options = make_url(url).query.get("options", "")
-    text = options if isinstance(options, str) else " ".join(options)
-    schema = text.partition("-csearch_path=")[2].split()[0]
+    schema = search_path_of(url)
+    if schema is None:
+        raise ValueError(f"{redact(url)} names no schema to drop")
     _schema_command(url, "DROP SCHEMA IF EXISTS {} CASCADE", schema)
 
 

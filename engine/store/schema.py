@@ -2,8 +2,8 @@
 idempotency_keys (dedupe that outlives job rows), schedules (cron and poller slots),
 chart_versions (every chart version seen) and rate_slots (the starts a rate limit allowed
 lately).
-Alembic migrations (engine/migrations) create and change them; ``alembic_version`` records
-the revision.
+Alembic migrations (engine/store/migrations) create and change them;
+``jobcharts_alembic_version`` records the revision (never the app's ``alembic_version``).
 
 Column meaning, not state names: lifecycle state names never appear here. ``due_at`` is set
 only while a job waits to be claimed (NULL while it runs or once it is final), so one

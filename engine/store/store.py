@@ -22,11 +22,12 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from engine.errors import SchemaMismatch
+from engine.errors import NoSchema, SchemaMismatch
 from engine.store import keys, migrate
 from engine.store.audit import AuditQueries
 from engine.store.cas import one_statement
 from engine.store.claims import ClaimQueries
+from engine.store.connect import redact, search_path_of
 from engine.store.inserts import insert_jobs_pg, insert_jobs_sqlite
 from engine.store.reads import ReadQueries
 from engine.store.rows import JobRow, Move, NewJob
@@ -68,15 +69,32 @@ class Store(ClaimQueries, ReadQueries, VersionQueries, AuditQueries):
             time.sleep(pause)
             try:
                 with self.read() as conn:
-                    if migrate.check(conn, self.url) == "ok":
+                    if migrate.check(conn, self.url) == "ok" and not migrate.uses_legacy(conn):
                         return
-                break  # fresh: create it below
+                break  # fresh (create it below), or an older jobcharts' version table
             except SchemaMismatch:
                 if pause == 1.0:
                     raise  # not another process creating it: really another version
         with self.write() as conn:  # fresh: create it (racing processes migrate once)
+            schema = search_path_of(self.url) if self.dialect == "postgresql" else None
+            if schema is not None:  # ?schema=NAME: jobcharts' own schema in the app's database
+                quoted = conn.dialect.identifier_preparer.quote_identifier(schema)
+                conn.exec_driver_sql(f"CREATE SCHEMA IF NOT EXISTS {quoted}")
             if migrate.check(conn, self.url) == "fresh":
                 migrate.upgrade(conn)
+            else:
+                migrate.adopt_legacy(conn)
+
+    def require_schema(self) -> None:
+        """Refuse a database without jobcharts' tables, or at another revision, creating
+        nothing (read-only commands)."""
+        with self.read() as conn:
+            if migrate.check(conn, self.url) == "fresh":
+                raise NoSchema(
+                    f"{redact(self.url)} has no jobcharts tables: nothing to read there. "
+                    "Check --db; a worker or an enqueue creates them (or `jobcharts migrate "
+                    "--db URL`)"
+                )
 
     def migrate(self, target: str = "head") -> tuple[str | None, str | None]:
         """Bring the schema to ``target``; returns (revision before, revision after)."""

@@ -14,6 +14,11 @@ connection = context.config.attributes.get("connection")
 if connection is None:  # pragma: no cover - always called through engine.store.migrate
     raise RuntimeError("run jobcharts migrations with `jobcharts migrate`")
 
-context.configure(connection=connection, target_metadata=metadata, render_as_batch=True)
+context.configure(
+    connection=connection,
+    target_metadata=metadata,
+    render_as_batch=True,
+    version_table=context.config.attributes["version_table"],  # not the app's alembic_version
+)
 with context.begin_transaction():
     context.run_migrations()

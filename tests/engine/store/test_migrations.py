@@ -26,7 +26,8 @@ def test_migrations_build_exactly_the_declared_schema(db_url: str) -> None:
     assert "already at" in again.output
     db = sa.create_engine(db_url)
     with db.connect() as conn:
-        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        opts = {"compare_type": True, "version_table": migrations.VERSION_TABLE}
+        context = MigrationContext.configure(conn, opts=opts)
         assert context.get_current_revision() == migrations.head()
         assert compare_metadata(context, metadata) == []
     db.dispose()
@@ -47,7 +48,7 @@ def test_an_older_schema_is_refused_with_a_message_to_migrate(db_url: str) -> No
     Store(db_url).close()
     db = sa.create_engine(db_url)
     with db.begin() as conn:  # as if it had been created by an older jobcharts
-        conn.execute(sa.text("DELETE FROM alembic_version"))
+        conn.execute(sa.text("DELETE FROM jobcharts_alembic_version"))
     db.dispose()
     with pytest.raises(SchemaMismatch, match="jobcharts migrate"):
         Store(db_url)
@@ -60,7 +61,47 @@ def test_a_newer_schema_is_refused(db_url: str) -> None:
     Store(db_url).close()
     db = sa.create_engine(db_url)
     with db.begin() as conn:
-        conn.execute(sa.text("UPDATE alembic_version SET version_num = '9999_future'"))
+        conn.execute(sa.text("UPDATE jobcharts_alembic_version SET version_num = '9999_future'"))
     db.dispose()
     with pytest.raises(SchemaMismatch, match="newer"):
         Store(db_url)
+
+
+def test_an_apps_own_alembic_history_is_left_alone(db_url: str) -> None:
+    """An app that uses Alembic keeps its alembic_version: jobcharts records its revision
+    in a table of its own, and `jobcharts migrate` works beside the app's history."""
+    db = sa.create_engine(db_url)
+    with db.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE alembic_version (version_num VARCHAR(32) PRIMARY KEY)"))
+        conn.execute(sa.text("INSERT INTO alembic_version VALUES ('app_0007')"))
+        conn.execute(sa.text("CREATE TABLE customers (id INTEGER PRIMARY KEY)"))
+    Store(db_url).close()
+    result = CliRunner().invoke(cli, ["migrate", "--db", db_url])
+    assert result.exit_code == 0 and "already at" in result.output, result.output
+    with db.connect() as conn:
+        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).all() == [
+            ("app_0007",)
+        ]
+        assert migrations.current(conn) == migrations.head()
+        assert sa.inspect(conn).has_table("customers")
+    db.dispose()
+
+
+def test_an_older_jobcharts_version_row_moves_to_its_own_table(db_url: str) -> None:
+    """A database set up by a jobcharts that kept its revision in alembic_version (with
+    an app's row beside it) is adopted on first write: our row moves, the app's stays."""
+    Store(db_url).close()
+    db = sa.create_engine(db_url)
+    with db.begin() as conn:  # as an older jobcharts left it, beside an app's own row
+        conn.execute(sa.text("CREATE TABLE alembic_version (version_num VARCHAR(32) PRIMARY KEY)"))
+        head = migrations.head()
+        conn.execute(sa.text("INSERT INTO alembic_version VALUES (:v), ('app_0001')"), {"v": head})
+        conn.execute(sa.text("DROP TABLE jobcharts_alembic_version"))
+    Store(db_url).close()
+    with db.connect() as conn:
+        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).all() == [
+            ("app_0001",)
+        ]
+        rows = conn.execute(sa.text("SELECT version_num FROM jobcharts_alembic_version")).all()
+        assert rows == [(head,)]
+    db.dispose()
