@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from engine.cli.common import (
     SECOND_SIGNAL_AFTER,
@@ -41,8 +42,17 @@ DEFAULT_THREADS = 8
     "--processes",
     "-p",
     default=1,
+    type=click.IntRange(min=1),
+    help="Worker processes sharing the database, run by a supervisor that restarts one "
+    "that crashes or hangs (even -p 1; without this option the worker runs in this process).",
+)
+@click.option(
+    "--watchdog",
+    default=60.0,
     show_default=True,
-    help="Worker processes sharing the database (restarted if they crash).",
+    type=click.FloatRange(min=0),
+    help="With --processes: kill and restart a worker whose loop has not come round for "
+    "this many seconds (a handler holding the GIL freezes it); 0: never.",
 )
 @click.option("--poll", default=1.0, show_default=True, help="Longest idle sleep, seconds.")
 @click.option("--batch", default=None, type=int, help="Jobs claimed per tick.")
@@ -62,11 +72,13 @@ DEFAULT_THREADS = 8
     help="Run handlers in threads, or in child processes that a timeout can kill.",
 )
 @click.option("--queues", default=None, help="Claim only jobs of these queues (a,b,...).")
+@click.option("--heartbeat-file", default=None, hidden=True, help="Set by the supervisor.")
 def worker(
     app: str,
     db: str | None,
     concurrency: int | None,
     processes: int,
+    watchdog: float,
     poll: float,
     batch: int | None,
     max_ticks: int | None,
@@ -75,13 +87,18 @@ def worker(
     lease: float | None,
     isolation: str,
     queues: str | None,
+    heartbeat_file: str | None,
 ) -> None:
     """Run jobs until SIGINT/SIGTERM: running handlers finish (within --grace) first."""
     queue_names = [q.strip() for q in queues.split(",") if q.strip()] if queues else None
     if concurrency is None:
         concurrency = DEFAULT_THREADS if isolation == "thread" else os.cpu_count() or 1
-    root = click.get_current_context().find_root().params
-    if processes > 1:
+    ctx = click.get_current_context()
+    root = ctx.find_root().params
+    supervised = ctx.get_parameter_source("processes") is not ParameterSource.DEFAULT
+    if not supervised and ctx.get_parameter_source("watchdog") is not ParameterSource.DEFAULT:
+        raise click.UsageError("--watchdog needs --processes (the supervisor runs it)")
+    if supervised:
         from engine.worker.supervisor import supervise
 
         child = ["--log-level", root["log_level"], "--log-format", root["log_format"], "worker"]
@@ -99,7 +116,7 @@ def worker(
             child += ["--max-ticks", str(max_ticks)]
         if until_idle:
             child.append("--until-idle")
-        raise SystemExit(supervise(processes, child))
+        raise SystemExit(supervise(processes, child, watchdog=watchdog))
     engine = open_engine(app, db)
     if lease is not None:
         engine.lease_seconds = lease
@@ -113,6 +130,7 @@ def worker(
         app_spec=app,
         log_args=["--log-level", root["log_level"], "--log-format", root["log_format"]],
         queues=queue_names,
+        heartbeat_file=heartbeat_file,
     )
     first_signal: list[float] = []
 

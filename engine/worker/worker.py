@@ -12,7 +12,10 @@ database that goes away is handled in one place:
 - database errors are logged and retried with backoff; outcomes not yet committed are kept,
   and an outcome the database refuses for good is replaced by a permanent failure;
 - stopping stops claiming, hands back claimed jobs that have not started, lets running
-  handlers finish within ``grace`` seconds, then hands back the rest (attempt counted).
+  handlers finish within ``grace`` seconds, then hands back the rest (attempt counted);
+- with a ``heartbeat_file`` (given by the ``--processes`` supervisor), the loop touches it
+  about once a second: a loop frozen by a handler that holds the GIL stops touching it, and
+  the supervisor's watchdog kills the process.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -41,6 +45,7 @@ logger = structlog.get_logger("jobcharts")
 MAX_ERROR_BACKOFF = 30.0
 UNHANDLED_REPORT_INTERVAL = 60.0
 IDLE_CLAIM_FLOOR = 0.01  # never spin when a due job cannot be claimed
+HEARTBEAT_FILE_INTERVAL = 1.0  # touches of the heartbeat file (the supervisor's watchdog)
 
 
 class Worker:
@@ -59,9 +64,12 @@ class Worker:
         app_spec: str | None = None,
         log_args: list[str] | None = None,
         queues: Sequence[str] | None = None,
+        heartbeat_file: str | Path | None = None,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         """``queues``: claim only jobs of these queues (None: every queue).
+
+        ``heartbeat_file``: touched by the loop about once a second, for a watchdog.
 
         ``monotonic``: the clock of timeouts, heartbeats, rescue and the grace deadline
         (injectable so tests drive time instead of sleeping).
@@ -96,6 +104,8 @@ class Worker:
         self._runner_seq = 0
         self._error_backoff = 0.0
         self._next_heartbeat = 0.0
+        self.heartbeat_file = Path(heartbeat_file) if heartbeat_file is not None else None
+        self._next_beat = 0.0
         # A global limit had no room at the last claim: due jobs of it wait, so the next
         # due time says nothing; claim again when a rate slot frees or a poll passes (a
         # job ending here, or any commit on SQLite, wakes the loop sooner).
@@ -116,6 +126,7 @@ class Worker:
         hands back the ones that have not started.
         """
         engine = self.engine
+        self._beat()
         self.engine.telemetry.info(
             "worker.started",
             worker=engine.worker_id,
@@ -494,8 +505,29 @@ class Worker:
             monotonic=self._monotonic,
         )
 
+    def _beat(self) -> None:
+        """Touch the heartbeat file, at most once a ``HEARTBEAT_FILE_INTERVAL``.
+
+        Called before every duty and while backing off: only a loop that no longer comes
+        round (frozen by the GIL, or stuck in one call) stops it. Real time, not the
+        injectable clock: the watchdog watching it is another process.
+        """
+        if self.heartbeat_file is None or time.monotonic() < self._next_beat:
+            return
+        self._next_beat = time.monotonic() + HEARTBEAT_FILE_INTERVAL
+        with contextlib.suppress(OSError):  # a missing beat is the watchdog's to judge
+            self.heartbeat_file.touch()
+
+    def _back_off(self) -> None:
+        """Wait the error backoff (cut short by stop()), beating meanwhile."""
+        deadline = time.monotonic() + self._error_backoff
+        while (left := deadline - time.monotonic()) > 0 and not self.stop_event.is_set():
+            self._beat()
+            self.stop_event.wait(min(left, HEARTBEAT_FILE_INTERVAL))
+
     def _guarded(self, duty: Callable[[], Any]) -> Any:
         """Run a duty; on an error log it, back off, and report failure (never raise)."""
+        self._beat()
         try:
             result = duty()
         except DatabaseError as error:  # the database, or the pool waiting for it
@@ -506,7 +538,7 @@ class Worker:
                 error=str(getattr(error, "orig", None) or error),
                 retry_in=self._error_backoff,
             )
-            self.stop_event.wait(self._error_backoff)
+            self._back_off()
             return False
         except Exception as error:  # a bug or a broken chart: keep the other duties alive
             self._error_backoff = min(max(self._error_backoff * 2, 0.1), MAX_ERROR_BACKOFF)
@@ -515,7 +547,7 @@ class Worker:
                 duty=getattr(duty, "__name__", "?").lstrip("_"),
                 error=repr(error),
             )
-            self.stop_event.wait(self._error_backoff)
+            self._back_off()
             return False
         self._error_backoff = 0.0
         return True if result is None else result
@@ -524,6 +556,8 @@ class Worker:
         """How long the coordinator may sleep before it has something to do."""
         now = self._monotonic()
         deadlines = [self._next_heartbeat - now, next_rescue - now, self.poll_interval]
+        if self.heartbeat_file is not None:
+            deadlines.append(HEARTBEAT_FILE_INTERVAL)
         with self._lock:
             running = [s.current for s in self._runners if s.current is not None]
         for item in running:
