@@ -22,6 +22,7 @@ from engine import operators
 from engine.clock import Clock, DatabaseClock, SystemClock
 from engine.errors import DatabaseBound, RegistrationError
 from engine.events import Telemetry
+from engine.kinds import KindChange, own_kinds
 from engine.limits import Limit, Rate, Scope, make_limit
 from engine.moves import Moves
 from engine.outcomes import Claimed, Outcome
@@ -207,6 +208,22 @@ class Engine:
             ]
         )
         self._recorded = registered
+
+    def own_kinds(self, *, record: bool = True) -> list[KindChange]:
+        """Record each registered kind's app and payload schema; refuse (KindConflict) one
+        recorded otherwise with jobs in flight its new model would not take (engine.kinds).
+        Workers call it at start."""
+        changes = own_kinds(self.registry, self.store, self.now(), record=record)
+        for change in changes:
+            self.telemetry.warning(
+                "kind.schema_changed",
+                kind=change.kind,
+                before=change.before.schema_hash,
+                after=change.after.schema_hash,
+                app=change.after.app,
+                why=change.why,
+            )
+        return changes
 
     def sweep_strays(self, now: datetime | None = None, *, apply: bool = True) -> Sweep:
         """Judge the jobs a claim would not take as they are (a state a deploy removed, a

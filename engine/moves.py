@@ -181,6 +181,8 @@ class Moves:
             failure=failure,
         )
         columns.values["chart_version"] = spec.version
+        if migration.keep_due and not dest.is_final:
+            columns.values.update(due_at=row.due_at or now, deadline=row.deadline)
         detail: dict[str, Any] = {"chart_version": [row.chart_version, spec.version]}
         if migration.note:
             detail["note"] = migration.note

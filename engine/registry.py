@@ -68,6 +68,7 @@ class KindOptions(TypedDict, total=False):
     idempotency_ttl: float | timedelta  # how long a key outlives its final job (7 days)
     concurrency: int | None  # at most this many of its jobs running, across all workers
     rate: Rate | None  # at most Rate.starts handler starts per Rate.per, across all workers
+    schema_change: str | None  # why a payload model change may quarantine jobs in flight
 
 
 class JobOptions(KindOptions, total=False):
@@ -145,6 +146,7 @@ class JobSpec:
     version: str = ""  # the chart's structural version (statecharts.versions)
     max_payload_bytes: int | None = None  # the JSON of a payload may not be larger
     max_result_bytes: int | None = None  # nor that of a result (the handler's, a step's)
+    schema_change: str | None = None  # a declared payload change (engine.kinds)
 
     def key_for(self, payload: BaseModel) -> str | None:
         """The dedupe key of ``payload``, or None for an Invariant job."""
@@ -325,6 +327,7 @@ class Registry:
             version=version_of(chart),
             max_payload_bytes=self.max_payload_bytes,
             max_result_bytes=self.max_result_bytes,
+            schema_change=options.get("schema_change"),
         )
         self._specs[name] = spec
         self.limits.set(Scope("kind", name), limit)

@@ -175,11 +175,17 @@ class Migration:
     """Where the jobs left in a state an older version of the chart had, and this one has
     not, go when a worker of this version meets them: ``old`` -> ``new`` (a rename, a
     merge, or a removed state mapped to another; ``quarantined`` holds them for an
-    operator). ``note`` says why, for the history and the diagrams."""
+    operator). ``note`` says why, for the history and the diagrams.
+
+    A migrated job enters ``new`` afresh: its timers start again and it gets the new
+    state's attempts. ``keep_due`` keeps its due time and deadline instead (a renamed
+    wait or polling state: a job that waited 59 of 60 minutes does not wait 60 more).
+    """
 
     old: str
     new: str
     note: str = ""
+    keep_due: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "old", str(self.old))

@@ -37,6 +37,7 @@ class Overlay:
     oldest: Mapping[str, timedelta] = field(default_factory=dict)
     taken: Mapping[tuple[str, str, str], int] = field(default_factory=dict)  # (trigger, src, dst)
     window: timedelta = timedelta(hours=1)
+    caption: str | None = None  # what the figures are, when not a live window (one job)
 
     def state_note(self, state: State) -> str:
         count = self.jobs.get(state.name, 0)
@@ -120,7 +121,9 @@ def to_dot(chart: Chart, overlay: Overlay | None = None) -> str:
     """Graphviz DOT source (needs no binary); ``overlay`` adds live figures."""
     graph = graphviz.Digraph(chart.name, comment=chart.description or None)
     title = chart.name
-    if overlay is not None:
+    if overlay is not None and overlay.caption:
+        title += f" ({overlay.caption})"
+    elif overlay is not None:
         title += f" (live: transitions in the last {_span(overlay.window.total_seconds())})"
     graph.attr(rankdir="LR", fontname="Helvetica", label=title, labelloc="t")
     graph.attr("node", fontname="Helvetica")

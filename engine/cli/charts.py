@@ -46,6 +46,13 @@ from statecharts import Chart
 )
 @db_option
 @click.option("--window", default="1h", show_default=True, help="--live: count transitions since.")
+@click.option(
+    "--job",
+    "job_id",
+    type=int,
+    default=None,
+    help="Draw the chart version job ID last moved under (recorded in --db), with its path.",
+)
 def render(
     name: str | None,
     app: str | None,
@@ -54,6 +61,7 @@ def render(
     live: bool,
     db: str | None,
     window: str,
+    job_id: int | None,
 ) -> None:
     """Draw a chart (by job kind or chart name; default: every chart of the app)."""
     from statecharts import lifecycle
@@ -61,6 +69,15 @@ def render(
     from statecharts.render import render as draw
 
     engine = load_app(app) if app else None
+    if job_id is not None:
+        if live or name:
+            raise click.UsageError("--job draws one job's own chart: no NAME, no --live")
+        chart, overlay = _job_chart(open_engine(app, db, existing=True), job_id)
+        try:
+            _write(draw(chart, fmt, overlay), fmt, out)
+        except RenderError as error:
+            raise click.ClickException(str(error)) from error
+        return
     charts = _charts(engine, name) if (app or name) else [lifecycle()]
     if not charts:
         raise click.ClickException("the app registers no job kinds")
@@ -81,7 +98,38 @@ def render(
         parts = [draw(chart, fmt, overlay) for chart, overlay in zip(charts, overlays, strict=True)]
     except RenderError as error:
         raise click.ClickException(str(error)) from error
-    data = b"\n".join(parts)
+    _write(b"\n".join(parts), fmt, out)
+
+
+def _job_chart(reader: Engine, job_id: int) -> tuple[Chart, Any]:
+    """The recorded chart version job ``job_id`` last moved under, and its path on it."""
+    from collections import Counter
+
+    from statecharts.render import Overlay
+    from statecharts.versions import chart_from_markup
+
+    try:
+        row = reader.store.job_get(job_id)
+        if row is None:
+            raise click.ClickException(f"no job with id {job_id}")
+        recorded = reader.store.chart_versions_of(row.chart).get(row.chart_version or "")
+        if recorded is None:
+            raise click.ClickException(
+                f"job {job_id}'s chart version ({row.chart_version or 'unrecorded'}) is not "
+                "recorded in this database (it ran before versions were kept)"
+            )
+        events = reader.store.job_events(job_id)
+    finally:
+        reader.close()
+    taken = Counter((e.trigger, e.from_state, e.to_state) for e in events if e.from_state)
+    caption = f"job {job_id}, version {recorded.version}" + (
+        f" {recorded.label}" if recorded.label else ""
+    )
+    overlay = Overlay(jobs={row.state: 1}, taken=dict(taken), caption=caption)
+    return chart_from_markup(recorded.markup, recorded.label or ""), overlay
+
+
+def _write(data: bytes, fmt: str, out: str | None) -> None:
     if out:
         Path(out).write_bytes(data)
         click.echo(f"wrote {out}", err=True)
@@ -275,7 +323,8 @@ def check(app: str | None, db: str | None) -> None:
         if breaking:
             stranded = sum(f.jobs for f in breaking)
             raise click.ClickException(
-                f"{len(breaking)} breaking change(s): {stranded} job(s) in flight would be stranded"
+                f"{len(breaking)} breaking change(s) for the jobs in flight (above)"
+                + (f": {stranded} job(s) would be stranded" if stranded else "")
             )
     if failed:
         raise click.ClickException(f"{failed} check(s) failed")

@@ -10,16 +10,32 @@ import click
 from engine.cli.common import app_option, cli, db_option, open_engine, table
 from engine.deploys import Finding, check_deploy
 from engine.engine import Engine
+from engine.kinds import KindConflict
 from engine.services.strays import Sweep
+from engine.store import redact
 
 MARKS = {"breaking": "BREAKING", "migrates": "migrates", "changed": "changed", "note": "note"}
 
 
 def deploy_findings(engine: Engine) -> list[Finding]:
     """Print what the app's charts do to the jobs in flight; return the findings."""
-    engine.record_versions()
-    findings = check_deploy(engine.registry, engine.store)
-    click.echo(f"jobs in flight on {engine.url}:")
+    findings = check_deploy(engine.registry, engine.store)  # (writes nothing)
+    try:
+        for change in engine.own_kinds(record=False):
+            findings.append(
+                Finding(
+                    "note",
+                    change.kind,
+                    "-",
+                    0,
+                    f"payload schema of {change.kind!r} "
+                    f"changes {change.before.schema_hash} -> {change.after.schema_hash}: "
+                    f"{change.why}",
+                )
+            )
+    except KindConflict as error:
+        findings.append(Finding("breaking", "kinds", "-", 0, str(error)))
+    click.echo(f"jobs in flight on {redact(engine.url)}:")
     if not findings:
         click.echo("  ok      no job in flight is affected by these chart versions")
     for finding in findings:

@@ -1,6 +1,7 @@
 """The tables: jobs (one row per job), job_events (append-only history), job_steps (ledger),
 idempotency_keys (dedupe that outlives job rows), schedules (cron and poller slots),
-chart_versions (every chart version seen) and rate_slots (the starts a rate limit allowed
+chart_versions (every chart version seen), job_kinds (each kind's app and payload schema)
+and rate_slots (the starts a rate limit allowed
 lately).
 Alembic migrations (engine/store/migrations) create and change them;
 ``jobcharts_alembic_version`` records the revision (never the app's ``alembic_version``).
@@ -229,6 +230,18 @@ chart_versions = Table(
     Column("label", String(200), nullable=True),
     Column("markup", JSONDocument, nullable=False),
     Column("first_seen_at", UTCDateTime, nullable=False),
+)
+
+# Each job kind as last registered by a worker: its app and its payload's JSON Schema, so a
+# second app registering the same kind with another payload is caught, not obeyed.
+job_kinds = Table(
+    "job_kinds",
+    metadata,
+    Column("kind", String(200), primary_key=True),
+    Column("app", String(300), nullable=False),
+    Column("schema_hash", String(16), nullable=False),
+    Column("payload_schema", JSONDocument, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
 )
 
 # A rate limit of N starts per period owns slots 0..N-1 of its scope ("kind:send"): a start

@@ -5,7 +5,7 @@ and state (what a deploy is checked against)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 
 from engine.store.database import Database
 from engine.store.keys import dialect_insert
-from engine.store.schema import chart_versions, jobs
+from engine.store.schema import chart_versions, job_kinds, jobs
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +38,17 @@ class InFlight:
     jobs: int
     attempts: int  # the most attempts any of them has made in that state
     budget: int  # the largest attempt budget any of them holds (set when it entered)
+
+
+@dataclass(frozen=True, slots=True)
+class KindRecord:
+    """A job kind as a worker last registered it."""
+
+    kind: str
+    app: str
+    schema_hash: str
+    payload_schema: dict[str, Any]
+    updated_at: datetime
 
 
 class VersionQueries(Database):
@@ -96,3 +107,46 @@ class VersionQueries(Database):
                 InFlight(r[0], r[1], r[2], r[3], int(r[4]), int(r[5] or 0), int(r[6] or 0))
                 for r in conn.execute(stmt)
             ]
+
+    def kind_records(self, kinds: Sequence[str]) -> dict[str, KindRecord]:
+        """The recorded app and payload schema of each of ``kinds`` that has one."""
+        if not kinds:
+            return {}
+        stmt = select(job_kinds).where(job_kinds.c.kind.in_(list(kinds)))
+        with self.read() as conn:
+            return {row.kind: KindRecord(**row._mapping) for row in conn.execute(stmt)}
+
+    def kind_record(self, records: Sequence[KindRecord]) -> None:
+        """Record (or replace) the app and payload schema of each kind."""
+        if not records:
+            return
+        insert = dialect_insert(self.dialect, job_kinds)
+        stmt = insert.on_conflict_do_update(
+            index_elements=["kind"],
+            set_={
+                "app": insert.excluded.app,
+                "schema_hash": insert.excluded.schema_hash,
+                "payload_schema": insert.excluded.payload_schema,
+                "updated_at": insert.excluded.updated_at,
+            },
+        )
+        with self.write() as conn:
+            conn.execute(stmt, [asdict(r) for r in records])
+
+    def job_payloads_unfinished(self, kind: str, limit: int) -> tuple[int, list[Any]]:
+        """How many jobs of ``kind`` are unfinished, and up to ``limit`` of their payloads."""
+        with self.read() as conn:
+            count = conn.execute(
+                select(func.count()).where(jobs.c.kind == kind, jobs.c.finished_at.is_(None))
+            ).scalar_one()
+            payloads = (
+                conn.execute(
+                    select(jobs.c.payload)
+                    .where(jobs.c.kind == kind, jobs.c.finished_at.is_(None))
+                    .order_by(jobs.c.id)
+                    .limit(limit)
+                )
+                .scalars()
+                .all()
+            )
+        return int(count), list(payloads)

@@ -32,6 +32,7 @@ import structlog
 
 from engine.commit import unstorable
 from engine.engine import Engine
+from engine.kinds import KindConflict
 from engine.outcomes import ErrorClass, Failure, Outcome
 from engine.report import TickReport
 from engine.store import redact, sqlite_path
@@ -105,6 +106,8 @@ class Worker:
         self._error_backoff = 0.0
         self._next_heartbeat = 0.0
         self.heartbeat_file = Path(heartbeat_file) if heartbeat_file is not None else None
+        self._kinds_owned = False  # this app's kinds recorded (engine.kinds)
+        self._refused: KindConflict | None = None  # a kind another app owns: stop
         self._next_beat = 0.0
         # A global limit had no room at the last claim: due jobs of it wait, so the next
         # due time says nothing; claim again when a rate slot frees or a poll passes (a
@@ -127,6 +130,7 @@ class Worker:
         """
         engine = self.engine
         self._beat()
+        self._own_kinds(at_start=True)  # a kind another app owns: refuse to start
         self.engine.telemetry.info(
             "worker.started",
             worker=engine.worker_id,
@@ -181,7 +185,33 @@ class Worker:
             self.engine.telemetry.info(
                 "worker.stopped", worker=engine.worker_id, **vars(self.totals)
             )
+        if self._refused is not None:
+            raise self._refused
         return self.totals
+
+    def _own_kinds(self, *, at_start: bool = False) -> None:
+        """Record this app's kinds and chart versions (engine.kinds): a kind recorded
+        otherwise, with jobs in flight the new payload model would not take, stops the
+        worker. With the database away at start, it is done at the next report instead."""
+        if self._kinds_owned:
+            return
+        try:
+            self.engine.own_kinds()
+            self.engine.record_versions()
+        except KindConflict as error:
+            if at_start:
+                raise
+            self._refused = error
+            self.stop()
+            return
+        except DatabaseError as error:
+            if not at_start:
+                raise
+            self.engine.telemetry.warning(
+                "worker.kinds_unchecked", error=str(getattr(error, "orig", None) or error)
+            )
+            return
+        self._kinds_owned = True
 
     def _maintain(self) -> None:
         """The duties that keep running attempts safe: commit, timeouts, runners, heartbeat."""
@@ -406,6 +436,7 @@ class Worker:
     def _report_unhandled(self) -> None:
         """Due jobs of kinds this worker has no handler for are left alone, and reported;
         strays are swept (engine.strays): migrated, set aside, or reported stranded."""
+        self._own_kinds()
         self.engine.sweep_strays()
         waiting = self.engine.store.job_waiting_by_kind(self.engine.now())
         unhandled = {k: n for k, n in waiting.items() if k not in self.engine.registry.kinds}

@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from engine import Engine, FrozenClock, Permanent, RetryPolicy
-from statecharts import Chart, Wait, Work, flow
+from statecharts import Chart, Migration, Wait, Work, flow
 
 EFFECTS: list[tuple[int, str, str]] = []
 MIGRATIONS = {"hold": "cool_off", "pack_and_ship": "pack", "audit": "charge"}
@@ -38,7 +38,7 @@ def chart_v1() -> Chart:
     )
 
 
-def chart_v2(migrations: dict[str, str] | None = None) -> Chart:
+def chart_v2(migrations: dict[str, str] | list[Migration] | None = None) -> Chart:
     return flow(
         "order",
         Work("validate", on={"ok": "charge"}),
@@ -64,9 +64,13 @@ def _handler(state: str, outcome: str, version: str) -> Any:
 
 
 def build(
-    version: str, url: str, clock: FrozenClock | None = None, migrations: bool = True
+    version: str,
+    url: str,
+    clock: FrozenClock | None = None,
+    migrations: bool | list[Migration] = True,
 ) -> Engine:
-    """An engine of app ``version`` ("v1" or "v2") on ``url``."""
+    """An engine of app ``version`` ("v1" or "v2") on ``url``; v2 with ``MIGRATIONS``,
+    none (False), or the migrations given."""
     engine = Engine(url, clock=clock, seed=3, lease_seconds=30)
     if version == "v1":
         chart = chart_v1()
@@ -77,7 +81,8 @@ def build(
             "pack_and_ship": "shipped",
         }
     else:
-        chart = chart_v2(MIGRATIONS if migrations else None)
+        declared = MIGRATIONS if migrations is True else migrations or None
+        chart = chart_v2(declared)
         steps = {"validate": "ok", "charge": "charged", "pack": "packed", "ship": "shipped"}
     engine.flow(
         "order",

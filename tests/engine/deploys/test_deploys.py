@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
+from datetime import timedelta
 
 import pytest
 
@@ -183,3 +184,25 @@ def test_a_migration_must_land_where_jobs_wait() -> None:
     chart = replace(lifecycle(), migrations=(Migration("old", "retry_wait"),))
     engine.job(kind="y", chart=chart, idempotency=Invariant("test"))(lambda ctx, p: None)
     assert "old" in engine.registry.get("y").claim_states
+
+
+@pytest.mark.parametrize("keep_due", [False, True])
+def test_a_migrated_wait_restarts_its_timer_unless_it_keeps_its_due_time(
+    db_url: str, clock: FrozenClock, keep_due: bool, effects: list[tuple[int, str, str]]
+) -> None:
+    from statecharts import Migration
+
+    v1 = build("v1", db_url, clock)
+    job = v1.enqueue("order", {"n": 1})
+    v1.run_until_idle()
+    due = v1.get(job).due_at
+    assert v1.get(job).state == "hold" and due is not None
+    v1.close()
+    clock.advance(50)  # 50 of its 60 s waited
+    v2 = build("v2", db_url, clock, migrations=[Migration("hold", "cool_off", keep_due=keep_due)])
+    v2.sweep_strays()
+    view = v2.get(job)
+    assert view.state == "cool_off"
+    expected = due if keep_due else clock.now() + timedelta(seconds=60)
+    assert view.due_at == expected
+    v2.close()

@@ -197,3 +197,21 @@ def test_a_deploy_without_migrations_from_the_command_line(db_url: str) -> None:
     engine = build("v2", db_url)
     assert engine.get(job_id).state == "charge"
     engine.close()
+
+
+def test_render_draws_a_job_on_its_own_chart_version(db_url: str) -> None:
+    """A job stranded by a deploy is drawn on the version it ran under (recorded in the
+    database), with its path: the new app's chart has no 'audit' to draw it in."""
+    v1 = build("v1", db_url)
+    job_id = v1.enqueue("order", {"n": 1, "stop_at": "audit"})
+    v1.run_until_idle()
+    v1.close()
+    app = f"{APP}:v2_without_migrations"
+    drawn = jobcharts("render", "--job", str(job_id), "--app", app, "--db", db_url)
+    assert drawn.returncode == 0, drawn.stderr
+    dot = drawn.stdout
+    assert f"job {job_id}, version {version_of(chart_v1())} v1" in dot
+    assert "audit" in dot and "pack_and_ship" in dot and "cool_off" not in dot
+    assert "(1 job)" in dot  # where it is now
+    missing = jobcharts("render", "--job", "999", "--app", app, "--db", db_url)
+    assert missing.returncode == 1 and "no job with id 999" in missing.stderr

@@ -1,5 +1,6 @@
 """Chart versions: each job records the version of its chart it last moved under, and the
-database keeps the structure of every version it has seen.
+database keeps the structure of every version it has seen; job kinds: each kind's app and
+payload schema.
 
 Revision ID: 0004_chart_versions
 Revises: 0003_rate_slots
@@ -31,9 +32,19 @@ def upgrade() -> None:
         sa.Column("first_seen_at", engine.store.schema.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("chart", "version"),
     )
+    op.create_table(
+        "job_kinds",
+        sa.Column("kind", sa.String(length=200), nullable=False),
+        sa.Column("app", sa.String(length=300), nullable=False),
+        sa.Column("schema_hash", sa.String(length=16), nullable=False),
+        sa.Column("payload_schema", engine.store.schema.JSONDocument(), nullable=False),
+        sa.Column("updated_at", engine.store.schema.UTCDateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("kind"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("job_kinds")
     op.drop_table("chart_versions")
     with op.batch_alter_table("jobs") as batch:
         batch.drop_column("chart_version")
