@@ -2,10 +2,11 @@
 jobs the database holds, before (``jobcharts check --db``) or while a deploy rolls out.
 
 Breaking: jobs sit in a state the new version removed and declares no migration for
-(they would be stranded). Reported, not breaking: migrations that will move jobs, triggers
-an old version had from a state where jobs now wait, retry budgets lowered below what
-in-flight jobs hold (each keeps the budget it entered its state with), and states of
-recorded versions left without a destination while no job is in them.
+(they would be stranded), or in a state whose kind changed (work became a wait, say).
+Reported, not breaking: migrations that will move jobs, triggers an old version had from a
+state where jobs now wait, retry budgets lowered below what in-flight jobs hold (each
+keeps the budget it entered its state with), and states of recorded versions left without
+a destination while no job is in them.
 """
 
 from __future__ import annotations
@@ -84,7 +85,23 @@ def _in_flight(
             continue
         old = recorded.get(group.chart_version or "")
         if old is not None and group.chart_version != version:
-            lost = _exits(chart_from_markup(old.markup), group.state) - _exits(chart, group.state)
+            before = chart_from_markup(old.markup)
+            was_kind, now_kind = _nature(before, group.state), _nature(chart, group.state)
+            if was_kind != now_kind:
+                found.append(
+                    Finding(
+                        "breaking",
+                        chart.name,
+                        group.state,
+                        group.jobs,
+                        f"{where}: {group.state!r} was a {was_kind} state and is a {now_kind} "
+                        f"state in version {version}: those jobs would be handled as the new "
+                        "kind (a step's work skipped, or a timer run as work). Give the new "
+                        "state another name and declare a Migration from the old one",
+                    )
+                )
+                continue
+            lost = _exits(before, group.state) - _exits(chart, group.state)
             if lost:
                 found.append(
                     Finding(
@@ -140,6 +157,14 @@ def _orphaned(
                 )
             )
     return found
+
+
+def _nature(chart: Chart, state: str) -> str:
+    """What a state does with a job in it: work, poll, wait, or end it."""
+    declared = chart.state(state)
+    if declared.polls:
+        return "polling"
+    return str(declared.kind.value)
 
 
 def _exits(chart: Chart, state: str) -> set[str]:

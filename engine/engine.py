@@ -22,7 +22,7 @@ from engine import operators
 from engine.clock import Clock, DatabaseClock, SystemClock
 from engine.errors import DatabaseBound, RegistrationError
 from engine.events import Telemetry
-from engine.kinds import KindChange, own_kinds
+from engine.kinds import KindChange, check_enqueue, own_kinds
 from engine.limits import Limit, Rate, Scope, make_limit
 from engine.moves import Moves
 from engine.outcomes import Claimed, Outcome
@@ -122,6 +122,7 @@ class Engine:
         self._store: Store | None = None
         self._db_clock: DatabaseClock | None = None  # the server's time, read every few s
         self._recorded = 0  # registered kinds whose chart versions this store has
+        self._enqueued_kinds: set[str] = set()  # kinds checked against their recorded owner
         # False: the database must already hold jobcharts' tables (read-only commands
         # never create them in a database the URL names by mistake).
         self.create_schema = True
@@ -193,6 +194,7 @@ class Engine:
             self._store = None
         self._db_clock = None
         self._recorded = 0
+        self._enqueued_kinds.clear()
 
     def record_versions(self) -> None:
         """Record the version of every registered chart in the database, once each (so
@@ -431,6 +433,9 @@ class Engine:
         transaction) the jobs are written in that transaction: they exist if and only if
         the caller commits.
         """
+        if kind not in self._enqueued_kinds:  # once per kind: another app's kind is refused
+            check_enqueue(self.registry.get(kind), self.store)
+            self._enqueued_kinds.add(kind)
         if connection is None:  # (inside the caller's transaction a second writer would wait)
             self.record_versions()
         return enqueuing.enqueue_many(

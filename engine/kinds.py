@@ -85,6 +85,23 @@ def own_kinds(
     return changes
 
 
+def check_enqueue(spec: JobSpec, store: Store) -> None:
+    """Refuse to enqueue a kind that another app owns with another payload schema: its
+    workers would quarantine these jobs, or answer their keys with its own jobs' ids."""
+    recorded = store.kind_records([spec.kind]).get(spec.kind)
+    if recorded is None or recorded.app == app_of(spec):
+        return
+    schema, digest = payload_schema(spec)
+    if recorded.schema_hash == digest:
+        return
+    raise KindConflict(
+        f"job kind {spec.kind!r} belongs to another app ({recorded.app}) with payload schema "
+        f"{recorded.schema_hash} {_fields(recorded.payload_schema)}; {app_of(spec)} would "
+        f"enqueue schema {digest} {_fields(schema)}, which its workers do not take. Nothing "
+        "stored: give the kind another name"
+    )
+
+
 def _judge(
     spec: JobSpec, store: Store, before: KindRecord, mine: KindRecord
 ) -> tuple[str, str | None]:

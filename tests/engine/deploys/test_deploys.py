@@ -206,3 +206,33 @@ def test_a_migrated_wait_restarts_its_timer_unless_it_keeps_its_due_time(
     expected = due if keep_due else clock.now() + timedelta(seconds=60)
     assert view.due_at == expected
     v2.close()
+
+
+def test_a_state_that_changes_kind_under_its_jobs_is_breaking(
+    db_url: str, clock: FrozenClock, effects: list[tuple[int, str, str]]
+) -> None:
+    """v1's work state 'charge' becomes a wait state of the same name: its jobs would have
+    their charge skipped by the timer, so the deploy check refuses it."""
+    v1 = build("v1", db_url, clock)
+    job = v1.enqueue("order", {"n": 1, "stop_at": "charge"})
+    v1.run_until_idle()
+    assert v1.get(job).state == "charge"
+    v1.record_versions()
+    v1.close()
+    changed = Engine(db_url, clock=clock)
+    chart = deploy_app.flow(
+        "order",
+        deploy_app.Work("validate", on={"ok": "charge"}),
+        deploy_app.Wait("charge", delay=1, then="ship"),
+        deploy_app.Work("ship", on={"shipped": "succeeded"}),
+    )
+    handlers = {"validate": lambda ctx, o: "ok", "ship": lambda ctx, o: "shipped"}
+    changed.flow(
+        "order", chart, handlers, payload=deploy_app.Order, idempotency=lambda o: f"o:{o.n}"
+    )
+    breaking = [
+        f for f in check_deploy(changed.registry, changed.store) if f.severity == "breaking"
+    ]
+    assert [(f.state, f.jobs) for f in breaking] == [("charge", 1)]
+    assert "was a work state and is a wait state" in breaking[0].message
+    changed.close()

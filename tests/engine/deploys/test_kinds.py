@@ -93,3 +93,19 @@ def test_the_command_line_refuses_in_one_line(db_url: str) -> None:
     assert len(errors) == 1 and "is registered by another app" in errors[0], worker.stderr
     check = run("check", "--app", app_b, "--db", db_url)
     assert check.returncode == 1 and "BREAKING" in check.stdout, check.stdout + check.stderr
+
+
+def test_enqueueing_another_apps_kind_is_refused(db_url: str) -> None:
+    """App B's enqueue would be deduped against app A's jobs (same kind, same key space)
+    and run by A's workers with B's payload: refused, nothing stored."""
+    a = kinds_app_a.build(db_url)
+    a.own_kinds()
+    a.enqueue("notify", {"email": "ada@example.com"})
+    b = kinds_app_b.build(db_url)
+    with pytest.raises(KindConflict, match="belongs to another app"):
+        b.enqueue("notify", {"phone": "+331234"})
+    assert len(a.store.job_list()) == 1
+    a.enqueue("notify", {"email": "bob@example.com"})  # the owner itself goes on
+    assert len(a.store.job_list()) == 2
+    a.close()
+    b.close()
