@@ -300,7 +300,6 @@ class Registry:
             else:
                 _check_flow_runnable(compiled)
             _check_static(chart)
-            _check_migrations(chart)
         policy = retry or RetryPolicy()
         if handlers is None:
             steps = {
@@ -389,24 +388,6 @@ def _check_static(chart: Chart) -> None:
             + "; ".join(f"{f.check}: {f.message}" for f in failed)
             + ". Fix the chart, or waive a check with Waiver(check, reason)."
         )
-
-
-def _check_migrations(chart: Chart) -> None:
-    """A migrated job must land where the engine picks it up: a state it is started or
-    timed from (due at once, or at its timer), or a final state."""
-    waiting = {
-        s
-        for t in chart.transitions
-        if t.trigger == T.START or t.trigger in TIMER_TRIGGERS
-        for s in t.sources
-    }
-    for migration in chart.migrations:
-        if migration.new not in waiting and not chart.state(migration.new).is_final:
-            raise RegistrationError(
-                f"chart {chart.name!r}: migration {migration.old!r} -> {migration.new!r} "
-                f"lands where no job waits ({migration.new!r} is entered only by a claim); "
-                f"map it to a state jobs wait in: {sorted(waiting)} or a final state"
-            )
 
 
 def _check_runnable(compiled: CompiledChart) -> None:

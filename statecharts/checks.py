@@ -25,6 +25,7 @@ CHECKS = (
     "wait_exits",
     "not_shadowed",
     "deterministic",
+    "migrations",
 )
 
 _NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -81,6 +82,7 @@ def check_chart(chart: Chart) -> list[Finding]:
         "wait_exits": _wait_exits,
         "not_shadowed": _not_shadowed,
         "deterministic": _deterministic,
+        "migrations": _migrations,
     }
     waivers = {w.check: w for w in chart.waivers}
     for name in CHECKS:
@@ -288,3 +290,21 @@ def _deterministic(chart: Chart, samples: list[Facts]) -> list[str]:
                     )
                     break
     return sorted(problems)
+
+
+def _migrations(chart: Chart, _samples: list[Facts]) -> list[str]:
+    """A migrated job must land where jobs wait to be picked up: a state a claim starts
+    or a timer leaves (due at once, or at its timer), or a final state. (That its states
+    exist is checked when the chart is declared.)"""
+    waiting = {
+        s
+        for t in chart.transitions
+        if t.trigger in ("start", "deadline", "elapsed")
+        for s in t.sources
+    }
+    return [
+        f"migration {m.old!r} -> {m.new!r} lands where no job waits ({m.new!r} is entered "
+        f"only by a claim); map it to a state jobs wait in: {sorted(waiting)} or a final state"
+        for m in chart.migrations
+        if m.new not in waiting and not chart.state(m.new).is_final
+    ]

@@ -15,6 +15,7 @@ from statecharts import (
     ChartError,
     Effect,
     Guard,
+    Migration,
     State,
     StateKind,
     Transition,
@@ -93,6 +94,8 @@ BAD = {
         Transition("fail", ("busy",), "waiting", (ATTEMPTS_LEFT,)),
         Transition("fail", ("busy",), "failed", (ALWAYS,)),  # overlaps the first
     ),
+    # 'busy' is entered only by a claim: a job migrated there would hold no lease.
+    "migrations": chart(*GOOD, migrations=(Migration("gone", "busy"),)),
 }
 
 
