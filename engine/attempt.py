@@ -6,6 +6,7 @@ batch by the tick; running a handler never writes the job's state itself.
 
 from __future__ import annotations
 
+import inspect
 import threading
 import time
 import traceback
@@ -16,6 +17,7 @@ from typing import Any
 import structlog
 from pydantic import ValidationError
 
+from engine.aio import HandlerTimeout, run_coroutine
 from engine.context import JobContext, to_json_value
 from engine.errors import Cancelled, LeaseLost, Permanent, ResultTooLarge, StepResultError
 from engine.events import Telemetry
@@ -76,6 +78,8 @@ def run_attempt(
     )
     try:
         result = step.handler(ctx, payload)
+        if inspect.iscoroutine(result):  # an async handler: run on the process's loop
+            result = run_coroutine(result, step.timeout)
         if spec.is_flow:
             return _flow_outcome(step, result, done)
         stored = (
@@ -86,6 +90,10 @@ def run_attempt(
     except LeaseLost as error:
         telemetry.warning("attempt.fenced", reason=str(error), **ids)
         return done(T.FAIL, fenced=True, failure=Failure.of(error))
+    except HandlerTimeout as error:  # the task is cancelled: no late result can arrive
+        telemetry.warning("attempt.timed_out", timeout=step.timeout, **ids)
+        failure = Failure(ErrorClass.HANDLER_TIMEOUT, str(error))
+        return done(T.FAIL, failure=failure)
     except Cancelled as error:
         telemetry.info("attempt.cancelled", reason=str(error), **ids)
         return done(T.CANCEL)

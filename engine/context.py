@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -53,6 +55,10 @@ class JobContext:
     state: str = ""  # the state this handler runs in (a flow's step)
     max_result_bytes: int | None = None  # a step result's JSON may not be larger
 
+    async def acancelled(self) -> bool:
+        """``cancelled`` for async handlers (the read runs off the event loop)."""
+        return await asyncio.to_thread(self._store.job_cancel_requested, self.job_id)
+
     @property
     def cancelled(self) -> bool:
         """Whether an operator asked to cancel this job (one read of its row).
@@ -84,6 +90,35 @@ class JobContext:
             raise Cancelled(f"job {self.job_id} was cancelled before step {name!r}")
         value = to_json_value(fn(), f"the result of step {name!r}", self.max_result_bytes)
         recorded = self._store.step_record(
+            job_id=self.job_id,
+            lease_token=self.lease_token,
+            name=name,
+            result=value,
+            attempt=self.attempt,
+            at=self._now(),
+        )
+        if not recorded:
+            raise LeaseLost(
+                f"job {self.job_id} step {name!r}: this attempt lost its lease; the step's "
+                "result is not recorded"
+            )
+        self._steps[name] = value
+        return value  # type: ignore[no-any-return]
+
+    async def astep(self, name: str, fn: Callable[[], Awaitable[R] | R]) -> R:
+        """``step`` for async handlers: ``await ctx.astep("charge", lambda: api.charge())``
+        awaits ``fn()`` at most once per job once its result is recorded (the database
+        calls run off the event loop, so other handlers keep running meanwhile)."""
+        if name in self._steps:
+            self.log.debug("step.replayed", step=name)
+            return self._steps[name]  # type: ignore[no-any-return]
+        if await self.acancelled():
+            raise Cancelled(f"job {self.job_id} was cancelled before step {name!r}")
+        produced = fn()
+        result = await produced if inspect.isawaitable(produced) else produced
+        value = to_json_value(result, f"the result of step {name!r}", self.max_result_bytes)
+        recorded = await asyncio.to_thread(
+            self._store.step_record,
             job_id=self.job_id,
             lease_token=self.lease_token,
             name=name,

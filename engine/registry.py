@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import functools
+import inspect
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -285,8 +286,8 @@ class Registry:
         if ttl < timedelta(0):
             raise RegistrationError(f"job {name!r}: idempotency_ttl must be >= 0, got {key_ttl!r}")
         limit = make_limit(f"job {name!r}", options.get("concurrency"), options.get("rate"))
-        if handlers is None and not callable(handler):
-            raise RegistrationError(f"job {name!r}: the handler must be callable")
+        if handlers is None:
+            check_handler(f"job {name!r}", handler)
         chart = chart or lifecycle()
         compiled = self._compiled.get(chart.name)
         if compiled is None or compiled.chart != chart:
@@ -377,6 +378,20 @@ class Registry:
         return tuple(self._specs.values())
 
 
+def check_handler(what: str, fn: Any) -> None:
+    """A handler is a function (or callable) returning its outcome, or a coroutine
+    function (``async def``) awaited on the worker's event loop: not a generator, whose
+    body would never run."""
+    if not callable(fn):
+        raise RegistrationError(f"{what} must be callable, got {fn!r}")
+    targets = [fn, type(fn).__call__]  # a function, or an object with a generator __call__
+    if any(inspect.isgeneratorfunction(t) or inspect.isasyncgenfunction(t) for t in targets):
+        raise RegistrationError(
+            f"{what} is a generator function: its body would never run. A handler returns "
+            "its outcome (def) or is awaited (async def)"
+        )
+
+
 def _check_static(chart: Chart) -> None:
     """The static checks (statecharts.checks) run at registration; waivers need a reason."""
     from statecharts.checks import failures
@@ -452,8 +467,7 @@ def _flow_steps(
     for state in runs:
         given = handlers[state]
         bound = given if isinstance(given, StepHandler) else StepHandler(given)
-        if not callable(bound.fn):
-            raise RegistrationError(f"job {kind!r}: the handler of {state!r} is not callable")
+        check_handler(f"job {kind!r}: the handler of {state!r}", bound.fn)
         step_timeout = timeout if bound.timeout is None else float(bound.timeout)
         if not (step_timeout > 0):
             raise RegistrationError(f"job {kind!r}: the timeout of {state!r} must be > 0")
