@@ -19,6 +19,7 @@ from engine import claim as claiming
 from engine import commit as committing
 from engine import enqueue as enqueuing
 from engine import operators
+from engine.aclient import AsyncClient
 from engine.clock import Clock, DatabaseClock, SystemClock
 from engine.errors import DatabaseBound, RegistrationError
 from engine.events import Telemetry
@@ -119,6 +120,7 @@ class Engine:
         self._rescuer = Rescuer(self, RescueConfig())
         self._scheduler = Scheduler(self, self.schedules)
         self._strays = StraySweeper(self)
+        self._async = AsyncClient(self)
         self._store: Store | None = None
         self._db_clock: DatabaseClock | None = None  # the server's time, read every few s
         self._recorded = 0  # registered kinds whose chart versions this store has
@@ -449,6 +451,62 @@ class Engine:
             correlation_id=correlation_id,
             connection=connection,
         )
+
+    def ready_to_enqueue(self, kind: str) -> bool:
+        """Whether ``kind``'s once-per-process checks are done (the async client does them
+        in a thread first, so its enqueue never waits on them inside the event loop)."""
+        return (
+            self._store is not None
+            and kind in self._enqueued_kinds
+            and self._recorded == len(self.registry)
+        )
+
+    def prepare_enqueue(self, kind: str) -> None:
+        """Open the store, record the chart versions, check ``kind``'s owner (once)."""
+        if kind not in self._enqueued_kinds:
+            check_enqueue(self.registry.get(kind), self.store)
+            self._enqueued_kinds.add(kind)
+        self.record_versions()
+
+    # -- the async client (engine.aclient) -------------------------------------------------
+
+    async def aenqueue(
+        self,
+        kind: str,
+        payload: BaseModel | dict[str, Any] | None = None,
+        *,
+        connection: Any = None,
+        **options: Any,
+    ) -> int:
+        """``enqueue`` for async apps: never blocks the event loop. ``connection``: the
+        app's SQLAlchemy ``AsyncConnection`` or ``AsyncSession`` (in its open transaction)
+        to write the job in; ``options`` as for ``enqueue`` (delay, run_at, priority, ...)."""
+        ids = await self._async.enqueue_many(kind, [payload], connection=connection, **options)
+        return ids[0]
+
+    async def aenqueue_many(
+        self,
+        kind: str,
+        payloads: Sequence[BaseModel | dict[str, Any] | None],
+        *,
+        connection: Any = None,
+        **options: Any,
+    ) -> list[int]:
+        """``enqueue_many`` for async apps (see ``aenqueue``)."""
+        return await self._async.enqueue_many(kind, payloads, connection=connection, **options)
+
+    async def aget(self, job_id: int) -> JobView:
+        return await self._async.get(job_id)
+
+    async def acancel(self, job_id: int) -> str:
+        return await self._async.cancel(job_id)
+
+    async def arequeue(self, job_id: int) -> None:
+        await self._async.requeue(job_id)
+
+    async def aclose(self) -> None:
+        """Close the async pool of the running event loop (then ``close`` the rest)."""
+        await self._async.close()
 
     # -- the tick (engine.tick) and its verbs ----------------------------------------------
 
