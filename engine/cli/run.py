@@ -210,7 +210,7 @@ def demo(db: str | None, verbose: bool) -> None:
     "--only",
     default=None,
     help="Scenarios, comma-separated, of: enqueue, drain, processes, latency, statements, "
-    "claim. Default: all of them.",
+    "claim, async. Default: all of them.",
 )
 @click.option("--jobs", "n_jobs", default=5_000, show_default=True, help="Jobs per run.")
 @click.option("--repeat", default=3, show_default=True, help="Runs; the median is reported.")

@@ -6,7 +6,9 @@ file, or a new schema of the given PostgreSQL database), each run checked for ex
 - ``processes``: the same with ``--processes K``, and its ratio to one process;
 - ``latency``: enqueue to handler start with an idle worker, p50 and p99;
 - ``statements``: statements and round trips per enqueue and per job run;
-- ``claim``: the time of one claim of 100 due jobs beside tables of growing size.
+- ``claim``: the time of one claim of 100 due jobs beside tables of growing size;
+- ``async``: ``await aenqueue()`` (one task, and ten at once) and ``aenqueue_many()``, and
+  a worker draining ``async def`` no-op handlers, beside the sync figures.
 
 Figures are medians over ``--repeat`` runs; a run that loses, repeats or leaves work fails
 the bench instead of being reported.
@@ -34,7 +36,7 @@ from engine.store.connect import redact
 
 __all__ = ["SCENARIOS", "BenchFailure", "claim_cost", "claim_cost_fresh", "run_scenarios"]
 
-SCENARIOS = ("enqueue", "drain", "processes", "latency", "statements", "claim")
+SCENARIOS = ("enqueue", "drain", "processes", "latency", "statements", "claim", "async")
 
 
 class Noop(BaseModel):
@@ -95,6 +97,20 @@ def run_scenarios(
     if "statements" in scenarios:
         counts = bench_statements.per_job(db, min(jobs, 500))
         echo(f"per job:                         {counts.text(min(jobs, 500))}")
+    if "async" in scenarios:
+        figures = _median_figures(lambda: _async_enqueue_once(db, min(jobs, 2000)), repeat)
+        echo(
+            f"await aenqueue(), one per job:   {figures['async single']:>9,.0f} jobs/s"
+            f"  (10 tasks at once: {figures['async single, 10 tasks']:,.0f})"
+        )
+        echo(f"await aenqueue_many(), 1,000:    {figures['async bulk']:>9,.0f} jobs/s")
+        rate = statistics.median(
+            bench_worker.drain(db, jobs, [], kind="anoop").rate for _ in range(repeat)
+        )
+        echo(
+            f"drain, async def handlers:       {rate:>9,.0f} jobs/s"
+            + (f"  (x{rate / one:.2f} of sync)" if one else "")
+        )
     if "claim" in scenarios:
         for rows in claim_rows:
             ms = claim_cost_fresh(rows, db)
@@ -104,6 +120,11 @@ def run_scenarios(
 def _enqueue_once(db: str | None, jobs: int) -> dict[str, float]:
     with scratch_database(db) as url:
         return bench_enqueue.measure(url, jobs, runs=1)
+
+
+def _async_enqueue_once(db: str | None, jobs: int) -> dict[str, float]:
+    with scratch_database(db) as url:
+        return bench_enqueue.measure_async(url, jobs)
 
 
 def _median_figures(run: Callable[[], dict[str, float]], repeat: int) -> dict[str, float]:

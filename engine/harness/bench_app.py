@@ -1,6 +1,7 @@
-"""The app ``jobcharts bench`` runs workers with: one no-op kind whose handler appends
-``<job id> <start time>`` to the file named by ``$JOBCHARTS_BENCH_LOG``, so every run can
-check, outside the database, that each job's handler ran exactly once.
+"""The app ``jobcharts bench`` runs workers with: a no-op kind (``noop``, and ``anoop``
+its ``async def`` twin) whose handler appends ``<job id> <start time>`` to the file named by
+``$JOBCHARTS_BENCH_LOG``, so every run can check, outside the database, that each job's
+handler ran exactly once.
 """
 
 from __future__ import annotations
@@ -33,4 +34,9 @@ def _fd() -> int:
 @engine.job(payload=Noop, idempotency=Invariant("a no-op that only logs its start"), kind="noop")
 def noop(ctx: JobContext, p: Noop) -> None:
     # One write of one short line on an O_APPEND descriptor: lines never interleave.
+    os.write(_fd(), f"{ctx.job_id} {time.time()!r}\n".encode())
+
+
+@engine.job(payload=Noop, idempotency=Invariant("a no-op that only logs its start"), kind="anoop")
+async def anoop(ctx: JobContext, p: Noop) -> None:
     os.write(_fd(), f"{ctx.job_id} {time.time()!r}\n".encode())

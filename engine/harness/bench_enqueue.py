@@ -54,6 +54,48 @@ def measure(url: str, jobs: int = 2000, runs: int = 3) -> dict[str, float]:
     return figures
 
 
+def measure_async(url: str, jobs: int = 2000, tasks: int = 10) -> dict[str, float]:
+    """Jobs per second of ``await aenqueue()`` one after another, from ``tasks`` tasks at
+    once (a web app's concurrent requests), and ``await aenqueue_many()`` of 1,000; each
+    run checked (one job per call)."""
+    import asyncio
+
+    engine = Engine(url)
+    engine.job(payload=Numbered, idempotency=Invariant("a no-op"), kind="plain")(lambda c, p: None)
+
+    async def run() -> dict[str, float]:
+        figures: dict[str, float] = {}
+        await engine.aenqueue("plain", {"n": -1})  # the pool and the once-per-kind checks
+        payloads = [{"n": n} for n in range(jobs)]
+        started = time.perf_counter()
+        ids = [await engine.aenqueue("plain", p) for p in payloads]
+        figures["async single"] = jobs / (time.perf_counter() - started)
+        started = time.perf_counter()
+        share = jobs // tasks
+
+        async def one_task(t: int) -> list[int]:
+            return [
+                await engine.aenqueue("plain", p) for p in payloads[t * share : (t + 1) * share]
+            ]
+
+        parts = await asyncio.gather(*(one_task(t) for t in range(tasks)))
+        figures[f"async single, {tasks} tasks"] = share * tasks / (time.perf_counter() - started)
+        ids += [i for part in parts for i in part]
+        started = time.perf_counter()
+        for first in range(0, jobs, 1000):
+            ids += await engine.aenqueue_many("plain", payloads[first : first + 1000])
+        figures["async bulk"] = jobs / (time.perf_counter() - started)
+        await engine.aclose()
+        if len(set(ids)) != len(ids):
+            raise SystemExit(f"async enqueue: {len(set(ids))} jobs for {len(ids)} calls")
+        return figures
+
+    try:
+        return asyncio.run(run())
+    finally:
+        engine.close()
+
+
 def main() -> None:
     url = sys.argv[1]
     jobs = int(sys.argv[2]) if len(sys.argv) > 2 else 2000

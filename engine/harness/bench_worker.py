@@ -89,13 +89,14 @@ def check_database(engine: Engine, jobs: int) -> list[str]:
 
 
 def bench_engine(url: str, handler: Callable[..., None] | None = None) -> Engine:
-    """An engine on ``url`` with the bench app's kind (to enqueue and audit), run by
+    """An engine on ``url`` with the bench app's kinds (to enqueue and audit), run by
     ``handler`` instead of the app's when given."""
     engine = Engine(url)
-    spec = bench_app.engine.registry.get("noop")
-    engine.job(payload=bench_app.Noop, idempotency=spec.idempotency, kind="noop")(
-        handler or spec.handler
-    )
+    for kind in ("noop", "anoop"):
+        spec = bench_app.engine.registry.get(kind)
+        engine.job(payload=bench_app.Noop, idempotency=spec.idempotency, kind=kind)(
+            handler or spec.handler
+        )
     return engine
 
 
@@ -113,9 +114,10 @@ def _env(log: Path) -> dict[str, str]:
     return env
 
 
-def drain(db: str | None, jobs: int, flags: Sequence[str] = ()) -> Drain:
-    """Enqueue ``jobs`` no-op jobs (1,000 per call), then one ``jobcharts worker
-    --until-idle`` with ``flags`` drains them; the rate runs from first to last start."""
+def drain(db: str | None, jobs: int, flags: Sequence[str] = (), kind: str = "noop") -> Drain:
+    """Enqueue ``jobs`` no-op jobs of ``kind`` (1,000 per call; ``anoop``: the async
+    handler), then one ``jobcharts worker --until-idle`` with ``flags`` drains them; the
+    rate runs from first to last start."""
     with scratch_database(db) as url, tempfile.TemporaryDirectory() as tmp:
         log = Path(tmp) / "started.log"
         engine = bench_engine(url)
@@ -123,7 +125,7 @@ def drain(db: str | None, jobs: int, flags: Sequence[str] = ()) -> Drain:
             ids: list[int] = []
             for first in range(0, jobs, 1000):
                 ids += engine.enqueue_many(
-                    "noop", [{"n": n} for n in range(first, min(first + 1000, jobs))]
+                    kind, [{"n": n} for n in range(first, min(first + 1000, jobs))]
                 )
             done = subprocess.run(  # noqa: S603 - our own worker command
                 worker_command(url, flags, until_idle=True),

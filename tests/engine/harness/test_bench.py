@@ -30,6 +30,10 @@ def test_every_scenario_reports_its_figures(backend: str, db_url: str) -> None:
         "latency": r"p50 ([\d.]+) ms, p99 ([\d.]+) ms",
         "statements": r"enqueue ([\d.]+) statements \(([\d.]+) round trips\); run ([\d.]+)",
         "claim": r"beside +300 rows: median ([\d.]+) ms",
+        "async enqueue": r"await aenqueue\(\), one per job: +([\d,]+) jobs/s  \(10 tasks at "
+        r"once: ([\d,]+)\)",
+        "async bulk": r"await aenqueue_many\(\), 1,000: +([\d,]+) jobs/s",
+        "async drain": r"drain, async def handlers: +([\d,]+) jobs/s  \(x[\d.]+ of sync\)",
     }
     for name, pattern in figures.items():
         found = re.search(pattern, out)
