@@ -241,6 +241,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--flow", action="store_true", help="run the multi-step settle flow (two effects per job)"
     )
+    parser.add_argument(
+        "--async", dest="use_async", action="store_true", help="run async def handlers"
+    )
     args = parser.parse_args(argv)
     report = run(
         directory=args.dir,
@@ -251,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         lease=args.lease,
         seed=args.seed,
         db=args.db,
-        kind="settle" if args.flow else "transfer",
+        kind="settle" if args.flow else "atransfer" if args.use_async else "transfer",
     )
     print(report.summary())
     return 0 if report.ok else 1

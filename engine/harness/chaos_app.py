@@ -1,7 +1,8 @@
 """The jobs the chaos harness runs: keyed side effects in a separate database, via ctx.step.
 
-``transfer`` (the standard lifecycle) makes one effect; ``settle`` (a flow: debit, poll for
-a confirmation, credit) makes two, one per work step.
+``transfer`` (the standard lifecycle) makes one effect, and ``atransfer`` is its ``async
+def`` twin (``await ctx.astep``); ``settle`` (a flow: debit, poll for a confirmation,
+credit) makes two, one per work step.
 
 The effect database (``$JOBCHARTS_CHAOS_EFFECTS``, a SQLite file) has three tables:
 ``executions`` logs every call of the effect function (at-least-once: a crash between the
@@ -12,6 +13,7 @@ a duplicated effect would show as two ``applied`` rows for one key.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import sqlite3
@@ -92,6 +94,26 @@ def transfer(ctx: JobContext, p: Transfer) -> dict[str, str]:
         raise ConnectionError("upstream unavailable before the effect")
     key = f"transfer:{p.n}"
     result = ctx.step("effect", lambda: apply_effect(key, ctx.job_id, ctx.attempt))
+    if random.random() < 0.05:
+        raise ConnectionError("upstream unavailable after the effect")
+    return result
+
+
+@engine.job(
+    payload=Transfer,
+    idempotency=lambda p: f"atransfer:{p.n}",
+    retry=RetryPolicy(max_attempts=MAX_ATTEMPTS, base=0.05, factor=2.0, cap=1.0, jitter=0.5),
+    timeout=10.0,
+)
+async def atransfer(ctx: JobContext, p: Transfer) -> dict[str, str]:
+    """``transfer`` as an async handler: its keyed effect awaited through ``ctx.astep``."""
+    await asyncio.sleep(random.uniform(0, 0.004))
+    if random.random() < 0.05:
+        raise ConnectionError("upstream unavailable before the effect")
+    key = f"transfer:{p.n}"
+    result: dict[str, str] = await ctx.astep(
+        "effect", lambda: asyncio.to_thread(apply_effect, key, ctx.job_id, ctx.attempt)
+    )
     if random.random() < 0.05:
         raise ConnectionError("upstream unavailable after the effect")
     return result

@@ -50,3 +50,27 @@ def test_chaos_kills_lose_no_step_of_a_flow(tmp_path: Path, db_url: str, backend
     assert report.states == {"succeeded": 400}
     assert report.effects == 800 and report.duplicated_effects == 0
     assert report.kills >= 3
+
+
+def test_chaos_kills_lose_nothing_with_async_handlers(
+    tmp_path: Path, db_url: str, backend: str
+) -> None:
+    """The same kills with ``async def`` handlers whose keyed effect is an awaited
+    ``ctx.astep``: nothing lost, no effect duplicated."""
+    report = run(
+        directory=tmp_path / "chaos",
+        jobs_count=600,
+        workers=3,
+        kills=8,
+        kill_interval=(0.2, 0.6),
+        lease=1.5,
+        seed=20261203,
+        db=db_url if backend == "postgresql" else None,
+        fresh=False,
+        kind="atransfer",
+    )
+    print(report.summary())
+    assert report.ok, report.summary()
+    assert report.states == {"succeeded": 600}
+    assert report.effects == 600 and report.duplicated_effects == 0
+    assert report.kills >= 3
