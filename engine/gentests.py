@@ -12,6 +12,7 @@ the chart, so a chart changed without regenerating its tests fails.
 
 from __future__ import annotations
 
+import inspect
 import json
 import re
 from collections.abc import Sequence
@@ -72,25 +73,31 @@ def is_flow(chart: Chart) -> bool:
     return T.SUCCEED not in chart.triggers
 
 
-def register(engine: Engine, chart: Chart, script: Script) -> None:
+def register(engine: Engine, chart: Chart, script: Script, *, use_async: bool = False) -> None:
+    """Register the scripted kind; ``use_async``: as ``async def`` handlers (the app's are),
+    so every path also runs through the worker's event loop."""
     retry = RetryPolicy(max_attempts=MAX_ATTEMPTS, base=1.0, factor=1.0, jitter=0.0)
     why = Invariant("generated tests script every outcome")
+
+    async def scripted(ctx: Any, payload: Any) -> Any:
+        return script.handler(ctx, payload)
+
+    handler = scripted if use_async else script.handler
     if is_flow(chart):
-        handlers = {s: StepHandler(script.handler) for s in handler_states(chart)}
+        handlers = {s: StepHandler(handler) for s in handler_states(chart)}
         engine.flow(KIND, chart, handlers, idempotency=why, retry=retry, timeout=LEASE)
     else:
-        engine.job(kind=KIND, chart=chart, idempotency=why, retry=retry, timeout=LEASE)(
-            script.handler
-        )
+        engine.job(kind=KIND, chart=chart, idempotency=why, retry=retry, timeout=LEASE)(handler)
 
 
-def replay(chart: Chart, path: PathData, db_file: Path) -> None:
-    """Drive the real engine along ``path``; fail unless its history is exactly the path."""
+def replay(chart: Chart, path: PathData, db_file: Path, *, use_async: bool = False) -> None:
+    """Drive the real engine along ``path``; fail unless its history is exactly the path.
+    ``use_async``: the scripted handlers are ``async def`` (as the app's are)."""
     steps = [Step(str(t), None if s is None else str(s), str(d)) for t, s, d in path]
     clock = FrozenClock()
     engine = Engine(f"sqlite:///{db_file}", lease_seconds=LEASE, seed=0, clock=clock)
     script = Script(engine)
-    register(engine, chart, script)
+    register(engine, chart, script, use_async=use_async)
     try:
         job = engine.enqueue(KIND)
         stuck = ""
@@ -231,11 +238,12 @@ APP = {app_literal}
 CHART = {chart_literal}
 PATHS = {paths}
 MIGRATIONS = {migrations}
+ASYNC = {use_async}  # the app's handlers of this chart are async def: so are the scripted
 
 
 @pytest.mark.parametrize("path", PATHS, ids=[f"path{{i}}" for i in range(len(PATHS))])
 def test_engine_follows_path(path: list, tmp_path: Path) -> None:
-    replay(app_chart(APP, CHART), path, tmp_path / "jobs.db")
+    replay(app_chart(APP, CHART), path, tmp_path / "jobs.db", use_async=ASYNC)
 
 
 def test_paths_still_cover_the_chart() -> None:
@@ -281,7 +289,14 @@ def generate(app: str, charts: Sequence[Chart], out: Path) -> list[Path]:
     """Write one test file per chart into ``out``; returns the files written."""
     out.mkdir(parents=True, exist_ok=True)
     written = []
+    specs = load_app(app).registry.specs
     for chart in charts:
+        use_async = any(
+            inspect.iscoroutinefunction(step.handler)
+            for spec in specs
+            if spec.chart.name == chart.name
+            for step in spec.steps.values()
+        )
         paths = covering_paths(chart, max_attempts=MAX_ATTEMPTS)
         data = [[[s.trigger, s.source, s.dest] for s in p] for p in paths]
         text = TEMPLATE.format(
@@ -293,6 +308,7 @@ def generate(app: str, charts: Sequence[Chart], out: Path) -> list[Path]:
             count=len(paths),
             paths=_format_paths(data),
             migrations=json.dumps([[m.old, m.new] for m in chart.migrations]),
+            use_async=use_async,
         )
         target = out / f"test_chart_{re.sub(r'[^0-9A-Za-z_]', '_', chart.name)}.py"
         target.write_text(text)

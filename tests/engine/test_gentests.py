@@ -114,3 +114,17 @@ def test_generated_files_replay_each_declared_migration(tmp_path: Path) -> None:
     broken = run_pytest(tmp_path, "migration_to_first")
     assert broken.returncode == 1
     assert int(re.findall(r"(\d+) failed", broken.stdout)[-1]) == 3, broken.stdout[-2000:]
+
+
+def test_generated_files_drive_async_handlers_for_an_async_app(tmp_path: Path) -> None:
+    """An app whose handlers are async def gets generated tests whose scripted handlers
+    are async too: every covering path runs through the worker's event loop."""
+    app = "tests.engine.async_app:engine"
+    with logging_restored():
+        result = CliRunner().invoke(cli, ["gen-tests", "--app", app, "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    text = (tmp_path / "test_chart_settle.py").read_text()
+    assert "ASYNC = True" in text
+    run = run_pytest(tmp_path)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert " passed" in run.stdout and "failed" not in run.stdout
