@@ -55,8 +55,9 @@ class AsyncClient:
         self, kind: str, payloads: Sequence[Payload], *, connection: Any = None, **options: Any
     ) -> list[int]:
         engine = self.engine
-        if not engine.ready_to_enqueue(kind):
-            await asyncio.to_thread(engine.prepare_enqueue, kind)
+        record = connection is None  # (in the app's transaction a second writer would wait)
+        if not engine.ready_to_enqueue(kind, record=record):
+            await asyncio.to_thread(engine.prepare_enqueue, kind, record=record)
 
         def insert(sync_connection: Any) -> list[int]:
             return engine.enqueue_many(kind, payloads, connection=sync_connection, **options)

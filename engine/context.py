@@ -7,7 +7,7 @@ import inspect
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from engine.errors import Cancelled, LeaseLost, ResultTooLarge, StepResultError
 
@@ -105,13 +105,19 @@ class JobContext:
         self._steps[name] = value
         return value  # type: ignore[no-any-return]
 
-    async def astep(self, name: str, fn: Callable[[], Awaitable[R] | R]) -> R:
+    @overload
+    async def astep(self, name: str, fn: Callable[[], Awaitable[R]]) -> R: ...
+
+    @overload
+    async def astep(self, name: str, fn: Callable[[], R]) -> R: ...
+
+    async def astep(self, name: str, fn: Callable[[], Any]) -> Any:
         """``step`` for async handlers: ``await ctx.astep("charge", lambda: api.charge())``
         awaits ``fn()`` at most once per job once its result is recorded (the database
         calls run off the event loop, so other handlers keep running meanwhile)."""
         if name in self._steps:
             self.log.debug("step.replayed", step=name)
-            return self._steps[name]  # type: ignore[no-any-return]
+            return self._steps[name]
         if await self.acancelled():
             raise Cancelled(f"job {self.job_id} was cancelled before step {name!r}")
         produced = fn()
@@ -132,7 +138,7 @@ class JobContext:
                 "result is not recorded"
             )
         self._steps[name] = value
-        return value  # type: ignore[no-any-return]
+        return value
 
 
 def _unset() -> datetime:

@@ -184,6 +184,12 @@ class Engine:
             return self._time_source == "database"
         return not self._clock_given
 
+    def open(self) -> None:
+        """Open the database now rather than on first use (creating jobcharts' tables in a
+        fresh one). An async app does it at startup, in a thread: on SQLite a transactional
+        enqueue cannot create them while the app's transaction holds the write lock."""
+        self.store  # noqa: B018 - the property opens it
+
     def bind(self, url: str) -> None:
         """Point the engine at another database before it is first used (CLI ``--db``)."""
         if self._store is not None and self._store.url != resolve_url(url):
@@ -452,21 +458,24 @@ class Engine:
             connection=connection,
         )
 
-    def ready_to_enqueue(self, kind: str) -> bool:
+    def ready_to_enqueue(self, kind: str, *, record: bool = True) -> bool:
         """Whether ``kind``'s once-per-process checks are done (the async client does them
         in a thread first, so its enqueue never waits on them inside the event loop)."""
         return (
             self._store is not None
             and kind in self._enqueued_kinds
-            and self._recorded == len(self.registry)
+            and (not record or self._recorded == len(self.registry))
         )
 
-    def prepare_enqueue(self, kind: str) -> None:
-        """Open the store, record the chart versions, check ``kind``'s owner (once)."""
+    def prepare_enqueue(self, kind: str, *, record: bool = True) -> None:
+        """Open the store, check ``kind``'s owner and (``record``) record the chart
+        versions, once. Not ``record`` inside a caller's transaction: on SQLite a second
+        writer would wait for that very transaction."""
         if kind not in self._enqueued_kinds:
             check_enqueue(self.registry.get(kind), self.store)
             self._enqueued_kinds.add(kind)
-        self.record_versions()
+        if record:
+            self.record_versions()
 
     # -- the async client (engine.aclient) -------------------------------------------------
 
@@ -475,13 +484,26 @@ class Engine:
         kind: str,
         payload: BaseModel | dict[str, Any] | None = None,
         *,
+        delay: float | timedelta | None = None,
+        run_at: datetime | None = None,
+        priority: int | None = None,
+        queue: str | None = None,
+        correlation_id: str | None = None,
         connection: Any = None,
-        **options: Any,
     ) -> int:
         """``enqueue`` for async apps: never blocks the event loop. ``connection``: the
         app's SQLAlchemy ``AsyncConnection`` or ``AsyncSession`` (in its open transaction)
-        to write the job in; ``options`` as for ``enqueue`` (delay, run_at, priority, ...)."""
-        ids = await self._async.enqueue_many(kind, [payload], connection=connection, **options)
+        to write the job in; the other options as for ``enqueue``."""
+        ids = await self.aenqueue_many(
+            kind,
+            [payload],
+            delay=delay,
+            run_at=run_at,
+            priority=priority,
+            queue=queue,
+            correlation_id=correlation_id,
+            connection=connection,
+        )
         return ids[0]
 
     async def aenqueue_many(
@@ -489,11 +511,24 @@ class Engine:
         kind: str,
         payloads: Sequence[BaseModel | dict[str, Any] | None],
         *,
+        delay: float | timedelta | None = None,
+        run_at: datetime | None = None,
+        priority: int | None = None,
+        queue: str | None = None,
+        correlation_id: str | None = None,
         connection: Any = None,
-        **options: Any,
     ) -> list[int]:
         """``enqueue_many`` for async apps (see ``aenqueue``)."""
-        return await self._async.enqueue_many(kind, payloads, connection=connection, **options)
+        return await self._async.enqueue_many(
+            kind,
+            payloads,
+            connection=connection,
+            delay=delay,
+            run_at=run_at,
+            priority=priority,
+            queue=queue,
+            correlation_id=correlation_id,
+        )
 
     async def aget(self, job_id: int) -> JobView:
         return await self._async.get(job_id)

@@ -148,3 +148,30 @@ def test_the_event_loop_keeps_running_while_jobs_are_enqueued(app: Engine) -> No
         return ticks
 
     assert asyncio.run(main()) >= 50  # at least one tick per enqueue awaited
+
+
+def test_the_first_aenqueue_after_the_app_wrote_in_its_transaction(
+    app: Engine, db_url: str
+) -> None:
+    """The app has already written in its transaction (on SQLite it holds the write lock)
+    when it enqueues a kind for the first time: nothing may wait for that lock (the chart
+    versions are recorded later, outside it). jobcharts' tables exist already, as they do
+    once a worker has run or `jobcharts migrate`: creating them would need the lock."""
+    app.store  # noqa: B018 - the schema, as a worker or `jobcharts migrate` leaves it
+
+    async def main() -> int:
+        app_engine = create_async_engine(async_url(db_url))
+        try:
+            async with app_engine.begin() as conn:
+                await conn.execute(sa.text("CREATE TABLE IF NOT EXISTS orders (id INTEGER)"))
+            async with app_engine.begin() as conn:
+                await conn.execute(sa.text("INSERT INTO orders VALUES (1)"))
+                return await asyncio.wait_for(
+                    app.aenqueue("mail", {"to": "first@example.com"}, connection=conn), 10
+                )
+        finally:
+            await app_engine.dispose()
+            await app.aclose()
+
+    job_id = asyncio.run(main())
+    assert app.get(job_id).state == "pending"
