@@ -163,3 +163,40 @@ def test_generators_are_refused_at_registration() -> None:
             engine.job(idempotency=Invariant("t"), kind=fn.__name__)(fn)
     with pytest.raises(RegistrationError, match="must be callable"):
         engine.job(idempotency=Invariant("t"), kind="x")(42)  # type: ignore[arg-type]
+
+
+def test_leases_renew_while_an_async_handler_awaits(db_url: str) -> None:
+    """A handler awaiting three times its lease keeps the job: the worker renews the lease
+    meanwhile, so no rescue hands it on and it succeeds on its one attempt."""
+    engine = Engine(db_url, lease_seconds=1.0)
+
+    @engine.job(idempotency=Invariant("test"), kind="slow_io", timeout=20)
+    async def slow_io(ctx: Any, _p: Any) -> str:
+        await asyncio.sleep(3.0)
+        return "done"
+
+    job = engine.enqueue("slow_io")
+    Worker(engine, concurrency=1, poll_interval=0.05).run(until_idle=True)
+    view = engine.get(job)
+    assert (view.state, view.attempt, view.result) == ("succeeded", 1, "done")
+    assert [e.trigger for e in view.history] == ["enqueue", "start", "succeed"]
+    engine.close()
+
+
+def test_an_async_poller_fires_and_runs(db_url: str) -> None:
+    """Schedules work the same for async handlers: a poller's slot becomes a job, awaited."""
+    clock = FrozenClock()
+    engine = Engine(db_url, clock=clock)
+    seen: list[str] = []
+
+    @engine.poller(60, idempotency=Invariant("test"), kind="tick")
+    async def tick(ctx: Any, _p: Any) -> None:
+        await asyncio.sleep(0)
+        seen.append(ctx.kind)
+
+    engine.run_until_idle()  # first sight: the schedule starts from the current slot
+    for _ in range(2):
+        clock.advance(60)
+        engine.run_until_idle()
+    assert seen == ["tick", "tick"]
+    engine.close()
