@@ -166,21 +166,38 @@ def test_generators_are_refused_at_registration() -> None:
 
 
 def test_leases_renew_while_an_async_handler_awaits(db_url: str) -> None:
-    """A handler awaiting three times its lease keeps the job: the worker renews the lease
-    meanwhile, so no rescue hands it on and it succeeds on its one attempt."""
+    """A handler awaiting three times its lease keeps the job while another process keeps
+    rescuing expired leases: the worker renews the lease meanwhile, so the job succeeds on
+    its one attempt."""
     engine = Engine(db_url, lease_seconds=1.0)
+    rescuer = Engine(db_url, lease_seconds=1.0)
+    for eng in (engine, rescuer):
 
-    @engine.job(idempotency=Invariant("test"), kind="slow_io", timeout=20)
-    async def slow_io(ctx: Any, _p: Any) -> str:
-        await asyncio.sleep(3.0)
-        return "done"
+        @eng.job(idempotency=Invariant("test"), kind="slow_io", timeout=20)
+        async def slow_io(ctx: Any, _p: Any) -> str:
+            await asyncio.sleep(3.0)
+            return "done"
 
     job = engine.enqueue("slow_io")
-    Worker(engine, concurrency=1, poll_interval=0.05).run(until_idle=True)
+    stop = threading.Event()
+
+    def rescue_loop() -> None:  # another worker's rescue, every 0.2 s
+        while not stop.is_set():
+            rescuer.rescue(rescuer.now())
+            stop.wait(0.2)
+
+    thread = threading.Thread(target=rescue_loop)
+    thread.start()
+    try:
+        Worker(engine, concurrency=1, poll_interval=0.05).run(until_idle=True)
+    finally:
+        stop.set()
+        thread.join()
     view = engine.get(job)
     assert (view.state, view.attempt, view.result) == ("succeeded", 1, "done")
     assert [e.trigger for e in view.history] == ["enqueue", "start", "succeed"]
     engine.close()
+    rescuer.close()
 
 
 def test_an_async_poller_fires_and_runs(db_url: str) -> None:
