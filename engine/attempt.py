@@ -170,6 +170,7 @@ def report_finished(
         "attempt": claimed.attempt,
         "correlation_id": claimed.correlation_id,
         "outcome": outcome.trigger,
+        "from_state": claimed.state,
         "state": dest,
         "duration_ms": round(outcome.duration * 1000, 3),
     }

@@ -139,7 +139,14 @@ def claim(
         for row, move in pairs
     ]
     if jobs:
-        rt.telemetry.emit("jobs.claimed", "debug", jobs=len(jobs), worker=rt.worker_id)
+        lags = []
+        if rt.telemetry.subscribed and leased_at:  # due -> start, for the lag histogram
+            lags = [
+                (row.kind, (leased_at[0] - row.due_at).total_seconds())
+                for row, _ in pairs
+                if row.due_at is not None
+            ]
+        rt.telemetry.emit("jobs.claimed", "debug", jobs=len(jobs), worker=rt.worker_id, lags=lags)
     return Batch(token, jobs, timed=len(moved) - len(pairs), held=held, free_at=free_at)
 
 

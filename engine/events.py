@@ -49,6 +49,12 @@ class Telemetry:
     def __init__(self) -> None:
         self._handlers: list[Handler] = [log_event]
 
+    @property
+    def subscribed(self) -> bool:
+        """Whether anything besides the log listens (metrics, traces, a test): the verbs
+        skip building figures nobody reads."""
+        return self._handlers != [log_event]
+
     def attach(self, handler: Handler) -> None:
         self._handlers.append(handler)
 

@@ -19,7 +19,9 @@ from engine.cli.common import (
     outcome_text,
     table,
 )
+from engine.engine import Engine
 from engine.logs import configure_logging
+from engine.metrics import Metrics, prometheus
 from engine.worker import Worker
 
 # I/O-bound handlers (the common case) wait on the network, not the CPU: several threads
@@ -73,6 +75,20 @@ DEFAULT_THREADS = 8
 )
 @click.option("--queues", default=None, help="Claim only jobs of these queues (a,b,...).")
 @click.option("--heartbeat-file", default=None, hidden=True, help="Set by the supervisor.")
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(min=1, max=65535),
+    default=None,
+    help="Serve Prometheus metrics on this port (jobcharts[metrics]); with --processes, the "
+    "supervisor serves one view of all its workers.",
+)
+@click.option(
+    "--metrics-address",
+    default="127.0.0.1",
+    show_default=True,
+    help="Where --metrics-port listens (only localhost unless you say otherwise).",
+)
+@click.option("--metrics-child", is_flag=True, hidden=True, help="Set by the supervisor.")
 def worker(
     app: str,
     db: str | None,
@@ -88,6 +104,9 @@ def worker(
     isolation: str,
     queues: str | None,
     heartbeat_file: str | None,
+    metrics_port: int | None,
+    metrics_address: str,
+    metrics_child: bool,
 ) -> None:
     """Run jobs until SIGINT/SIGTERM: running handlers finish (within --grace) first."""
     queue_names = [q.strip() for q in queues.split(",") if q.strip()] if queues else None
@@ -116,7 +135,10 @@ def worker(
             child += ["--max-ticks", str(max_ticks)]
         if until_idle:
             child.append("--until-idle")
-        raise SystemExit(supervise(processes, child, watchdog=watchdog))
+        served = (metrics_address, metrics_port) if metrics_port is not None else None
+        if served is not None:
+            prometheus()  # the extra's one-line hint now, not in every child
+        raise SystemExit(supervise(processes, child, watchdog=watchdog, metrics=served))
     engine = open_engine(app, db)
     if lease is not None:
         engine.lease_seconds = lease
@@ -131,6 +153,7 @@ def worker(
         log_args=["--log-level", root["log_level"], "--log-format", root["log_format"]],
         queues=queue_names,
         heartbeat_file=heartbeat_file,
+        metrics=_metrics(engine, metrics_port, metrics_address, metrics_child),
     )
     first_signal: list[float] = []
 
@@ -253,3 +276,14 @@ def bench(
         )
     except (ValueError, bench_mod.BenchFailure) as error:
         raise click.ClickException(str(error)) from error
+
+
+def _metrics(engine: Engine, port: int | None, address: str, child: bool) -> Metrics | None:
+    """The worker's metrics: served on ``port`` here, or written for the supervisor's view
+    (``child``), or none."""
+    if port is None and not child:
+        return None
+    metrics = Metrics(engine.registry)
+    if port is not None:
+        metrics.serve(port, address)
+    return metrics

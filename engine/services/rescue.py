@@ -96,6 +96,7 @@ class Rescuer:
                 kind=row.kind,
                 attempt=row.attempt,
                 trigger=move.event.trigger,
+                from_state=row.state,
                 state=move.values["state"],
                 lease_expired_at=_iso(row.lease_expires_at),
             )

@@ -54,6 +54,22 @@ class ReadQueries(Database):
         with self.read() as conn:
             return {row[0]: int(row[1]) for row in conn.execute(stmt)}
 
+    def job_count_by_kind_state(self) -> dict[tuple[str, str], int]:
+        """Jobs per (kind, state): the metrics' gauges."""
+        stmt = select(jobs.c.kind, jobs.c.state, func.count()).group_by(jobs.c.kind, jobs.c.state)
+        with self.read() as conn:
+            return {(row[0], row[1]): int(row[2]) for row in conn.execute(stmt)}
+
+    def job_oldest_due_by_kind(self, now: datetime) -> dict[str, datetime]:
+        """Per kind, the due time of its oldest job due now and not started."""
+        stmt = (
+            select(jobs.c.kind, func.min(jobs.c.due_at))
+            .where(jobs.c.due_at.is_not(None), jobs.c.due_at <= now)
+            .group_by(jobs.c.kind)
+        )
+        with self.read() as conn:
+            return {row[0]: parse_time(row[1]) for row in conn.execute(stmt)}
+
     def chart_state_figures(self, chart: str) -> dict[str, tuple[int, datetime]]:
         """Per state of ``chart``: how many jobs are in it, and the oldest's last change."""
         stmt = (

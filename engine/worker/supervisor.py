@@ -14,6 +14,7 @@ a crashed one, and its jobs are rescued once their leases expire (the attempt co
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import subprocess
@@ -59,14 +60,29 @@ class Heartbeat:
         return time.monotonic() - self.since
 
 
-def supervise(processes: int, child_args: list[str], *, watchdog: float = 60.0) -> int:
+def supervise(
+    processes: int,
+    child_args: list[str],
+    *,
+    watchdog: float = 60.0,
+    metrics: tuple[str, int] | None = None,
+) -> int:
     """Run ``processes`` copies of ``jobcharts <child_args>`` (a ``worker`` command, last);
     returns the exit status.
 
     ``watchdog``: SIGKILL and restart a child whose heartbeat is this many seconds old
-    (0: never).
+    (0: never). ``metrics``: (address, port) where the supervisor serves one view of all
+    its children's metrics (prometheus_client's multiprocess mode: each child writes its
+    figures to files in a directory the supervisor reads).
     """
     command = [sys.executable, "-m", "engine.cli", *child_args]
+    child_env = dict(os.environ)
+    metrics_dir = None
+    if metrics is not None:
+        metrics_dir = tempfile.mkdtemp(prefix="jobcharts-metrics-")
+        child_env["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+        command.append("--metrics-child")
+        _serve_children(metrics_dir, *metrics)
     children: dict[int, subprocess.Popen[bytes]] = {}
     beats: dict[int, Heartbeat] = {}
     beat_dir = Path(tempfile.mkdtemp(prefix="jobcharts-heartbeats-")) if watchdog > 0 else None
@@ -89,7 +105,7 @@ def supervise(processes: int, child_args: list[str], *, watchdog: float = 60.0) 
         # Our own interpreter running our own module; the arguments came from our CLI.
         # A session of its own: a terminal's Ctrl-C reaches the supervisor only, which
         # forwards it once.
-        children[slot] = subprocess.Popen(args, start_new_session=True)  # noqa: S603
+        children[slot] = subprocess.Popen(args, start_new_session=True, env=child_env)  # noqa: S603
         logger.info(event, slot=slot, pid=children[slot].pid)
         if stopping:  # a signal came while it started: forward() did not know it yet
             children[slot].send_signal(stopping[-1])
@@ -134,6 +150,8 @@ def supervise(processes: int, child_args: list[str], *, watchdog: float = 60.0) 
                 now = time.monotonic()
                 if slot not in restart_at:
                     logger.warning("supervisor.worker_died", slot=slot, pid=child.pid, code=code)
+                    if metrics_dir is not None:  # its gauges leave the view; counters stay
+                        _mark_dead(child.pid, metrics_dir)
                     restart_at[slot] = now + delays[slot]
                     delays[slot] = min(delays[slot] * 2, MAX_RESTART_DELAY)
                     alive += 1
@@ -151,5 +169,24 @@ def supervise(processes: int, child_args: list[str], *, watchdog: float = 60.0) 
             signal.signal(sig, handler)
         if beat_dir is not None:
             shutil.rmtree(beat_dir, ignore_errors=True)
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     codes = [child.returncode for child in children.values()]
     return 0 if all(code == 0 for code in codes) or stopping else 1
+
+
+def _serve_children(directory: str, address: str, port: int) -> None:
+    """Serve /metrics: the sum of the children's counters and histograms, the gauges of
+    the live ones (one of them publishes the database's figures)."""
+    from prometheus_client import CollectorRegistry, multiprocess, start_http_server
+
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
+    start_http_server(port, addr=address, registry=registry)
+    logger.info("supervisor.metrics", address=address, port=port)
+
+
+def _mark_dead(pid: int, directory: str) -> None:
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]

@@ -33,6 +33,7 @@ import structlog
 from engine.commit import unstorable
 from engine.engine import Engine
 from engine.kinds import KindConflict
+from engine.metrics import GaugePublisher, Metrics
 from engine.outcomes import ErrorClass, Failure, Outcome
 from engine.report import TickReport
 from engine.store import redact, sqlite_path
@@ -46,6 +47,7 @@ logger = structlog.get_logger("jobcharts")
 MAX_ERROR_BACKOFF = 30.0
 UNHANDLED_REPORT_INTERVAL = 60.0
 IDLE_CLAIM_FLOOR = 0.01  # never spin when a due job cannot be claimed
+GAUGE_INTERVAL = 15.0  # the database's figures for the metrics' gauges
 HEARTBEAT_FILE_INTERVAL = 1.0  # touches of the heartbeat file (the supervisor's watchdog)
 
 
@@ -66,11 +68,15 @@ class Worker:
         log_args: list[str] | None = None,
         queues: Sequence[str] | None = None,
         heartbeat_file: str | Path | None = None,
+        metrics: Metrics | None = None,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         """``queues``: claim only jobs of these queues (None: every queue).
 
         ``heartbeat_file``: touched by the loop about once a second, for a watchdog.
+
+        ``metrics``: counted from the engine's events while the worker runs, and its
+        database gauges refreshed every ``GAUGE_INTERVAL`` s (by one worker at a time).
 
         ``monotonic``: the clock of timeouts, heartbeats, rescue and the grace deadline
         (injectable so tests drive time instead of sleeping).
@@ -106,6 +112,8 @@ class Worker:
         self._error_backoff = 0.0
         self._next_heartbeat = 0.0
         self.heartbeat_file = Path(heartbeat_file) if heartbeat_file is not None else None
+        self.metrics = metrics
+        self._gauges: GaugePublisher | None = None
         self._kinds_owned = False  # this app's kinds recorded (engine.kinds)
         self._refused: KindConflict | None = None  # a kind another app owns: stop
         self._next_beat = 0.0
@@ -131,6 +139,9 @@ class Worker:
         engine = self.engine
         self._beat()
         self._own_kinds(at_start=True)  # a kind another app owns: refuse to start
+        if self.metrics is not None:
+            engine.telemetry.attach(self.metrics)
+            self._gauges = GaugePublisher(engine.store, self.metrics)
         self.engine.telemetry.info(
             "worker.started",
             worker=engine.worker_id,
@@ -147,7 +158,7 @@ class Worker:
             listener = Listener(engine.url, self._wake.set).start()
         elif (path := sqlite_path(engine.url)) is not None:
             listener = DataVersionWatcher(path, self._wake.set).start()
-        self._next_heartbeat = next_rescue = next_report = self._monotonic()
+        self._next_heartbeat = next_rescue = next_report = next_gauges = self._monotonic()
         ticks = 0
         draining = False  # max_ticks reached: no more claims, finish what is in flight
         try:
@@ -161,6 +172,9 @@ class Worker:
                     next_rescue = now + self.rescue_interval
                 if now >= next_report and self._guarded(self._report_unhandled):
                     next_report = now + UNHANDLED_REPORT_INTERVAL
+                if self._gauges is not None and now >= next_gauges:
+                    self._guarded(self._refresh_gauges)
+                    next_gauges = now + GAUGE_INTERVAL
                 if draining and not self._busy():
                     break
                 claimed: int | None = None
@@ -182,6 +196,10 @@ class Worker:
             self._shutdown()
             if listener is not None:
                 listener.stop()
+            if self.metrics is not None:
+                engine.telemetry.detach(self.metrics)
+            if self._gauges is not None:
+                self._gauges.close()
             self.engine.telemetry.info(
                 "worker.stopped", worker=engine.worker_id, **vars(self.totals)
             )
@@ -432,6 +450,11 @@ class Worker:
         report = self.engine.rescue(self.engine.now(), exclude=list(self._in_flight))
         report.claimed = 0
         self.totals.add(report)
+
+    def _refresh_gauges(self) -> None:
+        """The metrics' database figures (jobs per kind and state, oldest due job)."""
+        if self._gauges is not None:
+            self._gauges.refresh(self.engine.now())
 
     def _report_unhandled(self) -> None:
         """Due jobs of kinds this worker has no handler for are left alone, and reported;
