@@ -117,10 +117,14 @@ class JobView:
                     f"(lease held until {_at(lease)})."
                 )
         else:
+            requeued = [i for i, e in enumerate(self.history) if e.trigger == T.REQUEUE]
+            since = (
+                sum(1 for e in self.history[requeued[-1] :] if e.trigger == T.START)
+                if requeued
+                else None
+            )
             ran = f"Yes: {_attempts(len(starts))} in all" + (
-                f", {self.attempt} since it was last requeued."
-                if self.attempt != len(starts)
-                else "."
+                f", {since} since it was last requeued." if since is not None else "."
             )
         if success is True:
             succeeded = f"Yes: it reached {self.state!r} at {_at(self.finished_at)}."
@@ -129,7 +133,17 @@ class JobView:
         else:
             succeeded = f"Not yet: it is {self.state!r}."
         failures = sum(1 for e in self.history if e.detail and "error" in e.detail)
-        if self.last_error is None:
+        ended_unfailed = success is False and not self.quarantine_reason
+        if ended_unfailed and (
+            self.last_error is None or any(e.trigger == T.CANCEL for e in self.history)
+        ):
+            why = self._ended_without_failing() + (
+                f" (an earlier attempt failed: {self.last_error.error_class}: "
+                f"{self.last_error.message})"
+                if self.last_error is not None
+                else ""
+            )
+        elif self.last_error is None:
             why = "It has not failed." if success is not False else _reason(self.quarantine_reason)
         elif success is True:
             why = (
@@ -179,6 +193,29 @@ class JobView:
             "why did it fail": why,
             "will it retry": retry,
         }
+
+    def _ended_without_failing(self) -> str:
+        """Why a job ended unsuccessfully with no error: an operator's cancel (and where its
+        compensation led), or an outcome its handler chose (a declined card)."""
+        cancels = [e for e in self.history if e.trigger == T.CANCEL]
+        if cancels:
+            cancel = cancels[-1]
+            by = (
+                "an operator cancelled it"
+                if (cancel.detail or {}).get("by")
+                else "it was cancelled"
+            )
+            text = f"It did not fail: {by} in {cancel.from_state!r} at {_at(cancel.at)}"
+            if cancel.to_state != self.state:
+                text += f"; the cancel led to {cancel.to_state!r}, and it ended in {self.state!r}"
+            return text + "."
+        last = self.history[-1] if self.history else None
+        if last is None:
+            return "no reason recorded"
+        return (
+            f"It did not fail: it ended in {self.state!r} by {last.trigger!r} from "
+            f"{last.from_state!r} at {_at(last.at)}."
+        )
 
 
 def _attempts(n: int) -> str:

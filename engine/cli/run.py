@@ -59,7 +59,12 @@ DEFAULT_THREADS = 8
 @click.option("--poll", default=1.0, show_default=True, help="Longest idle sleep, seconds.")
 @click.option("--batch", default=None, type=int, help="Jobs claimed per tick.")
 @click.option("--max-ticks", default=None, type=int, help="Stop after this many claim attempts.")
-@click.option("--until-idle", is_flag=True, help="Exit once nothing runs and nothing is due.")
+@click.option(
+    "--until-idle",
+    is_flag=True,
+    help="Exit once nothing runs and nothing is due within 5 s (a retry's backoff, a rescued "
+    "job's).",
+)
 @click.option(
     "--grace", default=30.0, show_default=True, help="Seconds running handlers get on SIGTERM."
 )

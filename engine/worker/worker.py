@@ -25,6 +25,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,7 @@ logger = structlog.get_logger("jobcharts")
 MAX_ERROR_BACKOFF = 30.0
 UNHANDLED_REPORT_INTERVAL = 60.0
 IDLE_CLAIM_FLOOR = 0.01  # never spin when a due job cannot be claimed
+IDLE_HORIZON = 5.0  # --until-idle also waits for jobs due within this many seconds
 GAUGE_INTERVAL = 15.0  # the database's figures for the metrics' gauges
 HEARTBEAT_FILE_INTERVAL = 1.0  # touches of the heartbeat file (the supervisor's watchdog)
 
@@ -243,17 +245,19 @@ class Worker:
         return bool(self._in_flight or self._uncommitted or not self._completed.empty())
 
     def _idle_now(self) -> bool:
-        """Nothing in flight here, and no job of ours due now or held by any worker.
+        """Nothing in flight here, no job of ours held by any worker, and none due within
+        ``IDLE_HORIZON`` seconds.
 
         A job held by a worker that died counts as busy until its lease expires and rescue
-        hands it on, so ``until_idle`` really drains the queue.
+        hands it on, and a retry about to fall due (a failed or just rescued attempt's
+        backoff) is waited for, so ``until_idle`` really drains the queue.
         """
         if self._busy():
             return False
         try:
             engine = self.engine
-            claimable, now = engine.registry.claimable, engine.now()
-            return engine.store.job_count_active(claimable, now, self.queues) == 0
+            soon = engine.now() + timedelta(seconds=IDLE_HORIZON)
+            return engine.store.job_count_active(engine.registry.claimable, soon, self.queues) == 0
         except DatabaseError:
             return False
 
