@@ -18,7 +18,7 @@ import structlog
 from pydantic import ValidationError
 
 from engine.aio import HandlerTimeout, run_coroutine
-from engine.context import JobContext, to_json_value
+from engine.context import JobContext, current_correlation, to_json_value
 from engine.errors import Cancelled, LeaseLost, Permanent, ResultTooLarge, StepResultError
 from engine.events import Telemetry
 from engine.outcomes import Claimed, ErrorClass, Failure, Outcome, QuarantineReason
@@ -76,10 +76,12 @@ def run_attempt(
         state=claimed.state,
         max_result_bytes=spec.max_result_bytes,
     )
+    token = current_correlation.set(claimed.correlation_id)  # child jobs inherit it
+    bound = structlog.contextvars.bind_contextvars(correlation_id=claimed.correlation_id)
     try:
         result = step.handler(ctx, payload)
         if inspect.iscoroutine(result):  # an async handler: run on the process's loop
-            result = run_coroutine(result, step.timeout)
+            result = run_coroutine(result, step.timeout)  # (in this context's copy)
         if spec.is_flow:
             return _flow_outcome(step, result, done)
         stored = (
@@ -122,6 +124,9 @@ def run_attempt(
                 T.FAIL_PERMANENT, failure=Failure.of(error, _trace(), QuarantineReason.PERMANENT)
             )
         return done(T.FAIL, failure=Failure.of(error, _trace()))
+    finally:
+        current_correlation.reset(token)
+        structlog.contextvars.reset_contextvars(**bound)
     return done(T.SUCCEED, result=stored)
 
 

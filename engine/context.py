@@ -6,8 +6,11 @@ import asyncio
 import inspect
 import json
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar, overload
+
+import structlog
 
 from engine.errors import Cancelled, LeaseLost, ResultTooLarge, StepResultError
 
@@ -19,6 +22,20 @@ if TYPE_CHECKING:
     from engine.store import Store
 
 R = TypeVar("R")
+
+# The correlation id of the work in progress: a handler's job's, while it runs (so the jobs
+# it enqueues and the app's own log lines carry it), or one an app sets for a request.
+current_correlation: ContextVar[str | None] = ContextVar("jobcharts_correlation", default=None)
+
+
+def correlation_in_context() -> str | None:
+    """The correlation id of the current context: jobcharts' own (a running handler's), or
+    one the app bound with structlog's contextvars (``bind_contextvars(correlation_id=)``)."""
+    found = current_correlation.get()
+    if found is None:
+        bound = structlog.contextvars.get_contextvars().get("correlation_id")
+        found = bound if isinstance(bound, str) and 0 < len(bound) <= 64 else None
+    return found
 
 
 def to_json_value(value: Any, what: str, limit: int | None = None) -> Any:

@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from engine.context import correlation_in_context
 from engine.errors import PayloadTooLarge
 from engine.moves import CREATED
 from engine.registry import JobSpec
@@ -53,7 +54,7 @@ def new_job(
         max_attempts=spec.first_max_attempts,
         priority=spec.priority if priority is None else priority,
         queue=queue or spec.queue,
-        correlation_id=correlation_id or uuid.uuid4().hex,
+        correlation_id=correlation_id or correlation_in_context() or uuid.uuid4().hex,
         trigger=CREATED,
         worker=worker_id,
         detail=detail,

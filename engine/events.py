@@ -8,6 +8,7 @@ each lifecycle verb (Oban's telemetry, around the engine's verbs).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -29,18 +30,33 @@ Handler = Callable[[Event], None]
 
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}  # as the logging module's
 _threshold = [LEVELS["info"]]  # what log_event passes on; configure_logging changes it
+_configured = [False]  # the CLI (configure_logging) or the app (structlog) set logging up
+
+# An app that has not configured logging hears nothing from the library (the convention
+# of Python libraries): events go to the standard ``jobcharts`` logger, which has a
+# NullHandler, until the app configures logging or structlog.
+stdlib_logger = logging.getLogger("jobcharts")
+stdlib_logger.addHandler(logging.NullHandler())
 
 
 def set_log_threshold(level: int) -> None:
     """Pass events from ``level`` (a ``logging`` level number) up to structlog. Debug events
     are per job and per call: skipped before any formatting unless asked for."""
     _threshold[0] = level
+    _configured[0] = True
 
 
 def log_event(event: Event) -> None:
-    """The default subscriber: one structlog line per event from the threshold up."""
-    if LEVELS.get(event.level, 40) >= _threshold[0]:
+    """The default subscriber: one structlog line per event from the threshold up, once
+    logging is configured (by the CLI or the app's structlog); else the standard
+    ``jobcharts`` logger, silent unless the app's logging configuration says otherwise."""
+    level = LEVELS.get(event.level, 40)
+    if level < _threshold[0]:
+        return
+    if _configured[0] or structlog.is_configured():
         getattr(logger, event.level)(event.name, **event.fields)
+    elif stdlib_logger.isEnabledFor(level):
+        stdlib_logger.log(level, "%s %s", event.name, event.fields, extra={"jobcharts": event})
 
 
 class Telemetry:

@@ -13,10 +13,13 @@ from engine.events import set_log_threshold
 
 
 def configure_logging(level: str = "info", fmt: str = "console") -> None:
-    """Render jobcharts events to stderr as console lines or JSON, from ``level`` up."""
+    """Render jobcharts events to stderr as console lines or JSON, from ``level`` up
+    (``auto``: console lines on a terminal, JSON lines for a log collector)."""
     numeric = logging.getLevelNamesMapping().get(level.upper())
     if numeric is None:
         raise ValueError(f"unknown log level {level!r}")
+    if fmt == "auto":
+        fmt = "console" if sys.stderr.isatty() else "json"
     set_log_threshold(numeric)
     renderers: list[structlog.typing.Processor] = (
         [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]

@@ -67,7 +67,11 @@ db_option = click.option("--db", envvar="JOBCHARTS_DB", help=DB_HELP)
 @click.group()
 @click.option("--log-level", default="info", show_default=True, help="debug, info, warning, error.")
 @click.option(
-    "--log-format", type=click.Choice(["console", "json"]), default="console", show_default=True
+    "--log-format",
+    type=click.Choice(["auto", "console", "json"]),
+    default="auto",
+    show_default=True,
+    help="auto: console lines on a terminal, JSON lines otherwise (a log collector).",
 )
 @click.option("--debug", is_flag=True, help="Show the traceback when a command fails.")
 def cli(log_level: str, log_format: str, debug: bool) -> None:
