@@ -40,6 +40,7 @@ from engine.registry import (
 from engine.report import TickReport
 from engine.services.prune import PruneConfig, Pruner
 from engine.services.rescue import RescueConfig, Rescuer
+from engine.services.retention import Retention, Rule
 from engine.services.schedules import Scheduler
 from engine.services.strays import StraySweeper, Sweep
 from engine.store import Store, resolve_url
@@ -57,7 +58,7 @@ from engine.timetable import (
     ScheduleRegistry,
 )
 from engine.view import JobView, job_view, live_overlay
-from statecharts import Chart
+from statecharts import Chart, lifecycle
 from statecharts.render import Overlay
 from statecharts.versions import chart_markup
 
@@ -121,6 +122,7 @@ class Engine:
         self._scheduler = Scheduler(self, self.schedules)
         self._strays = StraySweeper(self)
         self._async = AsyncClient(self)
+        self.retention = Retention(self)  # workers prune finished jobs by it (retain())
         self._store: Store | None = None
         self._db_clock: DatabaseClock | None = None  # the server's time, read every few s
         self._recorded = 0  # registered kinds whose chart versions this store has
@@ -651,6 +653,30 @@ class Engine:
         return self.store.lease_renew(job_ids, batch_token, expires)
 
     # -- operators -----------------------------------------------------------------------
+
+    def retain(
+        self, state: str, after: float | timedelta | None, *, kind: str | None = None
+    ) -> None:
+        """Retention policy: workers delete jobs (of ``kind``, or any kind without a rule of
+        its own) that ended in final ``state`` once ``after`` has passed since; None keeps
+        them (the default for every state: nothing is pruned unless a rule says so).
+
+        ``engine.retain("succeeded", timedelta(days=7))``,
+        ``engine.retain("cancelled", 30 * 86400)``, and quarantined jobs kept for an
+        operator unless named. Dedupe keys stay until their TTL whatever the rule."""
+        finals = {
+            s.name for c in (*self.registry.charts, lifecycle()) for s in c.states if s.is_final
+        }
+        if state not in finals:
+            raise RegistrationError(
+                f"retain: {state!r} is not a final state of any chart here: {sorted(finals)}"
+            )
+        if kind is not None:
+            self.registry.get(kind)  # an unknown kind is refused here, not ignored
+        if after is None:
+            return
+        span = after if isinstance(after, timedelta) else timedelta(seconds=after)
+        self.retention.add(Rule(state, span, kind))
 
     def prune(
         self, older_than: float | timedelta, *, include_quarantined: bool = False

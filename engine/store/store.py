@@ -17,6 +17,7 @@ from sqlalchemy import (
     Connection,
     bindparam,
     delete,
+    func,
     select,
     update,
 )
@@ -35,6 +36,7 @@ from engine.store.schema import idempotency_keys, job_steps, jobs
 from engine.store.versions import VersionQueries
 from engine.store.wakeup import CHANNEL, notify
 
+PRUNE_LOCK = 0x6A6F6270  # "jobp": one pruning transaction at a time (retention)
 AppConnection = Connection | Session  # the caller's own open transaction (transactional enqueue)
 
 
@@ -197,12 +199,22 @@ class Store(ClaimQueries, ReadQueries, VersionQueries, AuditQueries):
             return {int(row[0]) for row in conn.execute(stmt)}
 
     def job_prune(
-        self, *, finished_before: datetime, states: Sequence[str], now: datetime, limit: int = 5000
+        self,
+        *,
+        finished_before: datetime,
+        states: Sequence[str],
+        now: datetime,
+        limit: int = 5000,
+        kinds: Sequence[str] | None = None,
+        not_kinds: Sequence[str] = (),
+        exclusive: bool = False,
     ) -> tuple[int, int]:
-        """Delete final jobs finished before a time, and expired keys of final jobs.
+        """Delete final jobs finished before a time (of ``kinds``, or all but ``not_kinds``),
+        and expired keys of final jobs.
 
         A pruned job's key row keeps its final state and result until the key expires, so
-        pruning never reopens a key early. Returns (jobs deleted, keys deleted).
+        pruning never reopens a key early. ``exclusive`` (PostgreSQL): do nothing while
+        another transaction prunes (one worker at a time). Returns (jobs, keys) deleted.
         """
         doomed = (
             select(jobs.c.id)
@@ -210,10 +222,16 @@ class Store(ClaimQueries, ReadQueries, VersionQueries, AuditQueries):
                 jobs.c.finished_at.is_not(None),
                 jobs.c.finished_at <= finished_before,
                 jobs.c.state.in_(list(states)),
+                *([jobs.c.kind.in_(list(kinds))] if kinds is not None else []),
+                *([jobs.c.kind.not_in(list(not_kinds))] if not_kinds else []),
             )
             .limit(limit)
         )
         with self.write() as conn:
+            if exclusive and self.dialect == "postgresql":
+                taken = conn.execute(select(func.pg_try_advisory_xact_lock(PRUNE_LOCK))).scalar()
+                if not taken:
+                    return 0, 0
             ids = [int(r[0]) for r in conn.execute(doomed)]
             if ids:
                 # Re-checked as it deletes: a job requeued since the select stays. Events

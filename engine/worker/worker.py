@@ -49,6 +49,8 @@ MAX_ERROR_BACKOFF = 30.0
 UNHANDLED_REPORT_INTERVAL = 60.0
 IDLE_CLAIM_FLOOR = 0.01  # never spin when a due job cannot be claimed
 IDLE_HORIZON = 5.0  # --until-idle also waits for jobs due within this many seconds
+RETENTION_DELAY = 5.0  # a starting worker prunes once it is under way
+RETENTION_INTERVAL = 300.0  # then every five minutes (one worker at a time)
 GAUGE_INTERVAL = 15.0  # the database's figures for the metrics' gauges
 HEARTBEAT_FILE_INTERVAL = 1.0  # touches of the heartbeat file (the supervisor's watchdog)
 
@@ -161,6 +163,7 @@ class Worker:
         elif (path := sqlite_path(engine.url)) is not None:
             listener = DataVersionWatcher(path, self._wake.set).start()
         self._next_heartbeat = next_rescue = next_report = next_gauges = self._monotonic()
+        next_prune = self._monotonic() + RETENTION_DELAY
         ticks = 0
         draining = False  # max_ticks reached: no more claims, finish what is in flight
         try:
@@ -174,6 +177,9 @@ class Worker:
                     next_rescue = now + self.rescue_interval
                 if now >= next_report and self._guarded(self._report_unhandled):
                     next_report = now + UNHANDLED_REPORT_INTERVAL
+                if engine.retention.rules and now >= next_prune:
+                    self._guarded(lambda: engine.retention.run_once(engine.now()))
+                    next_prune = now + RETENTION_INTERVAL
                 if self._gauges is not None and now >= next_gauges:
                     self._guarded(self._refresh_gauges)
                     next_gauges = now + GAUGE_INTERVAL
