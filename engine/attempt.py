@@ -24,6 +24,7 @@ from engine.events import Telemetry
 from engine.outcomes import Claimed, ErrorClass, Failure, Outcome, QuarantineReason
 from engine.registry import StepSpec, trigger_of
 from engine.store.rows import CorruptJSON
+from engine.tracing import active as tracing_active
 from statecharts import T
 
 logger = structlog.get_logger("jobcharts")
@@ -32,7 +33,27 @@ logger = structlog.get_logger("jobcharts")
 def run_attempt(
     claimed: Claimed, store: Any, now: Callable[[], datetime], telemetry: Telemetry
 ) -> Outcome:
-    """Run ``claimed``'s handler once and say which trigger its outcome fires."""
+    """Run ``claimed``'s handler once and say which trigger its outcome fires (inside the
+    attempt's span when tracing is on: engine.tracing)."""
+    tracing = tracing_active()
+    if tracing is None:
+        return _run_attempt(claimed, store, now, telemetry)
+    with tracing.attempt(
+        claimed.kind,
+        claimed.state,
+        claimed.attempt,
+        claimed.job_id,
+        claimed.trace_context,
+        claimed.spec.is_flow,
+    ) as span:
+        outcome = _run_attempt(claimed, store, now, telemetry)
+        tracing.outcome(span, outcome.trigger, outcome.failure)
+        return outcome
+
+
+def _run_attempt(
+    claimed: Claimed, store: Any, now: Callable[[], datetime], telemetry: Telemetry
+) -> Outcome:
     spec = claimed.spec
     step = claimed.step
     ids: dict[str, Any] = {

@@ -135,6 +135,7 @@ def claim(
             spec=registry.get(row.kind),
             steps=steps.get(row.id, {}),
             deadline=row.deadline,
+            trace_context=row.trace_context,
         )
         for row, move in pairs
     ]

@@ -57,6 +57,7 @@ from engine.timetable import (
     Schedule,
     ScheduleRegistry,
 )
+from engine.tracing import enable as enable_tracing
 from engine.view import JobView, job_view, live_overlay
 from statecharts import Chart, lifecycle
 from statecharts.render import Overlay
@@ -84,6 +85,7 @@ class Engine:
         max_overflow: int = 10,
         max_payload_bytes: int | None = 1_000_000,
         max_result_bytes: int | None = 1_000_000,
+        tracing: bool = False,
     ) -> None:
         """Bind to ``url`` (opened on first use).
 
@@ -91,6 +93,9 @@ class Engine:
         at enqueue, nothing stored) or a result (a handler's or a step's: the attempt is
         quarantined ``too_large``) may be; None for no limit. Large data belongs in a blob
         store, the job holding its reference.
+
+        ``tracing``: OpenTelemetry spans for enqueues and attempts (engine.tracing;
+        ``jobcharts[otel]``), through the tracer provider the app configures.
 
         ``time_source``: ``"database"`` takes every time that leases, claims and due dates
         depend on from the database server's clock, so workers with skewed clocks cannot
@@ -115,6 +120,8 @@ class Engine:
         self.rng = random.Random(seed)
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
         self.registry = Registry(max_payload_bytes, max_result_bytes)
+        if tracing:
+            enable_tracing()
         self.schedules = ScheduleRegistry()
         self.telemetry = Telemetry()
         self.moves = Moves(self)

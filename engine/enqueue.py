@@ -20,6 +20,7 @@ from engine.registry import JobSpec
 from engine.runtime import Runtime
 from engine.store import NewJob
 from engine.store.store import AppConnection
+from engine.tracing import active as tracing_active
 
 
 def new_job(
@@ -35,6 +36,7 @@ def new_job(
     queue: str | None = None,
     correlation_id: str | None = None,
     detail: dict[str, Any] | None = None,
+    trace_context: str | None = None,
 ) -> NewJob:
     """A new job of ``spec``'s kind in its chart's initial state (its creation event is
     written with it); ``payload`` is its JSON text, refused over the engine's size limit."""
@@ -62,6 +64,7 @@ def new_job(
         delay=delay,
         key_ttl=key_ttl,
         chart_version=spec.version,
+        trace_context=trace_context,
     )
 
 
@@ -82,6 +85,29 @@ def enqueue_many(
     models = [validate(spec, payload) for payload in payloads]
     due_at, wait = when_due(delay, run_at)
     check_options(priority, queue, correlation_id)
+    tracing = tracing_active()
+    if tracing is not None:
+        with tracing.enqueue(kind, len(models)) as parent:
+            return _insert(
+                rt, spec, models, due_at, wait, priority, queue, correlation_id, connection, parent
+            )
+    return _insert(rt, spec, models, due_at, wait, priority, queue, correlation_id, connection)
+
+
+def _insert(
+    rt: Runtime,
+    spec: JobSpec,
+    models: Sequence[BaseModel],
+    due_at: datetime | None,
+    wait: timedelta,
+    priority: int | None,
+    queue: str | None,
+    correlation_id: str | None,
+    connection: AppConnection | None,
+    trace_context: str | None = None,
+) -> list[int]:
+    """Build the rows of ``models`` and store them; report what happened."""
+    kind = spec.kind
     jobs = [
         new_job(
             spec,
@@ -94,6 +120,7 @@ def enqueue_many(
             priority=priority,
             queue=queue,
             correlation_id=correlation_id,
+            trace_context=trace_context,
         )
         for model in models
     ]

@@ -93,6 +93,7 @@ class Claimed:
     spec: JobSpec
     steps: dict[str, Any]
     deadline: datetime | None = None
+    trace_context: str | None = None  # the enqueue's span (tracing): its trace continues
 
     @property
     def step(self) -> StepSpec:

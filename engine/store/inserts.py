@@ -128,7 +128,7 @@ def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
 
 _JOB_COLUMNS = (
     "kind, chart, state, payload, idempotency_key, attempt, max_attempts, priority, queue, "
-    "due_at, version, correlation_id, created_at, updated_at, chart_version"
+    "due_at, version, correlation_id, created_at, updated_at, chart_version, trace_context"
 )
 EVENT_INSERT_COLUMNS = "job_id, trigger, from_state, to_state, attempt, at, worker, detail"
 _KEY_UPSERT_TAIL = (
@@ -146,7 +146,7 @@ _LIVE = "NOT ((j.id IS NULL OR j.finished_at IS NOT NULL) AND k.expires_at <= {n
 
 @cache
 def _sqlite_jobs(rows: int) -> str:
-    row = "(?, ?, ?, ?, ?, 0, ?, ?, ?, ?, 0, ?, ?, ?, ?)"
+    row = "(?, ?, ?, ?, ?, 0, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?)"
     return f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES {', '.join([row] * rows)} RETURNING id"
 
 
@@ -197,6 +197,7 @@ class _SQLite(_Dialect):
                     self.stamp,
                     self.stamp,
                     job.chart_version,
+                    job.trace_context,
                 )
             # One statement's rows take increasing ids in VALUES order (its rowids).
             chunk_ids = sorted(int(r[0]) for r in self._run(_sqlite_jobs(len(chunk)), params))
@@ -248,15 +249,16 @@ src AS (
         %(payload)s::text[], %(key)s::text[], %(max_attempts)s::int[], %(priority)s::int[],
         %(queue)s::text[], %(due_at)s::timestamptz[], %(delay)s::float8[],
         %(correlation_id)s::text[], %(trigger)s::text[], %(worker)s::text[], %(detail)s::text[],
-        %(chart_version)s::text[])
+        %(chart_version)s::text[], %(trace_context)s::text[])
         WITH ORDINALITY AS s(kind, chart, state, payload, key, max_attempts, priority, queue,
-            due_at, delay, correlation_id, trigger, worker, detail, chart_version, i)
+            due_at, delay, correlation_id, trigger, worker, detail, chart_version, trace_context,
+            i)
 ),
 new AS (
     INSERT INTO jobs ({_JOB_COLUMNS})
     SELECT kind, chart, state, payload::jsonb, key, 0, max_attempts, priority, queue,
         COALESCE(due_at, t.now + delay * interval '1 second'), 0, correlation_id, t.now, t.now,
-        chart_version
+        chart_version, trace_context
     FROM src, t ORDER BY i
     RETURNING id, state, created_at
 ),
@@ -328,6 +330,7 @@ SELECT n.id, n.created_at FROM numbered AS n, woken ORDER BY n.i
                 "worker": [j.worker for j in chunk],
                 "detail": [json_text(j.detail) for j in chunk],
                 "chart_version": [j.chart_version for j in chunk],
+                "trace_context": [j.trace_context for j in chunk],
             }
             rows = self._run(self.INSERT, params).fetchall()
             ids += [int(row[0]) for row in rows]

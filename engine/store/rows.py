@@ -97,6 +97,7 @@ class JobRow(NamedTuple):
     finished_at: datetime | None
     cancel_requested_at: datetime | None
     chart_version: str | None  # None: written before chart versions were recorded
+    trace_context: str | None  # the traceparent of the span that enqueued it
 
 
 JOB_COLUMNS = JobRow._fields
@@ -155,6 +156,7 @@ class NewJob:
     delay: timedelta = timedelta(0)
     key_ttl: timedelta = timedelta(0)
     chart_version: str | None = None
+    trace_context: str | None = None
 
 
 @dataclass(frozen=True)

@@ -142,6 +142,9 @@ jobs = Table(
     # The version of its chart the job last moved under (statecharts.versions); NULL for
     # rows written before versions were recorded.
     Column("chart_version", String(16), nullable=True),
+    # The W3C traceparent of the span that enqueued the job (tracing on): its attempts'
+    # spans continue that trace.
+    Column("trace_context", String(100), nullable=True),
     # Never reuse the id of a pruned job: dedupe keys may still point at it.
     sqlite_autoincrement=True,
 )

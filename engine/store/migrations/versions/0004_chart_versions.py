@@ -1,6 +1,6 @@
 """Chart versions: each job records the version of its chart it last moved under, and the
 database keeps the structure of every version it has seen; job kinds: each kind's app and
-payload schema.
+payload schema; the trace context a job was enqueued in.
 
 Revision ID: 0004_chart_versions
 Revises: 0003_rate_slots
@@ -23,6 +23,7 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table("jobs") as batch:
         batch.add_column(sa.Column("chart_version", sa.String(length=16), nullable=True))
+        batch.add_column(sa.Column("trace_context", sa.String(length=100), nullable=True))
     op.create_table(
         "chart_versions",
         sa.Column("chart", sa.String(length=200), nullable=False),
@@ -47,4 +48,5 @@ def downgrade() -> None:
     op.drop_table("job_kinds")
     op.drop_table("chart_versions")
     with op.batch_alter_table("jobs") as batch:
+        batch.drop_column("trace_context")
         batch.drop_column("chart_version")
