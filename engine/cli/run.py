@@ -238,7 +238,7 @@ def demo(db: str | None, verbose: bool) -> None:
     "--only",
     default=None,
     help="Scenarios, comma-separated, of: enqueue, drain, processes, latency, statements, "
-    "claim, async. Default: all of them.",
+    "claim, async, observability. Default: all of them.",
 )
 @click.option("--jobs", "n_jobs", default=5_000, show_default=True, help="Jobs per run.")
 @click.option("--repeat", default=3, show_default=True, help="Runs; the median is reported.")

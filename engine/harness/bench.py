@@ -8,7 +8,9 @@ file, or a new schema of the given PostgreSQL database), each run checked for ex
 - ``statements``: statements and round trips per enqueue and per job run;
 - ``claim``: the time of one claim of 100 due jobs beside tables of growing size;
 - ``async``: ``await aenqueue()`` (one task, and ten at once) and ``aenqueue_many()``, and
-  a worker draining ``async def`` no-op handlers, beside the sync figures.
+  a worker draining ``async def`` no-op handlers, beside the sync figures;
+- ``observability``: the drain with metrics served (``--metrics-port``) and with spans on
+  (OpenTelemetry's SDK, a batch processor), each against the drain without.
 
 Figures are medians over ``--repeat`` runs; a run that loses, repeats or leaves work fails
 the bench instead of being reported.
@@ -27,7 +29,7 @@ from dataclasses import replace
 from pydantic import BaseModel
 
 from engine.engine import Engine
-from engine.harness import bench_enqueue, bench_statements, bench_worker
+from engine.harness import bench_app, bench_enqueue, bench_statements, bench_worker
 from engine.harness.bench_worker import BenchFailure
 from engine.harness.scratch import scratch_database
 from engine.registry import Invariant
@@ -36,7 +38,16 @@ from engine.store.connect import redact
 
 __all__ = ["SCENARIOS", "BenchFailure", "claim_cost", "claim_cost_fresh", "run_scenarios"]
 
-SCENARIOS = ("enqueue", "drain", "processes", "latency", "statements", "claim", "async")
+SCENARIOS = (
+    "enqueue",
+    "drain",
+    "processes",
+    "latency",
+    "statements",
+    "claim",
+    "async",
+    "observability",
+)
 
 
 class Noop(BaseModel):
@@ -111,6 +122,16 @@ def run_scenarios(
             f"drain, async def handlers:       {rate:>9,.0f} jobs/s"
             + (f"  (x{rate / one:.2f} of sync)" if one else "")
         )
+    if "observability" in scenarios:
+        plain = one or _drain_median(db, jobs, repeat, [])
+        port = _free_port()
+        metered = _drain_median(db, jobs, repeat, ["--metrics-port", str(port)])
+        traced = statistics.median(
+            bench_worker.drain(db, jobs, [], env={bench_app.TRACING_ENV: "1"}).rate
+            for _ in range(repeat)
+        )
+        echo(f"drain, metrics served:           {metered:>9,.0f} jobs/s  (x{metered / plain:.2f})")
+        echo(f"drain, spans on (OTel SDK):      {traced:>9,.0f} jobs/s  (x{traced / plain:.2f})")
     if "claim" in scenarios:
         for rows in claim_rows:
             ms = claim_cost_fresh(rows, db)
@@ -120,6 +141,14 @@ def run_scenarios(
 def _enqueue_once(db: str | None, jobs: int) -> dict[str, float]:
     with scratch_database(db) as url:
         return bench_enqueue.measure(url, jobs, runs=1)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def _async_enqueue_once(db: str | None, jobs: int) -> dict[str, float]:

@@ -14,8 +14,30 @@ from pydantic import BaseModel
 from engine import Engine, Invariant, JobContext
 
 LOG_ENV = "JOBCHARTS_BENCH_LOG"
+TRACING_ENV = "JOBCHARTS_BENCH_TRACING"  # set: spans on, exported by the SDK in batches
 
-engine = Engine()
+
+def _tracing() -> bool:
+    """With ``$JOBCHARTS_BENCH_TRACING`` set, configure OpenTelemetry's SDK (a batch span
+    processor and an exporter that drops the spans: what a traced worker pays, without a
+    collector's network) and turn the engine's spans on."""
+    if not os.environ.get(TRACING_ENV):
+        return False
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+    class Dropped(SpanExporter):
+        def export(self, spans: object) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(Dropped()))
+    trace.set_tracer_provider(provider)
+    return True
+
+
+engine = Engine(tracing=_tracing())
 
 
 class Noop(BaseModel):

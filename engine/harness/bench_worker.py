@@ -114,7 +114,13 @@ def _env(log: Path) -> dict[str, str]:
     return env
 
 
-def drain(db: str | None, jobs: int, flags: Sequence[str] = (), kind: str = "noop") -> Drain:
+def drain(
+    db: str | None,
+    jobs: int,
+    flags: Sequence[str] = (),
+    kind: str = "noop",
+    env: dict[str, str] | None = None,
+) -> Drain:
     """Enqueue ``jobs`` no-op jobs of ``kind`` (1,000 per call; ``anoop``: the async
     handler), then one ``jobcharts worker --until-idle`` with ``flags`` drains them; the
     rate runs from first to last start."""
@@ -129,7 +135,7 @@ def drain(db: str | None, jobs: int, flags: Sequence[str] = (), kind: str = "noo
                 )
             done = subprocess.run(  # noqa: S603 - our own worker command
                 worker_command(url, flags, until_idle=True),
-                env=_env(log),
+                env={**_env(log), **(env or {})},
                 capture_output=True,
                 text=True,
                 timeout=WAIT,

@@ -34,6 +34,8 @@ def test_every_scenario_reports_its_figures(backend: str, db_url: str) -> None:
         r"once: ([\d,]+)\)",
         "async bulk": r"await aenqueue_many\(\), 1,000: +([\d,]+) jobs/s",
         "async drain": r"drain, async def handlers: +([\d,]+) jobs/s  \(x[\d.]+ of sync\)",
+        "metrics": r"drain, metrics served: +([\d,]+) jobs/s  \(x[\d.]+\)",
+        "traces": r"drain, spans on \(OTel SDK\): +([\d,]+) jobs/s  \(x[\d.]+\)",
     }
     for name, pattern in figures.items():
         found = re.search(pattern, out)
