@@ -1,10 +1,16 @@
 """Operator actions on one job: requeue (a quarantined or cancelled job runs again from
-the start) and cancel (at once when no handler holds the job, else by request)."""
+the start) and cancel (at once when no handler holds the job, else by request).
+
+Each action is planned from the job as read (``plan``: the compare-and-set to apply, or a
+cancel request, or ``Refused`` with the reason) and then written (``perform``, one job per
+transaction; ``engine.bulk`` writes many planned actions per transaction instead).
+"""
 
 from __future__ import annotations
 
 import functools
-from dataclasses import replace
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -25,12 +31,50 @@ from statecharts import (
 )
 
 CANCELLED = str(S.CANCELLED)
+REQUESTED = "requested"  # a cancel of a job a handler holds: asked, not yet taken
 
 CANCEL_ATTEMPTS = 5  # a job claimed between our read and our write is looked at again
 
 
 class Changed(TransitionNotAllowed):
     """The job changed between reading it and applying an operator's transition."""
+
+
+class Refused(TransitionNotAllowed):
+    """The job cannot take the operator's action as it is; ``why`` says why (without the
+    job's id, for reports over many jobs) and ``code`` names the kind of reason."""
+
+    NOT_FOUND = "not_found"  # no job with that id
+    NOT_APPLICABLE = "not_applicable"  # the trigger does not leave the job's state
+    UNREGISTERED = "unregistered"  # a kind or chart this app does not register
+    RUNNING = "running"  # a handler holds it in a state its chart cannot cancel from
+    HELD = "held"  # off its chart, held by a worker of another version
+    OFF_CHART = "off_chart"  # off its chart, and the chart has no such way out
+    KEY_TAKEN = "key_taken"  # requeue: another job holds its dedupe key live
+    CHANGED = "changed"  # it kept changing under us
+
+    def __init__(self, trigger: str, job_id: int, why: str, code: str) -> None:
+        super().__init__(f"cannot {trigger} job {job_id}: {why}")
+        self.trigger = trigger
+        self.job_id = job_id
+        self.why = why
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Action:
+    """An operator's trigger planned for one job as ``row`` read it: the compare-and-set
+    ``move`` to ``dest``, or (``move`` None) a request that the handler holding the job
+    stop, ``dest`` then being "requested". A requeue of a keyed job takes its dedupe
+    ``key`` back first (live until ``key_expires_at``)."""
+
+    row: JobRow
+    trigger: str
+    dest: str
+    at: datetime
+    move: Move | None = None
+    key: str | None = None
+    key_expires_at: datetime | None = None
 
 
 def chart_of(rt: Runtime, name: str) -> Chart | None:
@@ -42,7 +86,7 @@ def chart_of(rt: Runtime, name: str) -> Chart | None:
 
 
 def requeue(rt: Runtime, job_id: int) -> str:
-    return apply(rt, job_id, T.REQUEUE)
+    return perform(rt, plan(rt, _row(rt, job_id), T.REQUEUE))
 
 
 def cancel(rt: Runtime, job_id: int) -> str:
@@ -53,74 +97,137 @@ def cancel(rt: Runtime, job_id: int) -> str:
     from the state its outcome leads to); a state with no cancel refuses.
     """
     for _ in range(CANCEL_ATTEMPTS):
-        row = _row(rt, job_id)
-        spec = rt.registry.find(row.kind)
-        compiled = spec.compiled if spec else compiled_lifecycle()
-        off_chart = row.state not in compiled.chart.state_names  # (apply explains)
-        if row.lease_token is None or row.finished_at is not None or off_chart:
-            try:
-                return apply(rt, job_id, T.CANCEL, row)
-            except Changed:
-                continue  # claimed meanwhile: look again
-        if not cancel_enabled(compiled, row, rt.now()):
-            raise TransitionNotAllowed(
-                f"cannot cancel job {job_id}: a handler is running it in {row.state!r}, "
-                f"and chart {row.chart!r} has no cancel from there"
-            )
-        if rt.store.job_request_cancel(row, rt.now()):
-            rt.telemetry.info("job.cancel_requested", job_id=job_id, kind=row.kind, state=row.state)
-            return "requested"
-    raise TransitionNotAllowed(f"job {job_id} keeps changing; try cancel again")
+        try:
+            return perform(rt, plan(rt, _row(rt, job_id), T.CANCEL))
+        except Changed:
+            continue  # claimed (or finished) meanwhile: look again
+    raise kept_changing(T.CANCEL, job_id)
 
 
-def apply(rt: Runtime, job_id: int, trigger: str, row: JobRow | None = None) -> str:
-    """Apply an operator's ``trigger`` to the job; returns the state it moved to."""
-    row = row or _row(rt, job_id)
-    spec = rt.registry.find(row.kind)
+def plan(rt: Runtime, row: JobRow, trigger: str, detail: Mapping[str, Any] | None = None) -> Action:
+    """What ``trigger`` (requeue or cancel) does to the job as ``row`` read it; ``detail``
+    is added to the event's detail (a bulk action's run and filter). Writes nothing.
+
+    Raises ``Refused`` when the job cannot take it as it is."""
     now = rt.now()
+    spec = rt.registry.find(row.kind)
+    if trigger == T.CANCEL and row.lease_token is not None and row.finished_at is None:
+        compiled = spec.compiled if spec else compiled_lifecycle()
+        if row.state in compiled.chart.state_names:  # (off the chart: _move explains)
+            if not cancel_enabled(compiled, row, now):
+                raise Refused(
+                    trigger,
+                    row.id,
+                    f"a handler is running it in {row.state!r}, and chart {row.chart!r} has "
+                    "no cancel from there",
+                    Refused.RUNNING,
+                )
+            return Action(row, trigger, REQUESTED, now)
+    move = _move(rt, spec, row, trigger, now, detail or {})
+    dest = str(move.values["state"])
+    if trigger == T.REQUEUE and row.idempotency_key is not None:
+        ttl = spec.key_ttl if spec else DEFAULT_KEY_TTL
+        return Action(row, trigger, dest, now, move, row.idempotency_key, now + ttl)
+    return Action(row, trigger, dest, now, move)
+
+
+def perform(rt: Runtime, action: Action, *, level: str = "info") -> str:
+    """Write one planned action in its own transaction; returns the state the job moved
+    to or "requested". Raises ``Changed`` when the job is no longer as it was read, and
+    ``Refused`` when another job holds the dedupe key a requeue needs."""
+    row = action.row
+    if action.move is None:
+        if not rt.store.job_request_cancel(row, action.at):
+            raise Changed(f"job {row.id} changed while asking its handler to stop")
+    elif action.trigger == T.REQUEUE:
+        holder = rt.store.job_requeue(
+            action.move, row.kind, action.key, action.key_expires_at or action.at
+        )
+        if holder not in (0, row.id):
+            raise key_taken(row, holder)
+        if holder != row.id:
+            raise Changed(f"job {row.id} changed while applying requeue; try again")
+    elif not rt.store.job_transition_many([action.move])[0]:
+        raise Changed(f"job {row.id} changed while applying {action.trigger}; try again")
+    performed(rt, action, level=level)
+    return action.dest
+
+
+def performed(rt: Runtime, action: Action, *, level: str = "info", **extra: Any) -> None:
+    """Report an action that was written (``job.<trigger>``, or ``job.cancel_requested``)."""
+    row = action.row
+    if action.move is None:
+        rt.telemetry.emit(
+            "job.cancel_requested", level, job_id=row.id, kind=row.kind, state=row.state, **extra
+        )
+    else:
+        rt.telemetry.moved(
+            action.trigger,
+            job_id=row.id,
+            kind=row.kind,
+            from_state=row.state,
+            to_state=action.dest,
+            level=level,
+            **extra,
+        )
+
+
+def key_taken(row: JobRow, holder: int) -> Refused:
+    """The refusal of a requeue whose dedupe key another job (``holder``) holds live."""
+    return Refused(
+        T.REQUEUE,
+        row.id,
+        f"its idempotency key {row.idempotency_key!r} now belongs to job {holder}, and stays "
+        "with it until the key's TTL has passed and that job is final; that job does the work",
+        Refused.KEY_TAKEN,
+    )
+
+
+def kept_changing(trigger: str, job_id: int) -> Refused:
+    return Refused(trigger, job_id, f"it keeps changing; try {trigger} again", Refused.CHANGED)
+
+
+def _move(
+    rt: Runtime,
+    spec: JobSpec | None,
+    row: JobRow,
+    trigger: str,
+    now: datetime,
+    extra: Mapping[str, Any],
+) -> Move:
+    """The compare-and-set taking ``trigger`` from the job as ``row`` read it."""
     if spec is not None and row.state not in spec.state_names:
         move = _off_chart(rt, spec, row, trigger, now)
-        transition_dest = str(move.values["state"])
-    else:
-        chart = chart_of(rt, row.chart)
-        if chart is None or (spec is None and not chart.has_state(row.state)):
-            raise TransitionNotAllowed(
-                f"cannot {trigger} job {job_id}: it is kind {row.kind!r} of chart "
-                f"{row.chart!r} in state {row.state!r}, which this app does not register; "
-                "run the command with --app naming the app that registers that kind"
-            )
-        compiled = spec.compiled if spec else compiled_lifecycle()
-        transition = compiled.fire(row.state, trigger, facts(row, now))
-        if transition is None:
-            allowed = sorted(
-                {s for t in chart.transitions if t.trigger == trigger for s in t.sources}
-            )
-            raise TransitionNotAllowed(
-                f"cannot {trigger} job {job_id}: it is {row.state!r}; {trigger} applies to "
-                f"jobs in {allowed}"
-            )
-        move = rt.moves.from_row(spec, row, transition, now)
-        detail = {"by": "operator", **_version_switch(move)}
-        move = replace(move, event=replace(move.event, detail=detail))
-        transition_dest = transition.dest
-    if trigger == T.REQUEUE:
-        ttl = spec.key_ttl if spec else DEFAULT_KEY_TTL
-        holder = rt.store.job_requeue(move, row.kind, row.idempotency_key, now + ttl)
-        if holder not in (0, job_id):
-            raise TransitionNotAllowed(
-                f"cannot requeue job {job_id}: its idempotency key {row.idempotency_key!r} "
-                f"now belongs to job {holder}, and stays with it until the key's TTL has "
-                "passed and that job is final; that job does the work"
-            )
-        applied = holder == job_id
-    else:
-        applied = rt.store.job_transition_many([move])[0]
-    if not applied:
-        raise Changed(f"job {job_id} changed while applying {trigger}; try again")
-    rt.telemetry.moved(
-        trigger, job_id=job_id, kind=row.kind, from_state=row.state, to_state=transition_dest
-    )
-    return transition_dest
+        if extra:
+            move = replace(move, event=replace(move.event, detail={**_detail(move), **extra}))
+        return move
+    chart = chart_of(rt, row.chart)
+    if chart is None or (spec is None and not chart.has_state(row.state)):
+        raise Refused(
+            trigger,
+            row.id,
+            f"it is kind {row.kind!r} of chart {row.chart!r} in state {row.state!r}, which "
+            "this app does not register; run the command with --app naming the app that "
+            "registers that kind",
+            Refused.UNREGISTERED,
+        )
+    compiled = spec.compiled if spec else compiled_lifecycle()
+    transition = compiled.fire(row.state, trigger, facts(row, now))
+    if transition is None:
+        allowed = sorted({s for t in chart.transitions if t.trigger == trigger for s in t.sources})
+        raise Refused(
+            trigger,
+            row.id,
+            f"it is {row.state!r}; {trigger} applies to jobs in {allowed}",
+            Refused.NOT_APPLICABLE,
+        )
+    move = rt.moves.from_row(spec, row, transition, now)
+    detail = {"by": "operator", **extra, **_version_switch(move)}
+    return replace(move, event=replace(move.event, detail=detail))
+
+
+def _detail(move: Move) -> dict[str, Any]:
+    return dict(move.event.detail or {})
 
 
 def _version_switch(move: Move) -> dict[str, Any]:
@@ -136,10 +243,12 @@ def _off_chart(rt: Runtime, spec: JobSpec, row: JobRow, trigger: str, now: datet
     where = f"state {row.state!r}, which chart {chart.name!r} version {spec.version} lacks"
     lease = row.lease_expires_at
     if lease is not None and lease > now:
-        raise TransitionNotAllowed(
-            f"cannot {trigger} job {row.id}: it is in {where}, and a worker (of another "
-            f"version of the app) holds it until {lease.isoformat()}; try again once that "
-            "attempt ends"
+        raise Refused(
+            trigger,
+            row.id,
+            f"it is in {where}, and a worker (of another version of the app) holds it until "
+            f"{lease.isoformat()}; try again once that attempt ends",
+            Refused.HELD,
         )
     if trigger == T.CANCEL and chart.has_state(CANCELLED):
         transition = Transition(
@@ -155,7 +264,7 @@ def _off_chart(rt: Runtime, spec: JobSpec, row: JobRow, trigger: str, now: datet
             operator=True,
         )
     else:
-        raise TransitionNotAllowed(f"cannot {trigger} job {row.id}: it is in {where}")
+        raise Refused(trigger, row.id, f"it is in {where}", Refused.OFF_CHART)
     return rt.moves.off_chart(spec, row, transition, now, why=f"from {where}")
 
 
