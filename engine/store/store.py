@@ -166,6 +166,8 @@ class Store(ClaimQueries, ReadQueries, VersionQueries, AuditQueries):
                         return holder
                 if not self._apply(conn, [move])[0]:
                     raise _Undo  # the key stays with whoever held it
+                if self.dialect == "postgresql":  # due now: wake an idle worker
+                    notify(conn, "requeue")
                 return move.job_id
         except _Undo:
             return 0
