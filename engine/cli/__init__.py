@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from engine.cli import charts, database, deploys, jobs, run
+from engine.cli import charts, database, deploys, jobs, run, stats
 from engine.cli.common import cli, load_app, open_engine, parse_age
 from engine.cli.failures import one_line
 
@@ -23,6 +23,7 @@ __all__ = [
     "open_engine",
     "parse_age",
     "run",
+    "stats",
 ]
 
 
