@@ -64,6 +64,9 @@ class Telemetry:
 
     def __init__(self) -> None:
         self._handlers: list[Handler] = [log_event]
+        # The debug events anyone other than the log wants (a subscriber's ``debug_events``
+        # attribute; None: all of them): the others are skipped before they are built.
+        self._debug: set[str] | None = set()
 
     @property
     def subscribed(self) -> bool:
@@ -73,12 +76,31 @@ class Telemetry:
 
     def attach(self, handler: Handler) -> None:
         self._handlers.append(handler)
+        self._wanted()
 
     def detach(self, handler: Handler) -> None:
         self._handlers.remove(handler)
+        self._wanted()
+
+    def _wanted(self) -> None:
+        wanted: set[str] = set()
+        for handler in self._handlers:
+            if handler is log_event:
+                continue
+            names = getattr(handler, "debug_events", None)
+            if names is None:  # it wants every event
+                self._debug = None
+                return
+            wanted |= set(names)
+        self._debug = wanted
 
     def emit(self, name: str, level: str = "info", **fields: Any) -> None:
-        if level == "debug" and _threshold[0] > LEVELS["debug"] and self._handlers == [log_event]:
+        if (
+            level == "debug"
+            and _threshold[0] > LEVELS["debug"]
+            and self._debug is not None
+            and name not in self._debug
+        ):
             return  # nobody would see it: the enqueue path's common case
         event = Event(name, level, fields)
         for handler in self._handlers:

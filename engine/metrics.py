@@ -50,6 +50,8 @@ class Metrics:
     """The engine's metrics in one Prometheus registry (``registry``: a fresh one by
     default, so two engines in one process never clash)."""
 
+    debug_events = frozenset({"jobs.claimed"})  # the one debug event it reads (lags)
+
     def __init__(self, registry: Registry, prom_registry: Any = None) -> None:
         pc = prometheus()
         self.kinds = registry
@@ -100,6 +102,7 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         gauge_mode = {"multiprocess_mode": "livemax"} if multiprocess else {}
         self.jobs = pc.Gauge(
             "jobcharts_jobs",
@@ -126,13 +129,13 @@ class Metrics:
         kind = str(f.get("kind", "?"))
         if name == "attempt.finished":
             outcome = str(f.get("outcome"))
-            self.attempts.labels(kind, outcome).inc()
-            self.duration.labels(kind).observe(float(f.get("duration_ms", 0.0)) / 1000)
+            self._child(self.attempts, kind, outcome).inc()
+            self._child(self.duration, kind).observe(float(f.get("duration_ms", 0.0)) / 1000)
             if f.get("state") is not None:
                 self._moved(kind, f.get("from_state"), f["state"], outcome)
         elif name == "jobs.claimed":
             for each, lag in f.get("lags", ()):
-                self.lag.labels(each).observe(max(lag, 0.0))
+                self._child(self.lag, each).observe(max(lag, 0.0))
         elif name == "job.rescued":
             trigger = str(f.get("trigger"))
             self.rescues.labels(kind, "no" if trigger == "release" else "maybe").inc()
@@ -149,7 +152,17 @@ class Metrics:
             self._moved(kind, f.get("from_state"), f["to_state"], name[len("job.") :])
 
     def _moved(self, kind: str, source: Any, dest: Any, trigger: str) -> None:
-        self.transitions.labels(self.chart_of(kind), kind, str(source), str(dest), trigger).inc()
+        self._child(self.transitions, kind, str(source), str(dest), trigger).inc()
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """The metric's child for ``labels``, looked up once (``labels()`` takes a lock
+        and builds a key on every call: a drain pays it per job)."""
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            values = (self.chart_of(labels[0]), *labels) if metric is self.transitions else labels
+            child = self._children[key] = metric.labels(*values)
+        return child
 
     def refresh_gauges(
         self, counts: dict[tuple[str, str], int], oldest: dict[str, datetime], now: datetime
