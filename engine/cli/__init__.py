@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from engine.cli import charts, database, deploys, jobs, run, stats
+from engine.cli import charts, database, deploys, diff, jobs, run, stats
 from engine.cli.common import cli, load_app, open_engine, parse_age
 from engine.cli.failures import one_line
 
@@ -17,6 +17,7 @@ __all__ = [
     "cli",
     "database",
     "deploys",
+    "diff",
     "jobs",
     "load_app",
     "main",

@@ -236,3 +236,44 @@ def test_a_state_that_changes_kind_under_its_jobs_is_breaking(
     assert [(f.state, f.jobs) for f in breaking] == [("charge", 1)]
     assert "was a work state and is a wait state" in breaking[0].message
     changed.close()
+
+
+def test_diff_against_the_recorded_version_counts_the_jobs_in_flight(
+    db_url: str, clock: FrozenClock, effects: list[tuple[int, str, str]]
+) -> None:
+    """`jobcharts diff --db`: the new chart against the version the database recorded,
+    with the jobs in flight in each removed state and the migrations that will move them."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    v1, _ = populate(db_url, clock)
+    v1.record_versions()
+    v1.close()
+    root = Path(__file__).resolve().parents[3]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBCHARTS_")}
+    env["PYTHONPATH"] = str(root)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "engine.cli",
+            "diff",
+            "order",
+            "--app",
+            "tests.engine.deploys.deploy_app:v2",
+            "--db",
+            db_url,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=root,
+        timeout=120,
+    )
+    assert done.returncode == 1, done.stderr
+    lines = done.stdout.splitlines()
+    assert "- state audit (1 job(s) in flight)" in lines
+    assert "- state hold (1 job(s) in flight)" in lines
+    assert "-> migrate pack_and_ship => pack (1 job(s) in flight)" in lines
