@@ -722,11 +722,14 @@ class Engine:
         """
         return operators.cancel(self, job_id)
 
-    def overlay(self, chart: str, window: float | timedelta = 3600.0) -> Overlay:
-        """Live figures for ``render --live``: jobs per state of ``chart`` and the age of
-        each state's oldest (since its last change), transitions per edge in ``window``."""
+    def overlay(
+        self, chart: str, window: float | timedelta = 3600.0, *, kind: str | None = None
+    ) -> Overlay:
+        """Live figures for ``render --live``: jobs per state of ``chart`` (of one ``kind``
+        of it, or of all its kinds) and the age of each state's oldest (since its last
+        change), transitions per edge in ``window``."""
         span_ = window if isinstance(window, timedelta) else timedelta(seconds=window)
-        return live_overlay(self.store, chart, self.now(), span_)
+        return live_overlay(self.store, chart, self.now(), span_, kind=kind)
 
     def chart_of(self, name: str) -> Chart | None:
         """The chart named ``name``: a registered one, or the built-in lifecycle."""

@@ -348,13 +348,26 @@ def waiting_reason(rt: Runtime, view: JobView) -> str | None:
     return None
 
 
-def live_overlay(store: Store, chart: str, now: datetime, window: timedelta) -> Overlay:
-    """Jobs per state of ``chart``, each state's oldest, and transitions per edge since
-    ``now - window``: what ``render --live`` draws over the chart."""
-    figures = store.chart_state_figures(chart)
+def live_overlay(
+    store: Store, chart: str, now: datetime, window: timedelta, *, kind: str | None = None
+) -> Overlay:
+    """Jobs per state of ``chart`` (only ``kind``'s jobs when given), each state's oldest,
+    and transitions per edge since ``now - window``: what ``render --live`` draws."""
+    figures = store.chart_state_figures(chart, kind=kind)
     return Overlay(
         jobs={state: count for state, (count, _) in figures.items()},
         oldest={state: now - oldest for state, (_, oldest) in figures.items()},
-        taken=store.chart_edge_counts(chart, now - window),
+        taken=store.chart_edge_counts(chart, now - window, kind=kind),
         window=window,
+        caption=f"kind {kind}, live: transitions in the last {_span_text(window)}"
+        if kind
+        else None,
     )
+
+
+def _span_text(window: timedelta) -> str:
+    seconds = window.total_seconds()
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"

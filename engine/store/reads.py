@@ -70,18 +70,24 @@ class ReadQueries(Database):
         with self.read() as conn:
             return {row[0]: parse_time(row[1]) for row in conn.execute(stmt)}
 
-    def chart_state_figures(self, chart: str) -> dict[str, tuple[int, datetime]]:
-        """Per state of ``chart``: how many jobs are in it, and the oldest's last change."""
+    def chart_state_figures(
+        self, chart: str, *, kind: str | None = None
+    ) -> dict[str, tuple[int, datetime]]:
+        """Per state of ``chart`` (jobs of ``kind`` only, when given): how many jobs are in
+        it, and the oldest's last change."""
         stmt = (
             select(jobs.c.state, func.count(), func.min(jobs.c.updated_at))
-            .where(jobs.c.chart == chart)
+            .where(jobs.c.chart == chart, *([jobs.c.kind == kind] if kind else []))
             .group_by(jobs.c.state)
         )
         with self.read() as conn:
             return {row[0]: (int(row[1]), parse_time(row[2])) for row in conn.execute(stmt)}
 
-    def chart_edge_counts(self, chart: str, since: datetime) -> dict[tuple[str, str, str], int]:
-        """Transitions of ``chart``'s jobs taken since ``since``: (trigger, from, to) -> n."""
+    def chart_edge_counts(
+        self, chart: str, since: datetime, *, kind: str | None = None
+    ) -> dict[tuple[str, str, str], int]:
+        """Transitions of ``chart``'s jobs (of ``kind`` only, when given) taken since
+        ``since``: (trigger, from, to) -> n."""
         stmt = (
             select(
                 job_events.c.trigger, job_events.c.from_state, job_events.c.to_state, func.count()
@@ -89,6 +95,7 @@ class ReadQueries(Database):
             .select_from(job_events.join(jobs, jobs.c.id == job_events.c.job_id))
             .where(
                 jobs.c.chart == chart,
+                *([jobs.c.kind == kind] if kind else []),
                 job_events.c.at >= since,
                 job_events.c.from_state.is_not(None),
             )
