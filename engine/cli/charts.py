@@ -53,6 +53,15 @@ from statecharts import Chart
     default=None,
     help="Draw the chart version job ID last moved under (recorded in --db), with its path.",
 )
+@click.option(
+    "--view",
+    type=click.Choice(["review", "full"]),
+    default="review",
+    show_default=True,
+    help="review: every state and business transition, the engine's plumbing folded into "
+    "the states (retries and timeout from --app), one 'on error' arrow per step and a "
+    "legend; full: every declared transition. md is the full table in both.",
+)
 def render(
     name: str | None,
     app: str | None,
@@ -62,6 +71,7 @@ def render(
     db: str | None,
     window: str,
     job_id: int | None,
+    view: str,
 ) -> None:
     """Draw a chart (by job kind or chart name; default: every chart of the app)."""
     from statecharts import lifecycle
@@ -74,7 +84,7 @@ def render(
             raise click.UsageError("--job draws one job's own chart: no NAME, no --live")
         chart, overlay = _job_chart(open_engine(app, db, existing=True), job_id)
         try:
-            _write(draw(chart, fmt, overlay), fmt, out)
+            _write(draw(chart, fmt, overlay, view=view), fmt, out)
         except RenderError as error:
             raise click.ClickException(str(error)) from error
         return
@@ -91,14 +101,32 @@ def render(
             raise click.BadParameter(str(error), param_hint="--window") from error
         reader = open_engine(app, db, existing=True)
         try:
-            overlays = [reader.overlay(chart.name, seconds) for chart in charts]
+            # NAME a job kind: that kind's jobs only; a chart's name: all its kinds'.
+            kind = name if name and reader.registry.find(name) is not None else None
+            overlays = [reader.overlay(chart.name, seconds, kind=kind) for chart in charts]
         finally:
             reader.close()
     try:
-        parts = [draw(chart, fmt, overlay) for chart, overlay in zip(charts, overlays, strict=True)]
+        parts = [
+            draw(chart, fmt, overlay, view=view, badges=_badges(engine, name, chart, view))
+            for chart, overlay in zip(charts, overlays, strict=True)
+        ]
     except RenderError as error:
         raise click.ClickException(str(error)) from error
     _write(b"\n".join(parts), fmt, out)
+
+
+def _badges(engine: Engine | None, name: str | None, chart: Chart, view: str) -> Any:
+    """What the review view writes in each step: the retry policy and timeout of the kind
+    named (or of every kind of the chart, where they agree); none without an app."""
+    from engine.badges import badges, chart_badges
+
+    if engine is None or view != "review":
+        return None
+    spec = engine.registry.find(name) if name else None
+    if spec is not None and spec.chart.name == chart.name:
+        return badges(spec)
+    return chart_badges(engine.registry.specs, chart.name) or None
 
 
 def _job_chart(reader: Engine, job_id: int) -> tuple[Chart, Any]:

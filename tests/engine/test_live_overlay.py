@@ -4,6 +4,7 @@ transitions per edge in a window, read from the real jobs and events tables."""
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 from click.testing import CliRunner
 
@@ -76,3 +77,23 @@ def test_cli_renders_the_live_overlay(db_url: str, clock: FrozenClock) -> None:
         ],
     )
     assert bad.exit_code != 0 and "live overlay is drawn in" in bad.output
+
+
+def test_a_kinds_overlay_counts_that_kinds_jobs_only(tmp_path: Path) -> None:
+    """Two kinds share the lifecycle chart: `render KIND --live` counts that kind's jobs,
+    the chart's name counts every kind's."""
+    from engine import Engine, Invariant
+
+    url = f"sqlite:///{tmp_path / 'kinds.db'}"
+    engine = Engine(url)
+    engine.job(idempotency=Invariant("t"), kind="a")(lambda ctx, p: None)
+    engine.job(idempotency=Invariant("t"), kind="b")(lambda ctx, p: None)
+    for _ in range(2):
+        engine.enqueue("a")
+    for _ in range(3):
+        engine.enqueue("b")
+    assert engine.overlay("lifecycle", kind="a").jobs == {"pending": 2}
+    assert engine.overlay("lifecycle", kind="b").jobs == {"pending": 3}
+    assert engine.overlay("lifecycle").jobs == {"pending": 5}
+    assert "kind a" in (engine.overlay("lifecycle", kind="a").caption or "")
+    engine.close()
