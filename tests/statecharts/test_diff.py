@@ -188,3 +188,23 @@ def test_diff_against_a_git_revision(tmp_path: Path) -> None:
     assert done.returncode == 1, done.stderr
     assert "### Chart `order`: HEAD -> working tree" in done.stdout
     assert "- `- state audit`" in done.stdout and "```mermaid" in done.stdout
+
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+@pytest.mark.parametrize("suffix", ["txt", "dot", "mmd", "md"])
+def test_the_diff_matches_its_golden_file(suffix: str) -> None:
+    """A rename, a removal, an added step and outcome, a changed timer and two migrations,
+    drawn in every format: a change to the output is a change to review."""
+    diff = diff_charts(v1(), v2(), {"hold": 4, "audit": 1})  # type: ignore[arg-type]
+    text = {
+        "txt": "\n".join(diff.summary()) + "\n",
+        "dot": to_dot(diff),
+        "mmd": to_mermaid(diff),
+        "md": to_markdown(diff, "Chart `order`: v1 -> v2"),
+    }[suffix]
+    path = GOLDEN / f"order.diff.{suffix}"
+    if os.environ.get("UPDATE_GOLDEN"):
+        path.write_text(text)
+    assert text == path.read_text(), f"{path} is stale (UPDATE_GOLDEN=1 rewrites it)"
