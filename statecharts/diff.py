@@ -34,6 +34,7 @@ class ChartDiff:
     edges: dict[Edge, str]  # (trigger, source, dest) -> added | removed | changed | same
     migrations: list[tuple[str, str]] = field(default_factory=list)  # (old state, new state)
     in_flight: Mapping[str, int] = field(default_factory=dict)  # old state -> jobs in it
+    policies: Mapping[str, tuple[str, str]] = field(default_factory=dict)  # state -> (was, is)
 
     @property
     def changed(self) -> bool:
@@ -59,8 +60,15 @@ class ChartDiff:
         return lines
 
 
-def diff_charts(old: Chart, new: Chart, in_flight: Mapping[str, int] | None = None) -> ChartDiff:
-    """Compare ``old`` with ``new`` (``in_flight``: jobs per state of the old version)."""
+def diff_charts(
+    old: Chart,
+    new: Chart,
+    in_flight: Mapping[str, int] | None = None,
+    policies: tuple[Mapping[str, str], Mapping[str, str]] | None = None,
+) -> ChartDiff:
+    """Compare ``old`` with ``new`` (``in_flight``: jobs per state of the old version;
+    ``policies``: each version's retry policy and timeout per state, as text, when the
+    apps are at hand: a chart alone does not carry them)."""
     before = {s.name: s for s in old.states}
     after = {s.name: s for s in new.states}
     states: dict[str, str] = {}
@@ -81,7 +89,15 @@ def diff_charts(old: Chart, new: Chart, in_flight: Mapping[str, int] | None = No
         else:
             edges[edge] = "same" if old_edges[edge] == new_edges[edge] else "changed"
     migrations = [(m.old, m.new) for m in new.migrations if m.old in before]
-    return ChartDiff(old, new, states, edges, migrations, dict(in_flight or {}))
+    changed_policies: dict[str, tuple[str, str]] = {}
+    if policies is not None:
+        was, now = policies
+        for name, status in list(states.items()):
+            kept = status in ("same", "changed") and name in was and name in now
+            if kept and was[name] != now[name]:
+                changed_policies[name] = (was[name], now[name])
+                states[name] = "changed"
+    return ChartDiff(old, new, states, edges, migrations, dict(in_flight or {}), changed_policies)
 
 
 PLUMBING_LOOPS = frozenset({"start", "release", "wait", "fail", "expire"})
@@ -130,6 +146,9 @@ def _state_change(diff: ChartDiff, name: str) -> str:
         for attr in ("kind", "every", "deadline", "delay")
         if getattr(a, attr) != getattr(b, attr)
     ]
+    if name in diff.policies:
+        was, now = diff.policies[name]
+        parts.append(f"retries {was} -> {now}")
     return f" ({', '.join(str(p) for p in parts)})"
 
 

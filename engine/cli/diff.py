@@ -49,7 +49,13 @@ spec = engine.registry.find(sys.argv[2])
 chart = spec.chart if spec is not None else engine.chart_of(sys.argv[2])
 if chart is None:
     sys.exit(f"no chart or job kind named {sys.argv[2]!r}")
+steps = {}
+for spec in engine.registry.specs:
+    if spec.chart.name == chart.name and (spec.kind == sys.argv[2] or not steps):
+        steps = {s: [st.retry.max_attempts, st.retry.base, st.retry.factor, st.retry.cap,
+                     st.timeout] for s, st in spec.steps.items()}
 print(json.dumps({
+    "policies": steps,
     "name": chart.name,
     "states": [{"name": s.name, "kind": str(getattr(s.kind, "value", s.kind)),
                 "success": s.success, "every": getattr(s, "every", None),
@@ -61,6 +67,27 @@ print(json.dumps({
                      "operator": t.operator} for t in chart.transitions],
 }))
 """
+
+
+def policy_text(numbers: list[float]) -> str:
+    """``[attempts, base, factor, cap, timeout]`` as a reviewer reads it."""
+    attempts, base, factor, cap, timeout = numbers
+    return f"{int(attempts)} attempts, {base:g}s x{factor:g} up to {cap:g}s, timeout {timeout:g}s"
+
+
+def policies_of(engine: Any, name: str) -> dict[str, str]:
+    """The retry policy and timeout per state of the kind ``name`` (or of the first kind
+    using the chart ``name``), as text."""
+    specs = [s for s in engine.registry.specs if s.chart.name == name or s.kind == name]
+    chosen = next((s for s in specs if s.kind == name), specs[0] if specs else None)
+    if chosen is None:
+        return {}
+    return {
+        state: policy_text(
+            [st.retry.max_attempts, st.retry.base, st.retry.factor, st.retry.cap, st.timeout]
+        )
+        for state, st in chosen.steps.items()
+    }
 
 
 def _markup_elsewhere(name: str, app: str, root: Path) -> Chart:
@@ -81,7 +108,13 @@ def _markup_elsewhere(name: str, app: str, root: Path) -> Chart:
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["(no message)"])[-1]
         _fail(f"cannot load {app} from {root}: {last}")
-    return chart_from_markup(json.loads(done.stdout))
+    found = json.loads(done.stdout)
+    _OLD_POLICIES.clear()
+    _OLD_POLICIES.update({k: policy_text(v) for k, v in found.get("policies", {}).items()})
+    return chart_from_markup(found)
+
+
+_OLD_POLICIES: dict[str, str] = {}  # the other version's policies, read with its chart
 
 
 def _at_revision(name: str, app: str, revision: str) -> Chart:
@@ -139,14 +172,18 @@ def diff(
     sources = [s for s in (revision, against_app, db) if s]
     if len(sources) != 1:
         _fail("give one of --git REV, --against-app SPEC or --db URL")
-    new = _chart(load_app(app), name)
+    new_app = load_app(app)
+    new = _chart(new_app, name)
     in_flight: dict[str, int] = {}
+    policies = None
     title = None
     if revision:
         old = _at_revision(name, app, revision)
+        policies = (dict(_OLD_POLICIES), policies_of(new_app, name))
         title = f"Chart `{new.name}`: {revision} -> working tree"
     elif against_app:
         old = _markup_elsewhere(name, against_app, Path.cwd())
+        policies = (dict(_OLD_POLICIES), policies_of(new_app, name))
         title = f"Chart `{new.name}`: {against_app} -> {app}"
     else:
         reader = open_engine(app, db, existing=True)
@@ -168,7 +205,7 @@ def diff(
             title = f"Chart `{new.name}`: version {chosen.version} -> {current}"
         finally:
             reader.close()
-    result = diff_charts(old, new, in_flight)
+    result = diff_charts(old, new, in_flight, policies)
     if fmt == "text":
         text = "\n".join(result.summary()) or "no change"
         data = (text + "\n").encode()

@@ -208,3 +208,28 @@ def test_the_diff_matches_its_golden_file(suffix: str) -> None:
     if os.environ.get("UPDATE_GOLDEN"):
         path.write_text(text)
     assert text == path.read_text(), f"{path} is stale (UPDATE_GOLDEN=1 rewrites it)"
+
+
+def test_a_changed_retry_policy_is_a_changed_state() -> None:
+    """The apps' policies per state (not part of a chart) are compared when both apps are
+    at hand: a lowered budget marks its states changed, with what it was and is."""
+    chart = v1()
+    same = diff_charts(chart, chart, policies=({"charge": "5 attempts"}, {"charge": "5 attempts"}))  # type: ignore[arg-type]
+    assert not same.changed
+    lowered = diff_charts(
+        chart, chart, policies=({"charge": "5 attempts"}, {"charge": "3 attempts"})
+    )  # type: ignore[arg-type]
+    assert lowered.summary() == ["~ state charge (retries 5 attempts -> 3 attempts)"]
+    done = jobcharts(
+        "diff",
+        "order",
+        "--app",
+        "tests.statecharts.policy_app:three",
+        "--against-app",
+        "tests.statecharts.policy_app:five",
+    )
+    assert done.returncode == 1, done.stderr
+    assert (
+        "~ state charge (retries 5 attempts, 1s x2 up to 300s, timeout 60s -> "
+        "3 attempts, 1s x2 up to 300s, timeout 60s)"
+    ) in done.stdout.splitlines()
