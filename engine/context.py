@@ -114,13 +114,7 @@ class JobContext:
             attempt=self.attempt,
             at=self._now(),
         )
-        if not recorded:
-            raise LeaseLost(
-                f"job {self.job_id} step {name!r}: this attempt lost its lease; the step's "
-                "result is not recorded"
-            )
-        self._steps[name] = value
-        return value  # type: ignore[no-any-return]
+        return self._kept(name, value, recorded)  # type: ignore[no-any-return]
 
     @overload
     async def astep(self, name: str, fn: Callable[[], Awaitable[R]]) -> R: ...
@@ -149,6 +143,10 @@ class JobContext:
             attempt=self.attempt,
             at=self._now(),
         )
+        return self._kept(name, value, recorded)
+
+    def _kept(self, name: str, value: Any, recorded: bool) -> Any:
+        """The step's result once its record committed; LeaseLost when the lease was gone."""
         if not recorded:
             raise LeaseLost(
                 f"job {self.job_id} step {name!r}: this attempt lost its lease; the step's "

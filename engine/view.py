@@ -11,6 +11,7 @@ from engine.moves import SET_ASIDE
 from engine.runtime import Runtime
 from engine.store import EventRecord, JobRow, Store
 from engine.strays import judge
+from engine.timetable import seconds_text
 from statecharts import Chart, StateKind, Step, T
 from statecharts.render import Overlay
 
@@ -359,15 +360,7 @@ def live_overlay(
         oldest={state: now - oldest for state, (_, oldest) in figures.items()},
         taken=store.chart_edge_counts(chart, now - window, kind=kind),
         window=window,
-        caption=f"kind {kind}, live: transitions in the last {_span_text(window)}"
+        caption=f"kind {kind}, live: transitions in the last {seconds_text(window)}"
         if kind
         else None,
     )
-
-
-def _span_text(window: timedelta) -> str:
-    seconds = window.total_seconds()
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{int(seconds // size)}{unit}"
-    return f"{seconds:g}s"

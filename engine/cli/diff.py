@@ -90,9 +90,10 @@ def policies_of(engine: Any, name: str) -> dict[str, str]:
     }
 
 
-def _markup_elsewhere(name: str, app: str, root: Path) -> Chart:
-    """The chart ``name`` of ``app`` as the code under ``root`` declares it (a subprocess,
-    so the two versions of one module never meet in this interpreter)."""
+def _markup_elsewhere(name: str, app: str, root: Path) -> tuple[Chart, dict[str, str]]:
+    """The chart ``name`` of ``app`` as the code under ``root`` declares it, with its
+    policies per state (a subprocess, so the two versions of one module never meet in this
+    interpreter)."""
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]),
@@ -109,15 +110,11 @@ def _markup_elsewhere(name: str, app: str, root: Path) -> Chart:
         last = (done.stderr.strip().splitlines() or ["(no message)"])[-1]
         _fail(f"cannot load {app} from {root}: {last}")
     found = json.loads(done.stdout)
-    _OLD_POLICIES.clear()
-    _OLD_POLICIES.update({k: policy_text(v) for k, v in found.get("policies", {}).items()})
-    return chart_from_markup(found)
+    policies = {k: policy_text(v) for k, v in found.get("policies", {}).items()}
+    return chart_from_markup(found), policies
 
 
-_OLD_POLICIES: dict[str, str] = {}  # the other version's policies, read with its chart
-
-
-def _at_revision(name: str, app: str, revision: str) -> Chart:
+def _at_revision(name: str, app: str, revision: str) -> tuple[Chart, dict[str, str]]:
     """The chart as the app declares it at git ``revision`` of the current repository."""
     git = shutil.which("git")
     if git is None:
@@ -178,12 +175,12 @@ def diff(
     policies = None
     title = None
     if revision:
-        old = _at_revision(name, app, revision)
-        policies = (dict(_OLD_POLICIES), policies_of(new_app, name))
+        old, was = _at_revision(name, app, revision)
+        policies = (was, policies_of(new_app, name))
         title = f"Chart `{new.name}`: {revision} -> working tree"
     elif against_app:
-        old = _markup_elsewhere(name, against_app, Path.cwd())
-        policies = (dict(_OLD_POLICIES), policies_of(new_app, name))
+        old, was = _markup_elsewhere(name, against_app, Path.cwd())
+        policies = (was, policies_of(new_app, name))
         title = f"Chart `{new.name}`: {against_app} -> {app}"
     else:
         reader = open_engine(app, db, existing=True)
