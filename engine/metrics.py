@@ -223,7 +223,10 @@ class GaugePublisher:
             except Exception:  # the connection broke: the lock went with it
                 self.close()
         conn = self.store.db.connect()
-        taken = conn.exec_driver_sql(f"SELECT pg_try_advisory_lock({GAUGE_LOCK})").scalar()
+        # Keyed by schema too: two installs in one database (``?schema=``) each publish.
+        taken = conn.exec_driver_sql(
+            f"SELECT pg_try_advisory_lock({GAUGE_LOCK}, hashtext(current_schema()))"
+        ).scalar()
         conn.commit()
         if taken:
             self._held = conn
@@ -234,5 +237,11 @@ class GaugePublisher:
     def close(self) -> None:
         if self._held is not None:
             with contextlib.suppress(Exception):  # already broken: the lock went with it
+                # Released now, not when the server notices the closed connection (a
+                # worker taking over must not find it still held).
+                self._held.exec_driver_sql(
+                    f"SELECT pg_advisory_unlock({GAUGE_LOCK}, hashtext(current_schema()))"
+                )
+            with contextlib.suppress(Exception):
                 self._held.invalidate()  # close the connection itself, lock and all
             self._held = None
