@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -262,18 +262,20 @@ def apply(
     keep: int = 100,
     on_batch: Callable[[Report], None] | None = None,
     run: str | None = None,
+    detail: Mapping[str, Any] | None = None,
 ) -> Report:
     """Apply ``action`` ("requeue" or "cancel") to the jobs ``f`` names, ``batch_size``
     jobs per transaction; returns the report (``on_batch`` sees it after each batch).
 
-    ``run`` names the run in each event's detail (a fresh id by default)."""
+    ``run`` names the run in each event's detail (a fresh id by default); ``detail`` adds
+    to each event's detail (who did it, from where)."""
     trigger = _trigger(action, f)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     report = Report(action, run or uuid.uuid4().hex[:12], f, keep=keep)
-    detail: dict[str, Any] = {"bulk": report.run}
+    extra: dict[str, Any] = {**(detail or {}), "bulk": report.run}
     if not f.ids:
-        detail["filter"] = f.describe()
+        extra["filter"] = f.describe()
     # Named jobs are reported one by one, as the one-job operators do; a filter's many
     # jobs at debug level, with a line per batch.
     level = "info" if f.ids else "debug"
@@ -281,7 +283,7 @@ def apply(
         for job_id in missing:
             report.skip(Skip(job_id, None, Refused.NOT_FOUND, f"no job with id {job_id}"))
         report.matched += len(rows)
-        _apply_batch(rt, trigger, f, rows, detail, level, report)
+        _apply_batch(rt, trigger, f, rows, extra, level, report)
         report.batches += 1
         _progress(rt, "jobs.bulk_batch", "debug", report)
         if on_batch is not None:

@@ -14,6 +14,7 @@ applies the overlap policy. The database side is ``engine.store.schedules``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -479,3 +480,25 @@ def seconds_text(span: timedelta) -> str:
 
 def _naive_utc(t: datetime) -> datetime:
     return t.astimezone(UTC).replace(tzinfo=None)
+
+
+MAX_AGE_SECONDS = 100 * 365 * 86400
+
+
+def parse_age(text: str) -> float:
+    """Seconds in ``"90"``, ``"90s"``, ``"15m"``, ``"12h"`` or ``"7d"``."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    text = text.strip().lower()
+    factor = units.get(text[-1:])
+    number = text[:-1] if factor else text
+    try:
+        value = float(number) * (factor or 1)
+    except ValueError:
+        raise ValueError(f"not an age: {text!r} (use e.g. 3600, 90m, 12h or 7d)") from None
+    if not math.isfinite(value):
+        raise ValueError(f"not an age: {text!r} (use e.g. 3600, 90m, 12h or 7d)")
+    if value < 0:
+        raise ValueError(f"an age cannot be negative: {text!r}")
+    if value > MAX_AGE_SECONDS:
+        raise ValueError(f"an age of more than 100 years is not an age: {text!r}")
+    return value

@@ -364,3 +364,26 @@ def live_overlay(
         if kind
         else None,
     )
+
+
+def path_chart(store: Store, row: JobRow, events: list[EventRecord]) -> tuple[Chart, Overlay]:
+    """The chart version ``row`` last moved under, as recorded in the database, and the
+    job's path on it (its state, and each transition taken with how often). Raises
+    ``JobNotFound`` when that version is not recorded (the job ran before versions were
+    kept)."""
+    from collections import Counter
+
+    from statecharts.versions import chart_from_markup
+
+    recorded = store.chart_versions_of(row.chart).get(row.chart_version or "")
+    if recorded is None:
+        raise JobNotFound(
+            f"job {row.id}'s chart version ({row.chart_version or 'unrecorded'}) is not "
+            "recorded in this database (it ran before versions were kept)"
+        )
+    taken = Counter((e.trigger, e.from_state, e.to_state) for e in events if e.from_state)
+    caption = f"job {row.id}, version {recorded.version}" + (
+        f" {recorded.label}" if recorded.label else ""
+    )
+    overlay = Overlay(jobs={row.state: 1}, taken=dict(taken), caption=caption)
+    return chart_from_markup(recorded.markup, recorded.label or ""), overlay

@@ -52,12 +52,16 @@ class Overlay:
     taken: Mapping[tuple[str, str, str], int] = field(default_factory=dict)  # (trigger, src, dst)
     window: timedelta = timedelta(hours=1)
     caption: str | None = None  # what the figures are, when not a live window (one job)
+    capped: frozenset[str] = frozenset()  # states whose count stopped at a cap: "N+ jobs"
 
     def state_note(self, state: State) -> str:
         count = self.jobs.get(state.name, 0)
         if not count:
             return ""
-        note = f"{count} job" + ("" if count == 1 else "s")
+        if state.name in self.capped:
+            note = f"{count:,}+ jobs"
+        else:
+            note = f"{count} job" + ("" if count == 1 else "s")
         age = self.oldest.get(state.name)
         if age is not None and not state.is_final:
             note += f", oldest {span(max(age.total_seconds(), 0.0))}"

@@ -8,13 +8,14 @@ import sys
 
 import click
 
-from engine.cli import charts, database, deploys, diff, jobs, run, stats
+from engine.cli import charts, dashboard, database, deploys, diff, jobs, run, stats
 from engine.cli.common import cli, load_app, open_engine, parse_age
 from engine.cli.failures import one_line
 
 __all__ = [
     "charts",
     "cli",
+    "dashboard",
     "database",
     "deploys",
     "diff",

@@ -131,30 +131,18 @@ def _badges(engine: Engine | None, name: str | None, chart: Chart, view: str) ->
 
 def _job_chart(reader: Engine, job_id: int) -> tuple[Chart, Any]:
     """The recorded chart version job ``job_id`` last moved under, and its path on it."""
-    from collections import Counter
-
-    from statecharts.render import Overlay
-    from statecharts.versions import chart_from_markup
+    from engine.errors import JobNotFound
+    from engine.view import path_chart
 
     try:
         row = reader.store.job_get(job_id)
         if row is None:
             raise click.ClickException(f"no job with id {job_id}")
-        recorded = reader.store.chart_versions_of(row.chart).get(row.chart_version or "")
-        if recorded is None:
-            raise click.ClickException(
-                f"job {job_id}'s chart version ({row.chart_version or 'unrecorded'}) is not "
-                "recorded in this database (it ran before versions were kept)"
-            )
-        events = reader.store.job_events(job_id)
+        return path_chart(reader.store, row, reader.store.job_events(job_id))
+    except JobNotFound as error:
+        raise click.ClickException(str(error)) from error
     finally:
         reader.close()
-    taken = Counter((e.trigger, e.from_state, e.to_state) for e in events if e.from_state)
-    caption = f"job {job_id}, version {recorded.version}" + (
-        f" {recorded.label}" if recorded.label else ""
-    )
-    overlay = Overlay(jobs={row.state: 1}, taken=dict(taken), caption=caption)
-    return chart_from_markup(recorded.markup, recorded.label or ""), overlay
 
 
 def _write(data: bytes, fmt: str, out: str | None) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -17,10 +16,10 @@ from engine.errors import JobchartsError
 from engine.logs import configure_logging
 from engine.retry import NoRetry, RetryPolicy
 from engine.store import sqlite_path
+from engine.timetable import parse_age as parse_age  # re-exported for the commands
 from engine.timetable import seconds_text
 from engine.view import JobView
 
-MAX_AGE_SECONDS = 100 * 365 * 86400
 SECOND_SIGNAL_AFTER = 1.0  # a repeat within this is the same stop, delivered twice
 APP_HELP = "The engine to use, as module:attribute (default attribute: engine)."
 DB_HELP = "Database URL (default: $JOBCHARTS_DB or sqlite:///jobcharts.db)."
@@ -96,25 +95,6 @@ def retries_text(policy: RetryPolicy) -> str:
 def span_text(seconds: float) -> str:
     """``604800`` -> ``7d``: the largest unit that divides it (the inverse of parse_age)."""
     return seconds_text(timedelta(seconds=seconds))
-
-
-def parse_age(text: str) -> float:
-    """Seconds in ``"90"``, ``"90s"``, ``"15m"``, ``"12h"`` or ``"7d"``."""
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    text = text.strip().lower()
-    factor = units.get(text[-1:])
-    number = text[:-1] if factor else text
-    try:
-        value = float(number) * (factor or 1)
-    except ValueError:
-        raise ValueError(f"not an age: {text!r} (use e.g. 3600, 90m, 12h or 7d)") from None
-    if not math.isfinite(value):
-        raise ValueError(f"not an age: {text!r} (use e.g. 3600, 90m, 12h or 7d)")
-    if value < 0:
-        raise ValueError(f"an age cannot be negative: {text!r}")
-    if value > MAX_AGE_SECONDS:
-        raise ValueError(f"an age of more than 100 years is not an age: {text!r}")
-    return value
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

@@ -1,0 +1,145 @@
+"""The dashboard's reads, each bounded whatever the table holds: counts capped by a LIMIT
+over an index range, the oldest job per (state, kind) by one index seek, transitions
+counted over the latest events only, and searches by id, key or correlation id through an
+index. A page therefore costs about the same at a thousand jobs and at a million.
+
+Plain functions over a ``Database`` (the ``Store``), as ``engine.store.bulk``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, select
+
+from engine.store.database import Database
+from engine.store.reads import job_row
+from engine.store.rows import JobRow, parse_time
+from engine.store.schema import job_events, job_kinds, jobs
+
+
+@dataclass(frozen=True)
+class StateFigure:
+    """Jobs of ``kind`` in ``state``: how many (at most the cap: ``capped`` says more
+    exist), and the oldest last change among them (None: no job)."""
+
+    kind: str
+    state: str
+    jobs: int
+    capped: bool
+    oldest: datetime | None
+
+
+@dataclass(frozen=True)
+class EdgeCount:
+    """Transitions of ``kind``'s jobs along one edge among the events counted."""
+
+    kind: str
+    trigger: str
+    source: str
+    dest: str
+    taken: int
+
+
+@dataclass(frozen=True)
+class EdgeCounts:
+    """The transitions since ``since``, counted over at most the latest ``cap`` events;
+    ``truncated``: the window held more events than that, so the counts cover its latest
+    part only."""
+
+    edges: list[EdgeCount]
+    counted: int
+    truncated: bool
+
+
+def state_figures(db: Database, pairs: Iterable[tuple[str, str]], *, cap: int) -> list[StateFigure]:
+    """For each (kind, state): its jobs, counted up to ``cap`` + 1 (``ix_jobs_state``),
+    and the oldest last change (one seek of the same index)."""
+    figures = []
+    with db.read() as conn:
+        for kind, state in pairs:
+            match = (jobs.c.state == state, jobs.c.kind == kind)
+            some = select(jobs.c.id).where(*match).limit(cap + 1).subquery()
+            count = int(conn.execute(select(func.count()).select_from(some)).scalar_one())
+            oldest = None
+            if count:
+                first = conn.execute(
+                    select(jobs.c.updated_at).where(*match).order_by(jobs.c.updated_at).limit(1)
+                ).scalar()
+                oldest = parse_time(first) if first is not None else None
+            figures.append(StateFigure(kind, state, min(count, cap), count > cap, oldest))
+    return figures
+
+
+def edge_counts(db: Database, since: datetime, *, cap: int) -> EdgeCounts:
+    """Transitions per (kind, trigger, from, to) at or after ``since`` among the latest
+    ``cap`` events (event ids grow with time, so the latest are the highest ids)."""
+    with db.read() as conn:
+        top = conn.execute(select(func.max(job_events.c.id))).scalar()
+        if top is None:
+            return EdgeCounts([], 0, False)
+        floor = int(top) - cap
+        recent = (
+            select(
+                job_events.c.job_id,
+                job_events.c.trigger,
+                job_events.c.from_state,
+                job_events.c.to_state,
+            )
+            .where(
+                job_events.c.id > floor,
+                job_events.c.at >= since,
+                job_events.c.from_state.is_not(None),
+            )
+            .subquery()
+        )
+        stmt = (
+            select(
+                jobs.c.kind, recent.c.trigger, recent.c.from_state, recent.c.to_state, func.count()
+            )
+            .select_from(recent.join(jobs, jobs.c.id == recent.c.job_id))
+            .group_by(jobs.c.kind, recent.c.trigger, recent.c.from_state, recent.c.to_state)
+        )
+        edges = [EdgeCount(r[0], r[1], r[2], r[3], int(r[4])) for r in conn.execute(stmt)]
+        truncated = False
+        if floor > 0:
+            edge = conn.execute(select(job_events.c.at).where(job_events.c.id == floor)).scalar()
+            truncated = edge is not None and parse_time(edge) >= since
+    return EdgeCounts(edges, sum(e.taken for e in edges), truncated)
+
+
+def job_search(db: Database, text: str, *, kinds: Sequence[str], limit: int) -> list[JobRow]:
+    """Jobs whose id, idempotency key (of one of ``kinds``: ``ix_jobs_kind_key``) or
+    correlation id (``ix_jobs_correlation``) is ``text``, newest first."""
+    conditions = [jobs.c.correlation_id == text]
+    if kinds:
+        conditions.append(jobs.c.kind.in_(list(kinds)) & (jobs.c.idempotency_key == text))
+    found: dict[int, JobRow] = {}
+    with db.read() as conn:
+        if text.isdigit() and len(text) < 19:
+            row = conn.execute(select(jobs).where(jobs.c.id == int(text))).first()
+            if row is not None:
+                found[int(row.id)] = job_row(row)
+        for condition in conditions:  # one index each (an OR would scan the table)
+            stmt = select(jobs).where(condition).order_by(jobs.c.id.desc()).limit(limit)
+            for row in conn.execute(stmt):
+                found.setdefault(int(row.id), job_row(row))
+    return sorted(found.values(), key=lambda r: r.id, reverse=True)[:limit]
+
+
+def known_kinds(db: Database) -> list[str]:
+    """Every kind some app recorded (``job_kinds``) or some job has, without a scan: the
+    recorded kinds, then a skip scan of ``ix_jobs_kind_key`` for the rest."""
+    with db.read() as conn:
+        kinds = {row[0] for row in conn.execute(select(job_kinds.c.kind))}
+        # A loose index scan: each step seeks the next kind above the last one.
+        last = ""
+        for _ in range(1000):
+            nxt = conn.execute(select(func.min(jobs.c.kind)).where(jobs.c.kind > last)).scalar()
+            if nxt is None:
+                break
+            kinds.add(nxt)
+            last = nxt
+    return sorted(kinds)

@@ -1,0 +1,31 @@
+"""Indexes the dashboard reads by: jobs per (state, kind) with the oldest last change of
+each (the overview's figures, bounded index ranges instead of a scan of the table), and
+jobs by correlation id (its search box).
+
+Revision ID: 0005_dashboard_indexes
+Revises: 0004_chart_versions
+Create Date: 2026-12-03
+"""
+
+from __future__ import annotations
+
+from alembic import op
+
+revision = "0005_dashboard_indexes"
+down_revision = "0004_chart_versions"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("jobs") as batch:
+        batch.drop_index("ix_jobs_state")
+        batch.create_index("ix_jobs_state", ["state", "kind", "updated_at"], unique=False)
+        batch.create_index("ix_jobs_correlation", ["correlation_id"], unique=False)
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("jobs") as batch:
+        batch.drop_index("ix_jobs_correlation")
+        batch.drop_index("ix_jobs_state")
+        batch.create_index("ix_jobs_state", ["state"], unique=False)
