@@ -1,0 +1,327 @@
+"""The dashboard's pages and actions over HTTP (Starlette's test client, in process), on a
+real SQLite file and a real PostgreSQL schema: the figures match the jobs, lists filter and
+page, the job page answers, and every action is refused without a sign-in, without the
+form's CSRF token, from another site, or in read-only mode, and recorded with who did it."""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+from click.testing import CliRunner
+from pydantic import BaseModel
+
+pytest.importorskip("starlette")
+from starlette.testclient import TestClient
+
+from engine import Engine, FrozenClock, JobContext, Permanent, RetryPolicy
+from engine.cli import cli
+from engine.web import Access, create_app, figures
+from engine.web.access import COOKIE
+
+TOKEN = "0123456789abcdef-shared"
+ALICE = "alice-personal-token-1"
+
+
+class Order(BaseModel):
+    n: int
+
+
+def build(db_url: str, clock: FrozenClock) -> Engine:
+    """Kinds: ``ok`` succeeds (returns its number), ``bad`` raises Permanent, ``fails``
+    is exhausted after one attempt; a cron schedule ``nightly`` fires ``ok``."""
+    app = Engine(db_url, clock=clock, seed=7)
+
+    @app.job(payload=Order, idempotency=lambda p: f"ok:{p.n}")
+    def ok(ctx: JobContext, p: Order) -> int:
+        return p.n
+
+    @app.job(payload=Order, idempotency=lambda p: f"bad:{p.n}")
+    def bad(ctx: JobContext, p: Order) -> None:
+        raise Permanent(f"order {p.n} cannot ship")
+
+    @app.job(
+        payload=Order,
+        idempotency=lambda p: f"fails:{p.n}",
+        retry=RetryPolicy(max_attempts=1, base=0, jitter=0),
+    )
+    def fails(ctx: JobContext, p: Order) -> None:
+        raise ConnectionError(f"upstream down for {p.n}")
+
+    @app.cron("0 3 * * *", name="nightly")
+    def nightly(ctx: JobContext) -> None:
+        return None
+
+    return app
+
+
+@pytest.fixture
+def app(db_url: str, clock: FrozenClock) -> Iterator[Engine]:
+    eng = build(db_url, clock)
+    yield eng
+    eng.close()
+
+
+def client(app: Engine, **access: object) -> TestClient:
+    return TestClient(create_app(app, access=Access(**access)))  # type: ignore[arg-type]
+
+
+def signed_in(app: Engine, name: str = "alice", **access: object) -> TestClient:
+    """A client signed in with the shared token as ``name``."""
+    web = client(app, tokens={TOKEN: None}, **access)
+    response = web.post("/login", data={"token": TOKEN, "name": name, "next": "/"})
+    assert response.status_code == 200 and COOKIE in web.cookies
+    return web
+
+
+def csrf_of(html: str) -> str:
+    found = re.search(r'name="csrf" value="([0-9a-f]+)"', html)
+    assert found, "no CSRF field in the page"
+    return found.group(1)
+
+
+def seed(app: Engine) -> dict[str, list[int]]:
+    """3 ok (succeeded), 2 bad (quarantined, permanent), 1 fails (quarantined, exhausted),
+    2 ok left pending (enqueued after the run)."""
+    ids = {
+        "ok": [app.enqueue("ok", {"n": n}) for n in range(1, 4)],
+        "bad": [app.enqueue("bad", {"n": n}) for n in range(1, 3)],
+        "fails": [app.enqueue("fails", {"n": 1})],
+    }
+    app.run_until_idle()
+    ids["pending"] = [app.enqueue("ok", {"n": n}) for n in (10, 11)]
+    return ids
+
+
+def figure(html: str, chart: str, state: str) -> str:
+    table = html.split(f'data-chart="{chart}"', 1)[1].split("</table>", 1)[0]
+    found = re.search(rf'data-state="{state}">([^<]*)<', table)
+    assert found, f"no figure for {state}"
+    return found.group(1)
+
+
+def test_overview_counts_match_the_jobs(app: Engine) -> None:
+    seed(app)
+    web = client(app)
+    page = web.get("/")
+    assert page.status_code == 200
+    for state, count in (("succeeded", "3"), ("quarantined", "3"), ("pending", "2")):
+        assert figure(page.text, "lifecycle", state) == count
+    panel = web.get("/panel?window=5m").text
+    assert figure(panel, "lifecycle", "running") == "0"
+    # Transitions in the window: 6 starts, 3 succeed, 2 fail_permanent, 1 fail.
+    assert "lifecycle: 12 transitions in the window" in panel
+
+
+def test_the_live_chart_is_drawn_with_its_counts(app: Engine) -> None:
+    seed(app)
+    svg = client(app).get("/charts/lifecycle.svg")
+    assert svg.status_code == 200 and svg.headers["content-type"].startswith("image/svg+xml")
+    assert "(3 jobs)" in svg.text and "succeed x3" in svg.text
+    assert client(app).get("/charts/nope.svg").status_code == 404
+
+
+def test_counts_past_the_cap_say_so(app: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    seed(app)
+    monkeypatch.setattr(figures, "COUNT_CAP", 2)
+    page = client(app).get("/panel")
+    assert figure(page.text, "lifecycle", "succeeded") == "2+"
+    assert figure(page.text, "lifecycle", "pending") == "2"  # exactly the cap: no "+"
+
+
+def test_lists_filter_and_page_by_cursor(app: Engine) -> None:
+    ids = seed(app)
+    web = client(app)
+    quarantined = web.get("/jobs?state=quarantined")
+    assert set(map(int, re.findall(r'data-id="(\d+)"', quarantined.text))) == set(
+        ids["bad"] + ids["fails"]
+    )
+    bad = web.get("/jobs?state=quarantined&reason=permanent&kind=bad")
+    assert set(map(int, re.findall(r'data-id="(\d+)"', bad.text))) == set(ids["bad"])
+    for n in range(30):
+        app.enqueue("ok", {"n": 100 + n})
+    seen: list[int] = []
+    url = "/jobs?kind=ok&limit=25"
+    while url:
+        page = web.get(url)
+        seen += map(int, re.findall(r'data-id="(\d+)"', page.text))
+        more = re.search(r'id="next-page" href="([^"]+)"', page.text)
+        url = more.group(1).replace("&amp;", "&") if more else ""
+    assert seen == sorted(seen, reverse=True) and len(seen) == len(set(seen)) == 35
+
+
+def test_ages_filter_lists(app: Engine, clock: FrozenClock) -> None:
+    ids = seed(app)
+    clock.advance(timedelta(hours=2))
+    newer = app.enqueue("ok", {"n": 50})
+    web = client(app)
+    recent = web.get("/jobs?newer=1h").text
+    assert re.findall(r'data-id="(\d+)"', recent) == [str(newer)]
+    stale = set(map(int, re.findall(r'data-id="(\d+)"', web.get("/jobs?older=1h").text)))
+    assert newer not in stale and set(ids["ok"]) <= stale
+
+
+def test_search_by_id_key_and_correlation_id(app: Engine) -> None:
+    ids = seed(app)
+    web = client(app)
+    job = app.get(ids["bad"][0])
+    for text in (str(job.id), "bad:1", job.correlation_id):
+        found = re.findall(r'data-id="(\d+)"', web.get("/jobs", params={"q": text}).text)
+        assert found == [str(job.id)], text
+    assert "No jobs match" in web.get("/jobs?q=nothing-like-this").text
+
+
+def test_bad_filters_are_explained(app: Engine) -> None:
+    seed(app)
+    web = client(app)
+    unknown = web.get("/jobs?state=finished")
+    assert unknown.status_code == 400
+    assert "unknown state 'finished'" in html.unescape(unknown.text)
+    age = web.get("/jobs?older=soon")
+    assert age.status_code == 400 and "not an age" in age.text
+    assert web.get("/jobs?limit=100000").status_code == 400
+
+
+def test_the_job_page_answers_the_four_questions(app: Engine) -> None:
+    ids = seed(app)
+    page = client(app).get(f"/jobs/{ids['bad'][0]}")
+    assert page.status_code == 200
+    for question in ("did it run", "did it succeed", "why did it fail", "will it retry"):
+        assert f'data-question="{question}"' in page.text
+    assert "Permanent: order 1 cannot ship" in page.text
+    assert "Traceback (most recent call last)" in page.text
+    assert "fail_permanent" in page.text  # the history
+    assert client(app).get("/jobs/999999").status_code == 404
+    chart = client(app).get(f"/jobs/{ids['bad'][0]}/chart.svg")
+    assert chart.status_code == 200 and "<svg" in chart.text
+
+
+def test_actions_are_refused_without_a_sign_in(app: Engine) -> None:
+    ids = seed(app)
+    job_id = ids["bad"][0]
+    web = client(app, tokens={TOKEN: None})
+    refused = web.post(f"/jobs/{job_id}/requeue", data={"csrf": "x"})
+    assert refused.status_code == 403 and "Sign in" in refused.text
+    assert app.get(job_id).state == "quarantined"
+    wrong = web.post("/login", data={"token": "not-the-token-at-all", "name": "mallory"})
+    assert wrong.status_code == 403 and COOKIE not in web.cookies
+
+
+def test_actions_need_the_forms_csrf_token_and_the_same_site(app: Engine) -> None:
+    ids = seed(app)
+    job_id = ids["bad"][0]
+    web = signed_in(app)
+    token = csrf_of(web.get(f"/jobs/{job_id}").text)
+    for data, headers in (
+        ({}, {}),
+        ({"csrf": "0" * 64}, {}),
+        ({"csrf": token}, {"origin": "https://evil.example"}),
+    ):
+        refused = web.post(f"/jobs/{job_id}/requeue", data=data, headers=headers)
+        assert refused.status_code == 403, (data, headers)
+    assert app.get(job_id).state == "quarantined"
+    other = signed_in(app, "bob")  # a CSRF token is bound to its session
+    assert other.post(f"/jobs/{job_id}/requeue", data={"csrf": token}).status_code == 403
+    done = web.post(f"/jobs/{job_id}/requeue", data={"csrf": token}, follow_redirects=False)
+    assert done.status_code == 303 and "requeued" in done.headers["location"]
+    view = app.get(job_id)
+    assert view.state == "pending"
+    last = view.history[-1]
+    assert last.trigger == "requeue" and last.detail is not None
+    assert (last.detail["operator"], last.detail["via"]) == ("alice", "dashboard")
+    assert "by alice via dashboard" in web.get(f"/jobs/{job_id}").text
+
+
+def test_a_cancel_from_the_job_page(app: Engine) -> None:
+    ids = seed(app)
+    job_id = ids["pending"][0]
+    web = signed_in(app, "carol")
+    token = csrf_of(web.get(f"/jobs/{job_id}").text)
+    assert web.post(f"/jobs/{job_id}/cancel", data={"csrf": token}).status_code == 200
+    assert app.get(job_id).state == "cancelled"
+    again = web.post(f"/jobs/{job_id}/cancel", data={"csrf": token})
+    assert again.status_code == 409 and "cancel applies to jobs in" in html.unescape(again.text)
+
+
+def test_personal_tokens_bind_the_name(app: Engine) -> None:
+    ids = seed(app)
+    web = client(app, tokens={ALICE: "alice"})
+    web.post("/login", data={"token": ALICE, "name": "someone-else"})
+    token = csrf_of(web.get("/").text)
+    web.post(f"/jobs/{ids['bad'][1]}/requeue", data={"csrf": token})
+    detail = app.get(ids["bad"][1]).history[-1].detail or {}
+    assert detail["operator"] == "alice"
+
+
+def test_read_only_refuses_every_action(app: Engine) -> None:
+    ids = seed(app)
+    web = signed_in(app, read_only=True)
+    page = web.get(f"/jobs/{ids['bad'][0]}").text
+    assert 'id="do-requeue"' not in page and "Read-only" in page
+    token = csrf_of(page)  # (the sign-out form still has one)
+    refused = web.post(f"/jobs/{ids['bad'][0]}/requeue", data={"csrf": token})
+    assert refused.status_code == 403 and "read-only" in refused.text
+    assert app.get(ids["bad"][0]).state == "quarantined"
+
+
+def test_private_mode_needs_a_sign_in_to_look(app: Engine) -> None:
+    seed(app)
+    web = client(app, tokens={TOKEN: None}, private=True)
+    for path in ("/", "/jobs", "/jobs/1", "/panel", "/charts/lifecycle.svg", "/schedules"):
+        response = web.get(path, follow_redirects=False)
+        assert response.status_code == 303 and "/login?next=" in response.headers["location"]
+    web.post("/login", data={"token": TOKEN, "name": "dan"})
+    assert web.get("/").status_code == 200
+
+
+def test_a_sign_in_never_redirects_to_another_site(app: Engine) -> None:
+    web = client(app, tokens={TOKEN: None})
+    for target in ("https://evil.example/", "//evil.example/x", "/\\evil.example"):
+        response = web.post(
+            "/login", data={"token": TOKEN, "name": "a", "next": target}, follow_redirects=False
+        )
+        assert response.headers["location"] == "/", target
+
+
+def test_bulk_requeue_shows_a_dry_run_then_applies(app: Engine) -> None:
+    ids = seed(app)
+    web = signed_in(app, "erin")
+    preview = web.get("/bulk?action=requeue&state=quarantined")
+    assert preview.status_code == 200
+    assert re.search(r'id="matched">3<', preview.text)
+    assert {app.get(i).state for i in ids["bad"] + ids["fails"]} == {"quarantined"}
+    token = csrf_of(preview.text)
+    applied = web.post(
+        "/bulk", data={"csrf": token, "action": "requeue", "filter": "state=quarantined"}
+    )
+    assert applied.status_code == 200 and "3 changed" in applied.text
+    for job_id in ids["bad"] + ids["fails"]:
+        last = app.get(job_id).history[-1]
+        assert last.trigger == "requeue" and last.detail is not None
+        assert last.detail["operator"] == "erin" and last.detail["filter"] == "state=quarantined"
+    unsigned = client(app, tokens={TOKEN: None})
+    refused = unsigned.post("/bulk", data={"action": "cancel", "filter": "state=pending"})
+    assert refused.status_code == 403
+    assert {app.get(i).state for i in ids["pending"]} == {"pending"}
+
+
+def test_the_schedules_page(app: Engine) -> None:
+    app.fire_schedules()
+    page = client(app).get("/schedules")
+    assert page.status_code == 200
+    assert "nightly" in page.text and "0 3 * * *" in page.text
+
+
+def test_the_command_refuses_to_listen_beyond_localhost_without_a_token() -> None:
+    runner = CliRunner()
+    result = runner.invoke(
+        cli, ["dashboard", "--app", "tests.engine.cli_app:engine", "--host", "0.0.0.0"]
+    )
+    assert result.exit_code == 2 and "give --token or --tokens-file" in result.output
+    short = runner.invoke(
+        cli, ["dashboard", "--app", "tests.engine.cli_app:engine", "--token", "short"]
+    )
+    assert short.exit_code == 2 and "at least 16 characters" in short.output
