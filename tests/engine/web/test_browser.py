@@ -166,7 +166,9 @@ def test_an_operator_watches_filters_reads_and_requeues(
         page.select_option("select[name=state]", "quarantined")
         page.click("#filters button[type=submit]")
         page.wait_for_url("**/jobs?*state=quarantined*")
-        states = page.eval_on_selector_all("#jobs tbody tr", "rows => rows.map(r => r.dataset.state)")
+        states = page.eval_on_selector_all(
+            "#jobs tbody tr", "rows => rows.map(r => r.dataset.state)"
+        )
         assert states == ["quarantined"] * 3
         shot(page, "jobs", tmp_path, backend)
 
