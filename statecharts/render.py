@@ -64,7 +64,7 @@ class Overlay:
             note = f"{count} job" + ("" if count == 1 else "s")
         age = self.oldest.get(state.name)
         if age is not None and not state.is_final:
-            note += f", oldest {span(max(age.total_seconds(), 0.0))}"
+            note += f", oldest {age_text(age.total_seconds())}"
         return note
 
     def count(self, source: str, dest: str) -> int:
@@ -128,6 +128,24 @@ def timers(state: State) -> str:
     if state.delay is not None:
         return f"after {span(state.delay)}"
     return ""
+
+
+def age_text(seconds: float) -> str:
+    """How long something has waited, as people read it: ``0.4s``, ``5s``, ``3m 20s``,
+    ``2h 5m``, ``4d 3h`` (exact timers use ``span``)."""
+    seconds = max(seconds, 0.0)
+    if seconds < 10 and seconds != int(seconds):
+        return f"{seconds:.1f}s"
+    whole = int(seconds)
+    for unit, size, smaller, small_size in (
+        ("d", 86400, "h", 3600),
+        ("h", 3600, "m", 60),
+        ("m", 60, "s", 1),
+    ):
+        if whole >= size:
+            rest = (whole % size) // small_size
+            return f"{whole // size}{unit}" + (f" {rest}{smaller}" if rest else "")
+    return f"{whole}s"
 
 
 def span(seconds: float) -> str:

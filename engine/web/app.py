@@ -32,7 +32,7 @@ from engine.view import path_chart, stray_note, waiting_reason
 from engine.web import views
 from engine.web.access import COOKIE, SESSION_SECONDS, Access, Operator
 from engine.web.figures import OverviewCache, StatsCache
-from statecharts.render import RenderError, to_image
+from statecharts.render import RenderError, age_text, to_image
 
 HERE = Path(__file__).parent
 WINDOWS = {"5m": 300, "1h": 3600, "24h": 86400}
@@ -57,7 +57,7 @@ class Dashboard:
         self.templates.env.globals.update(
             when=views.when,
             ago=views.ago,
-            age_text=views.age_text,
+            age_text=age_text,
             json_text=views.json_text,
             hint=GRAPHVIZ_HINT,
         )

@@ -19,6 +19,7 @@ from engine.store import dashboard as reads
 from engine.store.bulk import JobFilter
 from engine.timetable import parse_age
 from statecharts import T
+from statecharts.render import age_text
 
 PAST = {"requeue": "requeued", "cancel": "cancelled"}
 FILTERS = ("kind", "state", "queue", "reason", "older", "newer")
@@ -194,20 +195,3 @@ def ago(value: datetime | timedelta | None, now: datetime | None = None) -> str:
 
 def json_text(value: Any) -> str:
     return json.dumps(value, indent=2, sort_keys=True, default=str)
-
-
-def age_text(seconds: float) -> str:
-    """A span as people read it: ``0.4s``, ``12s``, ``3m 20s``, ``2h 5m``, ``4d 3h``."""
-    seconds = max(seconds, 0.0)
-    if seconds < 10:
-        return f"{seconds:.1f}s"
-    whole = int(seconds)
-    for unit, size, smaller, small_size in (
-        ("d", 86400, "h", 3600),
-        ("h", 3600, "m", 60),
-        ("m", 60, "s", 1),
-    ):
-        if whole >= size:
-            rest = (whole % size) // small_size
-            return f"{whole // size}{unit}" + (f" {rest}{smaller}" if rest else "")
-    return f"{whole}s"

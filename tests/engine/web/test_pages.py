@@ -9,6 +9,7 @@ import html
 import re
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -325,3 +326,38 @@ def test_the_command_refuses_to_listen_beyond_localhost_without_a_token() -> Non
         cli, ["dashboard", "--app", "tests.engine.cli_app:engine", "--token", "short"]
     )
     assert short.exit_code == 2 and "at least 16 characters" in short.output
+
+
+def test_mounted_inside_another_asgi_app(app: Engine) -> None:
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    ids = seed(app)
+    dashboard = create_app(app, access=Access(tokens={TOKEN: None}))
+    web = TestClient(Starlette(routes=[Mount("/ops", app=dashboard)]))
+    page = web.get("/ops/")
+    assert page.status_code == 200
+    assert 'href="/ops/jobs"' in page.text and 'src="/ops/static/dashboard.js"' in page.text
+    assert web.get("/ops/static/dashboard.css").status_code == 200
+    login = web.post(
+        "/ops/login",
+        data={"token": TOKEN, "name": "gus", "next": f"/jobs/{ids['bad'][0]}"},
+        follow_redirects=False,
+    )
+    assert login.headers["location"] == f"/ops/jobs/{ids['bad'][0]}"
+    token = csrf_of(web.get(login.headers["location"]).text)
+    done = web.post(f"/ops/jobs/{ids['bad'][0]}/requeue", data={"csrf": token})
+    assert done.status_code == 200 and app.get(ids["bad"][0]).state == "pending"
+
+
+def test_without_graphviz_the_pages_say_how_to_get_it(
+    app: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seed(app)
+    monkeypatch.setenv("PATH", str(tmp_path))  # no `dot` on it
+    web = client(app)
+    page = web.get("/")
+    assert page.status_code == 200 and "apt-get install graphviz" in page.text
+    assert figure(page.text, "lifecycle", "succeeded") == "3"  # the figures need nothing
+    svg = web.get("/charts/lifecycle.svg")
+    assert svg.status_code == 503 and "apt-get install graphviz" in svg.text
