@@ -46,13 +46,13 @@ GRAPHVIZ_HINT = (
 class Dashboard:
     """The dashboard of one engine: its caches, its access rules and its routes."""
 
-    def __init__(self, engine: Engine, access: Access) -> None:
+    def __init__(self, engine: Engine, access: Access, stats_every: float) -> None:
         self.engine = engine
         self.access = access
         self.overviews = OverviewCache(engine)
         from engine.stats import stats
 
-        self.stats = StatsCache(lambda: stats(engine))
+        self.stats = StatsCache(lambda: stats(engine), every=stats_every)
         self.templates = Jinja2Templates(directory=str(HERE / "templates"))
         self.templates.env.globals.update(
             when=views.when,
@@ -343,13 +343,16 @@ def create_app(
     engine: Engine,
     *,
     access: Access | None = None,
+    stats_every: float = 10.0,
 ) -> Starlette:
     """The dashboard of ``engine`` as an ASGI app; mount it in your own app with
     ``Mount("/jobs-admin", app=create_app(engine, access=...))``.
 
     ``access``: tokens, read-only and private modes (``engine.web.access.Access``); by
-    default nobody can act (the pages are read-only)."""
-    dashboard = Dashboard(engine, access or Access())
+    default nobody can act (the pages are read-only). ``stats_every``: the whole-database
+    stats (a scan: about a second at a million jobs) are recomputed in the background at
+    most this often, while someone looks."""
+    dashboard = Dashboard(engine, access or Access(), stats_every)
     d = dashboard
     routes = [
         Route("/", d.overview),

@@ -167,7 +167,7 @@ class StatsCache:
     fresh one when the kept one is older). A page never waits for it."""
 
     compute: Callable[[], Stats]
-    every: float = 30.0
+    every: float = 10.0
     _result: Stats | None = None
     _error: str | None = None
     _at: float = 0.0

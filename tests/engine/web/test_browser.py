@@ -65,7 +65,7 @@ def served(db_url: str) -> Iterator[tuple[str, Any]]:
     app.bind(db_url)
     app.open()
     port = free_port()
-    web = create_app(app, access=Access(tokens={TOKEN: None}))
+    web = create_app(app, access=Access(tokens={TOKEN: None}), stats_every=0.5)
     server = uvicorn.Server(
         uvicorn.Config(web, host="127.0.0.1", port=port, log_level="warning", access_log=False)
     )
@@ -159,6 +159,10 @@ def test_an_operator_watches_filters_reads_and_requeues(
         assert page.evaluate("window.__not_reloaded") is True
         page.wait_for_selector(".diagram svg")
         assert "(6 jobs)" in page.inner_html('.diagram[data-chart="lifecycle"]')
+        page.wait_for_function(  # the stats catch up within a refresh or two
+            "() => document.querySelector('#stats').textContent.includes('reject')",
+            timeout=WAIT * 1000,
+        )
         shot(page, "overview", tmp_path, backend)
 
         # A list, filtered in the form.
@@ -210,6 +214,7 @@ def test_an_operator_watches_filters_reads_and_requeues(
             page.reload()
         assert "by alice via dashboard" in page.inner_text("#history")
         assert page.inner_text('dd[data-question="did it succeed"]').startswith("Yes")
+        page.wait_for_selector(".diagram svg")  # its path, drawn on its chart version
         shot(page, "job", tmp_path, backend)
 
         # A bulk action's dry run over what is left quarantined.
