@@ -31,4 +31,21 @@ if [ "$(printf '%s\n' "$out" | wc -l)" -ne 1 ] || ! printf '%s' "$out" | grep -q
     printf 'base install: expected a one-line hint naming the postgres extra, got:\n%s\n' "$out" >&2
     exit 1
 fi
-echo "base install: import, --help, demo on SQLite and the PostgreSQL hint all work" >&2
+# The dashboard's templates and static files ship in the wheel; without the web extra the
+# command says in one line which extra to install.
+"$work/venv/bin/python" - "$work"/dist/jobcharts-*.whl <<'PY'
+import sys, zipfile
+names = set(zipfile.ZipFile(sys.argv[1]).namelist())
+for name in ("engine/web/templates/job.html", "engine/web/static/dashboard.js"):
+    assert name in names, f"the wheel lacks {name}"
+PY
+printf 'from engine import Engine\nengine = Engine()\n' > "$work/bare_app.py"
+if out="$(PYTHONPATH="$work" "$work/venv/bin/jobcharts" dashboard --app bare_app:engine --db "sqlite:///$work/demo.db" 2>&1)"; then
+    echo "base install: the dashboard started without the web extra" >&2
+    exit 1
+fi
+if [ "$(printf '%s\n' "$out" | wc -l)" -ne 1 ] || ! printf '%s' "$out" | grep -qF "pip install 'jobcharts[web]'"; then
+    printf 'base install: expected a one-line hint naming the web extra, got:\n%s\n' "$out" >&2
+    exit 1
+fi
+echo "base install: import, --help, demo on SQLite, the PostgreSQL and web hints all work" >&2
