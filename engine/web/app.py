@@ -201,10 +201,14 @@ class Dashboard:
         )
         steps = self.engine.store.step_get_many([job_id]).get(job_id, {})
         actions = views.job_actions(self.engine, job_id)
+        head, tail, hidden = views.history_shown(view.history)
         return self.page(
             request,
             "job.html",
             job=view,
+            history_head=head,
+            history_tail=tail,
+            history_hidden=hidden,
             answers=answers,
             steps=steps,
             actions=actions,

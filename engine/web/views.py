@@ -5,10 +5,10 @@ formatting helpers the templates use."""
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 from engine import bulk, operators
@@ -22,6 +22,9 @@ from statecharts import T
 from statecharts.render import age_text
 
 PAST = {"requeue": "requeued", "cancel": "cancelled"}
+HISTORY_HEAD = 20  # a long history shows its first events and its latest ones
+HISTORY_TAIL = 300
+T_co = TypeVar("T_co")
 FILTERS = ("kind", "state", "queue", "reason", "older", "newer")
 SEARCH_LIMIT = 50
 
@@ -131,6 +134,16 @@ def act_on_job(engine: Engine, job_id: int, action: str, detail: dict[str, str])
         except operators.Changed:
             continue  # it moved between the read and the write: look again
     raise operators.kept_changing(str(trigger), job_id)
+
+
+def history_shown(history: Sequence[T_co]) -> tuple[list[T_co], list[T_co], int]:
+    """The events a job's page draws: all of a short history; of a long one (a poller
+    that checked for a week) the first HISTORY_HEAD and the latest HISTORY_TAIL, with
+    how many are left out between them."""
+    if len(history) <= HISTORY_HEAD + HISTORY_TAIL:
+        return list(history), [], 0
+    hidden = len(history) - HISTORY_HEAD - HISTORY_TAIL
+    return list(history[:HISTORY_HEAD]), list(history[-HISTORY_TAIL:]), hidden
 
 
 @dataclass(frozen=True)
