@@ -383,7 +383,9 @@ def _apply_batch(
 
 
 def _write(action: Action) -> OperatorWrite:
-    return OperatorWrite(action.row, action.at, action.move, action.key, action.key_expires_at)
+    return OperatorWrite(
+        action.row, action.at, action.move, action.key, action.key_expires_at, action.by
+    )
 
 
 def _trigger(action: str, f: JobFilter) -> str:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from engine.moves import Moves, facts
+from engine.moves import Moves, facts, requested_by
 from engine.outcomes import Claimed, Outcome
 from engine.registry import JobSpec
 from engine.runtime import Runtime
@@ -188,7 +188,7 @@ def mark_started(rt: Runtime, batch: Batch, jobs: list[Claimed], now: datetime) 
             if planned is None:
                 rt.telemetry.error("job.uncancellable", job_id=c.job_id, state=c.state)
                 continue
-            asked.append(planned.move)
+            asked.append(requested_by(planned.move, row))
         done = {
             m.job_id for m, ok in zip(asked, store.job_transition_many(asked), strict=True) if ok
         }

@@ -13,7 +13,7 @@ from dataclasses import replace
 from datetime import datetime
 
 from engine.attempt import report_finished
-from engine.moves import Planned
+from engine.moves import Planned, requested_by
 from engine.outcomes import Claimed, ErrorClass, Failure, Outcome
 from engine.report import TickReport
 from engine.runtime import Runtime
@@ -97,6 +97,8 @@ def _cancel_instead(
         # No cancel from this state (a request cannot be made there; defensive): the
         # attempt's own outcome stands.
         cancel = rt.moves.cancel_held(planned.outcome, now)
+        if cancel is not None and row is not None:
+            cancel = replace(cancel, move=requested_by(cancel.move, row))
         if cancel is None:
             rt.telemetry.error("job.uncancellable", job_id=move.job_id, state=move.from_state)
             cancel = replace(planned, move=replace(move, unless_cancelled=False))

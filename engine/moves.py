@@ -146,7 +146,9 @@ class Moves:
             self.worker_id,
             {**(columns.detail or {}), **(detail or {}), **_adopt(spec, row, columns)} or None,
         )
-        return Move(row.id, row.state, row.version, row.lease_token, columns.values, event)
+        return requested_by(
+            Move(row.id, row.state, row.version, row.lease_token, columns.values, event), row
+        )
 
     def migrate(self, spec: JobSpec, row: JobRow, migration: Migration, now: datetime) -> Move:
         """Move a job out of a state its chart version no longer has, as ``migration`` says:
@@ -385,3 +387,12 @@ def _adopt(spec: JobSpec | None, row: JobRow, columns: Columns) -> dict[str, Any
 def cancel_enabled(compiled: CompiledChart, row: JobRow, now: datetime) -> bool:
     """Whether the job's chart can take a cancel from the state it is in."""
     return compiled.fire(row.state, T.CANCEL, facts(row, now)) is not None
+
+
+def requested_by(move: Move, row: JobRow) -> Move:
+    """A cancel honouring ``row``'s pending request, its event naming who asked (when the
+    request was named: the dashboard's operators)."""
+    if move.event.trigger != T.CANCEL or not (row.cancel_requested_at and row.cancel_requested_by):
+        return move
+    detail = {**(move.event.detail or {}), "requested_by": row.cancel_requested_by}
+    return replace(move, event=replace(move.event, detail=detail))

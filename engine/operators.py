@@ -75,6 +75,7 @@ class Action:
     move: Move | None = None
     key: str | None = None
     key_expires_at: datetime | None = None
+    by: str | None = None  # who acts, when named (recorded with a cancel request)
 
 
 def chart_of(rt: Runtime, name: str) -> Chart | None:
@@ -122,7 +123,7 @@ def plan(rt: Runtime, row: JobRow, trigger: str, detail: Mapping[str, Any] | Non
                     "no cancel from there",
                     Refused.RUNNING,
                 )
-            return Action(row, trigger, REQUESTED, now)
+            return Action(row, trigger, REQUESTED, now, by=_operator(detail))
     move = _move(rt, spec, row, trigger, now, detail or {})
     dest = str(move.values["state"])
     if trigger == T.REQUEUE and row.idempotency_key is not None:
@@ -137,7 +138,7 @@ def perform(rt: Runtime, action: Action, *, level: str = "info") -> str:
     ``Refused`` when another job holds the dedupe key a requeue needs."""
     row = action.row
     if action.move is None:
-        if not rt.store.job_request_cancel(row, action.at):
+        if not rt.store.job_request_cancel(row, action.at, action.by):
             raise Changed(f"job {row.id} changed while asking its handler to stop")
     elif action.trigger == T.REQUEUE:
         holder = rt.store.job_requeue(
@@ -170,6 +171,11 @@ def performed(rt: Runtime, action: Action, *, level: str = "info", **extra: Any)
             level=level,
             **extra,
         )
+
+
+def _operator(detail: Mapping[str, Any] | None) -> str | None:
+    name = (detail or {}).get("operator")
+    return str(name)[:100] if name else None
 
 
 def key_taken(row: JobRow, holder: int) -> Refused:

@@ -78,6 +78,7 @@ class JobView:
     deadline: datetime | None = None  # the current state's deadline (polling states)
     cancel_requested_at: datetime | None = None  # asked to cancel while a handler held it
     chart_version: str | None = None  # the chart version of its last move
+    cancel_requested_by: str | None = None  # who asked for the pending cancel, if named
 
     @property
     def path(self) -> list[Step]:
@@ -161,7 +162,9 @@ class JobView:
             retry = f"Not as it is: {stray}."
         elif self.cancel_requested_at is not None and kind is not StateKind.FINAL:
             retry = (
-                f"No: a cancel was requested at {_at(self.cancel_requested_at)}; the job is "
+                f"No: a cancel was requested at {_at(self.cancel_requested_at)}"
+                + (f" by {self.cancel_requested_by}" if self.cancel_requested_by else "")
+                + "; the job is "
                 "cancelled when its running attempt ends (unless it finishes its work)."
             )
         elif kind is StateKind.FINAL:
@@ -300,6 +303,7 @@ def view_of(row: JobRow, events: list[EventRecord]) -> JobView:
         deadline=row.deadline,
         cancel_requested_at=row.cancel_requested_at,
         chart_version=row.chart_version,
+        cancel_requested_by=row.cancel_requested_by if row.cancel_requested_at else None,
     )
 
 

@@ -277,7 +277,8 @@ def inspect(job_id: int, app: str | None, db: str | None, as_json: bool) -> None
     if view.deadline:
         click.echo(f"  deadline          {when_text(view.deadline)} (of state {view.state!r})")
     if view.cancel_requested_at:
-        click.echo(f"  cancel requested  {when_text(view.cancel_requested_at)}")
+        by = f" by {view.cancel_requested_by}" if view.cancel_requested_by else ""
+        click.echo(f"  cancel requested  {when_text(view.cancel_requested_at)}{by}")
     click.echo("history:")
     click.echo(
         table(

@@ -13,8 +13,9 @@ database that already holds that many jobs.
 Each page is requested once to warm up, then ``--repeat`` times, in process (Starlette's
 TestClient). The overview's one-second cache is off, so every overview figure is a fresh
 read; the background stats (a whole-table read) are computed once before the timing and
-then held off (``--live-stats`` leaves them on). ``--statements`` lists each page's
-slowest SQL statements (time to execute; on SQLite, to the first row).
+then held off (``--live-stats`` leaves them on). ``--statements K`` replays the SQL of
+each page's last request, one statement at a time with every row fetched, and lists the
+K slowest.
 """
 
 from __future__ import annotations
@@ -458,6 +459,8 @@ def pages(s: Sample) -> list[str]:
         "/jobs?state=pending",
         "/jobs?kind=reject",
         "/jobs?older=1d",
+        "/jobs?state=succeeded",
+        "/jobs?kind=ship",
         f"/jobs?q={s.key}",
         f"/jobs?q={s.correlation_id}",
         f"/jobs/{s.quarantined}",
@@ -473,31 +476,43 @@ NEXT_LINK = re.compile(r'id="next-page" href="([^"]+)"')
 
 @dataclass
 class StatementLog:
-    """Every SQL statement the engine's pool runs while ``on``, with its milliseconds."""
+    """The SQL statements (and their parameters) the engine's pool runs while ``on``."""
 
     on: bool = False
-    seen: list[tuple[float, str]] = field(default_factory=list)
+    seen: list[tuple[str, Any]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def install(self, engine: Engine) -> None:
-        db = engine.store.db
-
-        @event.listens_for(db, "before_cursor_execute")
-        def _before(conn: Connection, *_args: Any) -> None:
-            conn.info["bench_started"] = time.perf_counter()
-
-        @event.listens_for(db, "after_cursor_execute")
-        def _after(conn: Connection, _cursor: Any, statement: str, params: Any, *_: Any) -> None:
-            started = conn.info.pop("bench_started", None)
-            if self.on and started is not None:
-                ms = (time.perf_counter() - started) * 1000
+        @event.listens_for(engine.store.db, "before_cursor_execute")
+        def _seen(_conn: Connection, _cursor: Any, statement: str, params: Any, *_: Any) -> None:
+            if self.on:
                 with self._lock:
-                    self.seen.append((ms, f"{_short(statement)}  {params!r}"[:500]))
+                    self.seen.append((statement, params))
 
-    def take(self) -> list[tuple[float, str]]:
+    def take(self) -> list[tuple[str, Any]]:
         with self._lock:
             seen, self.seen = self.seen, []
         return seen
+
+
+def replay(engine: Engine, seen: Sequence[tuple[str, Any]]) -> list[tuple[float, str]]:
+    """Each statement run again alone, every row fetched: its milliseconds, slowest first
+    (the driver's execute alone would hide SQLite's work past the first row)."""
+    timed = []
+    with engine.store.read() as conn:
+        for statement, params in seen:
+            if not _query(statement):
+                continue
+            started = time.perf_counter()
+            conn.exec_driver_sql(statement, params).fetchall()
+            ms = (time.perf_counter() - started) * 1000
+            timed.append((ms, f"{_short(statement)}  {params!r}"[:600]))
+    return sorted(timed, reverse=True)
+
+
+def _query(statement: str) -> bool:
+    """Not BEGIN, COMMIT or ROLLBACK."""
+    return not statement.lstrip().upper().startswith(("BEGIN", "COMMIT", "ROLLBACK"))
 
 
 COLUMNS = re.compile(r"SELECT (?:jobs\.\w+, ){5,}jobs\.\w+ FROM")
@@ -512,7 +527,8 @@ def _short(statement: str) -> str:
 class Timing:
     page: str
     samples: list[float]  # milliseconds
-    statements: list[tuple[float, str]]  # the last request's, slowest first
+    queries: int  # statements the last request ran (BEGIN and COMMIT aside)
+    statements: list[tuple[float, str]]  # those replayed (``--statements``), slowest first
 
     @property
     def median(self) -> float:
@@ -520,9 +536,16 @@ class Timing:
 
 
 def time_pages(
-    engine: Engine, n: int, *, repeat: int, live_stats: bool, echo: Any = print
+    engine: Engine,
+    n: int,
+    *,
+    repeat: int,
+    live_stats: bool,
+    explain: bool = False,
+    echo: Any = print,
 ) -> list[Timing]:
-    """Request each page once, then ``repeat`` times timed; every answer must be a 200."""
+    """Request each page once, then ``repeat`` times timed; every answer must be a 200.
+    ``explain``: replay the statements of each page's last request, timing each."""
     from starlette.testclient import TestClient
 
     from engine.web import Access, create_app
@@ -542,7 +565,7 @@ def time_pages(
         while (latest := dashboard.stats.latest())[1] is None and latest[3] is None:
             time.sleep(0.1)
         echo(
-            f"background stats (jobcharts stats, a whole-table read): {latest[2]:.1f} s"
+            f"background stats (jobcharts stats): {latest[2]:.1f} s"
             + (f" (failed: {latest[3]})" if latest[3] else "")
             + f"; waited {time.perf_counter() - stats_wait:.1f} s"
         )
@@ -562,9 +585,11 @@ def time_pages(
                 _get(client, path)
                 samples.append((time.perf_counter() - started) * 1000)
                 log.on = False
-            statements = sorted(log.take(), reverse=True)
+            seen = log.take()
+            statements = replay(engine, seen) if explain else []
             label = path if page != NEXT else f"{path} (page 2)"
-            timings.append(Timing(label, samples, statements))
+            queries = sum(1 for statement, _ in seen if _query(statement))
+            timings.append(Timing(label, samples, queries, statements))
     return timings
 
 
@@ -582,8 +607,7 @@ def table(timings: Sequence[Timing], *, statements: int) -> str:
     for t in timings:
         flag = "  !" if t.median > BUDGET_MS else ""
         lines.append(
-            f"{t.page:<{width}}  {t.median:>9.1f}  {max(t.samples):>8.1f}  "
-            f"{len(t.statements):>7}{flag}"
+            f"{t.page:<{width}}  {t.median:>9.1f}  {max(t.samples):>8.1f}  {t.queries:>7}{flag}"
         )
         for ms, sql in t.statements[:statements]:
             lines.append(f"    {ms:8.1f} ms  {sql}")
@@ -601,7 +625,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--live-stats", action="store_true", help="let the background stats refresh meanwhile"
     )
     parser.add_argument(
-        "--statements", type=int, default=0, metavar="K", help="show each page's K slowest SQL"
+        "--statements",
+        type=int,
+        default=0,
+        metavar="K",
+        help="replay each page's SQL alone and show its K slowest statements",
     )
     args = parser.parse_args(argv)
     if args.jobs < 1000 or args.repeat < 1:
@@ -620,7 +648,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"filling {args.jobs:,} jobs")
         seconds = fill(engine, args.jobs, seed=args.seed)
         print(f"filled in {seconds:.0f} s")
-    timings = time_pages(engine, args.jobs, repeat=args.repeat, live_stats=args.live_stats)
+    timings = time_pages(
+        engine,
+        args.jobs,
+        repeat=args.repeat,
+        live_stats=args.live_stats,
+        explain=args.statements > 0,
+    )
     print(f"\n{args.jobs:,} jobs; one warm-up, then {args.repeat} requests per page")
     print(table(timings, statements=args.statements))
     engine.close()

@@ -183,6 +183,7 @@ class OperatorWrite:
     move: Move | None = None
     key: str | None = None
     key_expires_at: datetime | None = None
+    by: str | None = None  # a cancel request: who asked
 
 
 class _Undo(Exception):
@@ -255,7 +256,7 @@ def _write(conn: Connection, dialect: str, writes: Sequence[OperatorWrite]) -> l
                 jobs.c.version == w.row.version,
                 jobs.c.lease_token == w.row.lease_token,
             )
-            .values(cancel_requested_at=w.at)
+            .values(cancel_requested_at=w.at, cancel_requested_by=w.by)
         )
         if conn.execute(stmt).rowcount == 1:
             results[index] = w.row.id

@@ -98,6 +98,7 @@ class JobRow(NamedTuple):
     cancel_requested_at: datetime | None
     chart_version: str | None  # None: written before chart versions were recorded
     trace_context: str | None  # the traceparent of the span that enqueued it
+    cancel_requested_by: str | None = None  # who asked for the pending cancel (if known)
 
 
 JOB_COLUMNS = JobRow._fields

@@ -145,6 +145,8 @@ jobs = Table(
     # The W3C traceparent of the span that enqueued the job (tracing on): its attempts'
     # spans continue that trace.
     Column("trace_context", String(100), nullable=True),
+    # Who asked for the pending cancel (an operator's name), read with cancel_requested_at.
+    Column("cancel_requested_by", String(100), nullable=True),
     # Never reuse the id of a pruned job: dedupe keys may still point at it.
     sqlite_autoincrement=True,
 )

@@ -287,9 +287,10 @@ class Store(ClaimQueries, ReadQueries, VersionQueries, AuditQueries):
                 notify(conn, "due")  # a retry, a release or a requeue may be due now
             return applied
 
-    def job_request_cancel(self, move_from: JobRow, now: datetime) -> bool:
+    def job_request_cancel(self, move_from: JobRow, now: datetime, by: str | None = None) -> bool:
         """Ask the handler holding this job's lease to stop (the row is otherwise unchanged:
-        its version stays, so the holder can still commit, and then sees the request)."""
+        its version stays, so the holder can still commit, and then sees the request);
+        ``by`` names who asked."""
         stmt = (
             update(jobs)
             .where(
@@ -298,7 +299,7 @@ class Store(ClaimQueries, ReadQueries, VersionQueries, AuditQueries):
                 jobs.c.version == move_from.version,
                 jobs.c.lease_token == move_from.lease_token,
             )
-            .values(cancel_requested_at=now)
+            .values(cancel_requested_at=now, cancel_requested_by=by)
         )
         with self.write() as conn:
             return bool(conn.execute(stmt).rowcount == 1)

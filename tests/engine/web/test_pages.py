@@ -361,3 +361,23 @@ def test_without_graphviz_the_pages_say_how_to_get_it(
     assert figure(page.text, "lifecycle", "succeeded") == "3"  # the figures need nothing
     svg = web.get("/charts/lifecycle.svg")
     assert svg.status_code == 503 and "apt-get install graphviz" in svg.text
+
+
+def test_a_cancel_request_names_who_asked_until_it_is_honoured(app: Engine) -> None:
+    """A job a handler holds cannot be cancelled at once: the request records its operator,
+    the page and the answers name them, and the cancel that honours it says who asked."""
+    job_id = app.enqueue("ok", {"n": 77})
+    batch = app.claim(app.now(), 10)
+    assert [c.job_id for c in batch.jobs] == [job_id]
+    web = signed_in(app, "frank")
+    token = csrf_of(web.get(f"/jobs/{job_id}").text)
+    asked = web.post(f"/jobs/{job_id}/cancel", data={"csrf": token})
+    assert asked.status_code == 200 and "Done: requested" in asked.text
+    view = app.get(job_id)
+    assert view.state == "running" and view.cancel_requested_by == "frank"
+    assert "by frank" in asked.text  # the facts, and "will it retry?"
+    assert app.mark_started(batch, batch.jobs, app.now()) == []  # the request is honoured
+    last = app.get(job_id).history[-1]
+    assert (last.trigger, last.to_state) == ("cancel", "cancelled")
+    assert last.detail is not None and last.detail["requested_by"] == "frank"
+    assert "requested by frank" in web.get(f"/jobs/{job_id}").text

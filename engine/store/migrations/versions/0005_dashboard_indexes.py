@@ -1,4 +1,5 @@
-"""Indexes the dashboard reads by: jobs per (state, kind) with the oldest last change of
+"""Who asked for a job's pending cancel (the dashboard records its operators), and the
+indexes the dashboard reads by: jobs per (state, kind) with the oldest last change of
 each (the overview's figures, bounded index ranges instead of a scan of the table), and
 jobs by correlation id (its search box).
 
@@ -9,6 +10,7 @@ Create Date: 2026-12-03
 
 from __future__ import annotations
 
+import sqlalchemy as sa
 from alembic import op
 
 revision = "0005_dashboard_indexes"
@@ -19,6 +21,7 @@ depends_on = None
 
 def upgrade() -> None:
     with op.batch_alter_table("jobs") as batch:
+        batch.add_column(sa.Column("cancel_requested_by", sa.String(length=100), nullable=True))
         batch.drop_index("ix_jobs_state")
         batch.create_index("ix_jobs_state", ["state", "kind", "updated_at"], unique=False)
         batch.create_index("ix_jobs_correlation", ["correlation_id"], unique=False)
@@ -29,3 +32,4 @@ def downgrade() -> None:
         batch.drop_index("ix_jobs_correlation")
         batch.drop_index("ix_jobs_state")
         batch.create_index("ix_jobs_state", ["state"], unique=False)
+        batch.drop_column("cancel_requested_by")
