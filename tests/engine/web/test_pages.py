@@ -31,6 +31,10 @@ class Order(BaseModel):
     n: int
 
 
+class Note(BaseModel):
+    text: str
+
+
 def build(db_url: str, clock: FrozenClock) -> Engine:
     """Kinds: ``ok`` succeeds (returns its number), ``bad`` raises Permanent, ``fails``
     is exhausted after one attempt; a cron schedule ``nightly`` fires ``ok``."""
@@ -51,6 +55,10 @@ def build(db_url: str, clock: FrozenClock) -> Engine:
     )
     def fails(ctx: JobContext, p: Order) -> None:
         raise ConnectionError(f"upstream down for {p.n}")
+
+    @app.job(payload=Note, idempotency=lambda p: f"note:{p.text}")
+    def noted(ctx: JobContext, p: Note) -> None:
+        raise Permanent(f"cannot file {p.text}")
 
     @app.cron("0 3 * * *", name="nightly")
     def nightly(ctx: JobContext) -> None:
@@ -381,3 +389,18 @@ def test_a_cancel_request_names_who_asked_until_it_is_honoured(app: Engine) -> N
     assert (last.trigger, last.to_state) == ("cancel", "cancelled")
     assert last.detail is not None and last.detail["requested_by"] == "frank"
     assert "requested by frank" in web.get(f"/jobs/{job_id}").text
+
+
+def test_what_jobs_carry_is_shown_as_text_never_as_markup(app: Engine) -> None:
+    evil = "<script>alert('x')</script><img src=x onerror=alert(1)>"
+    job_id = app.enqueue("noted", {"text": evil})
+    app.run_until_idle()
+    web = client(app)
+    for page in (
+        web.get(f"/jobs/{job_id}"),
+        web.get("/jobs?kind=noted"),
+        web.get(f"/jobs?q=note:{evil}"),
+    ):
+        assert page.status_code == 200
+        assert "<script>alert" not in page.text and "<img src=x" not in page.text
+    assert "&lt;script&gt;alert" in web.get(f"/jobs/{job_id}").text
