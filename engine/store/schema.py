@@ -164,8 +164,6 @@ Index(
 # Jobs per state and kind, and the oldest last change of each (the dashboard's figures;
 # the states present; quarantine reasons).
 Index("ix_jobs_state", jobs.c.state, jobs.c.kind, jobs.c.updated_at)
-# The dashboard's search by correlation id.
-Index("ix_jobs_correlation", jobs.c.correlation_id)
 # Rescue: running jobs by lease expiry, only over rows that hold a lease.
 Index(
     "ix_jobs_lease",

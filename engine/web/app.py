@@ -178,6 +178,7 @@ class Dashboard:
             request,
             "jobs.html",
             listing=listing,
+            recent=views.SEARCH_RECENT,
             kinds=sorted(self.engine.registry.kinds),
             states=bulk.known_states(self.engine),
             page_sizes=PAGE_SIZES,

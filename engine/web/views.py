@@ -27,6 +27,7 @@ HISTORY_TAIL = 300
 T_co = TypeVar("T_co")
 FILTERS = ("kind", "state", "queue", "reason", "older", "newer")
 SEARCH_LIMIT = 50
+SEARCH_RECENT = 100_000  # the latest jobs a search by correlation id looks through
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,9 @@ def listing(engine: Engine, params: Mapping[str, str]) -> Listing:
     search = (params.get("q") or "").strip()
     if search:
         kinds = reads.known_kinds(engine.store)
-        rows = reads.job_search(engine.store, search, kinds=kinds, limit=SEARCH_LIMIT)
+        rows = reads.job_search(
+            engine.store, search, kinds=kinds, limit=SEARCH_LIMIT, recent=SEARCH_RECENT
+        )
         return Listing(rows, {"q": search}, None, limit, search)
     after_text = params.get("after")
     after = int(after_text) if after_text and after_text.isdigit() else None

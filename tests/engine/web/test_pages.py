@@ -404,3 +404,22 @@ def test_what_jobs_carry_is_shown_as_text_never_as_markup(app: Engine) -> None:
         assert page.status_code == 200
         assert "<script>alert" not in page.text and "<img src=x" not in page.text
     assert "&lt;script&gt;alert" in web.get(f"/jobs/{job_id}").text
+
+
+def test_a_correlation_id_is_searched_among_the_latest_jobs(
+    app: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Correlation ids have no index (it would cost every enqueue): the search looks
+    through the latest jobs only, and says so."""
+    from engine.web import views
+
+    old = app.enqueue("ok", {"n": 1}, correlation_id="req-old")
+    for n in range(2, 6):
+        app.enqueue("ok", {"n": n})
+    monkeypatch.setattr(views, "SEARCH_RECENT", 3)
+    web = client(app)
+    missed = web.get("/jobs?q=req-old").text
+    assert "No jobs match" in missed and "among the latest 3 jobs" in missed
+    recent = app.enqueue("ok", {"n": 9}, correlation_id="req-new")
+    assert re.findall(r'data-id="(\d+)"', web.get("/jobs?q=req-new").text) == [str(recent)]
+    assert re.findall(r'data-id="(\d+)"', web.get(f"/jobs?q={old}").text) == [str(old)]

