@@ -35,11 +35,11 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, create_engine, event, func, insert, select, text
+from sqlalchemy import Connection, create_engine, event, func, insert, inspect, select, text
 from sqlalchemy.engine import make_url
 
 from engine.engine import Engine
-from engine.store.connect import backend_name, redact, sqlite_path
+from engine.store.connect import backend_name, redact, sqlite_path, with_schema
 from engine.store.migrate import VERSION_TABLE
 from engine.store.schema import idempotency_keys, job_events, jobs, metadata
 
@@ -99,6 +99,7 @@ class Synthesis:
         self.start = self.now - timedelta(days=DAYS)
 
     def created(self, i: int) -> datetime:
+        """When job ``i`` was enqueued."""
         if i < self.recent_from:
             span = timedelta(days=DAYS) - timedelta(hours=1)
             return self.start + span * (i / self.recent_from)
@@ -106,6 +107,7 @@ class Synthesis:
         return self.now - timedelta(hours=1) + timedelta(minutes=59, seconds=55) * share
 
     def chunks(self, size: int = CHUNK) -> Iterator[Rows]:
+        """Every job's rows, ``size`` jobs at a time."""
         for first in range(0, self.n, size):
             rows = Rows()
             for i in range(first, min(first + size, self.n)):
@@ -283,6 +285,7 @@ class Synthesis:
         worker: str | None,
         detail: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
+        """The next history row (event ids grow with time, as the engine's do)."""
         self.event_id += 1
         return {
             "id": self.event_id,
@@ -310,12 +313,14 @@ def _payload(kind: str, job_id: int) -> tuple[dict[str, Any], str]:
 
 
 def _traceback(kind: str, error: str, message: str) -> str:
+    """A traceback as the handler's failure would have recorded it."""
     raised = "Permanent(...)" if error == "Permanent" else "ConnectionError(...)"
     line = 43 if kind == "reject" else 48
     return TRACEBACK.format(line=line, kind=kind, raised=raised, error=error, message=message)
 
 
 def _failed(job: dict[str, Any], error: str, message: str, reason: str, at: datetime) -> None:
+    """Finish ``job`` quarantined at ``at`` for ``reason``, with its last error."""
     job.update(
         state="quarantined",
         finished_at=at,
@@ -336,14 +341,14 @@ def prepare(url: str, n: int, *, reuse: bool) -> bool:
         _create_pg_database(url)
     elif backend != "sqlite" or sqlite_path(url) is None:
         raise SystemExit(f"a SQLite file or PostgreSQL URL, please: {redact(url)}")
-    if reuse and _job_count(url) == n:
+    if reuse and _reusable(url, n):
         return True
     path = sqlite_path(url)
     if path is not None:
         for suffix in ("", "-wal", "-shm"):
             Path(path + suffix).unlink(missing_ok=True)
         return False
-    db = create_engine(url)
+    db = create_engine(with_schema(url))
     try:
         with db.begin() as conn:
             metadata.drop_all(conn)
@@ -354,7 +359,8 @@ def prepare(url: str, n: int, *, reuse: bool) -> bool:
 
 
 def _create_pg_database(url: str) -> None:
-    parsed = make_url(url)
+    """Create the database ``url`` names unless it exists (through the ``postgres`` one)."""
+    parsed = make_url(with_schema(url))
     name = parsed.database or "postgres"
     admin = create_engine(parsed.set(database="postgres"), isolation_level="AUTOCOMMIT")
     try:
@@ -369,16 +375,25 @@ def _create_pg_database(url: str) -> None:
         admin.dispose()
 
 
-def _job_count(url: str) -> int | None:
-    """How many jobs the database holds (None: no jobs table yet)."""
-    if sqlite_path(url) is not None and not Path(str(sqlite_path(url))).exists():
-        return None
-    db = create_engine(url)
+def _reusable(url: str, n: int) -> bool:
+    """Whether the database holds ``n`` jobs in tables with the columns and indexes this
+    code's schema has (a migration edited since the fill makes it stale)."""
+    path = sqlite_path(url)
+    if path is not None and not Path(path).exists():
+        return False
+    db = create_engine(with_schema(url))
     try:
         with db.connect() as conn:
-            if not db.dialect.has_table(conn, "jobs"):
-                return None
-            return int(conn.execute(select(func.count()).select_from(jobs)).scalar_one())
+            found = inspect(conn)
+            for table in (jobs, job_events, idempotency_keys):
+                if not found.has_table(table.name):
+                    return False
+                if set(table.c.keys()) - {c["name"] for c in found.get_columns(table.name)}:
+                    return False
+                indexes = {i["name"] for i in found.get_indexes(table.name)}
+                if indexes != {i.name for i in table.indexes}:
+                    return False
+            return int(conn.execute(select(func.count()).select_from(jobs)).scalar_one()) == n
     finally:
         db.dispose()
 
@@ -426,11 +441,25 @@ class Sample:
 
     quarantined: int
     key: str
+    key_job: int
     correlation_id: str
+    correlation_job: int
+
+    def finds(self) -> dict[str, str]:
+        """What each search page must show: a link to the job searched for."""
+        return {
+            f"/jobs?q={self.key}": f'/jobs/{self.key_job}"',
+            f"/jobs?q={self.correlation_id}": f'/jobs/{self.correlation_job}"',
+        }
 
 
 def sample(engine: Engine, n: int) -> Sample:
-    """Jobs from the middle of the table (not the newest, which any cache would favour)."""
+    """Jobs from the middle of the table (not the newest, which any cache would favour);
+    the correlation id is one of the latest jobs a search by correlation id looks through
+    (``SEARCH_RECENT``), halfway down them."""
+    from engine.web.views import SEARCH_RECENT
+
+    keyed, searched = n // 3, max(1, n - min(n, SEARCH_RECENT) // 2)
     with engine.store.read() as conn:
         quarantined = conn.execute(
             select(jobs.c.id)
@@ -438,15 +467,17 @@ def sample(engine: Engine, n: int) -> Sample:
             .order_by(jobs.c.id)
             .limit(1)
         ).scalar_one()
-        key = conn.execute(select(jobs.c.idempotency_key).where(jobs.c.id == n // 3)).scalar_one()
+        key = conn.execute(select(jobs.c.idempotency_key).where(jobs.c.id == keyed)).scalar_one()
         correlation = conn.execute(
-            select(jobs.c.correlation_id).where(jobs.c.id == 2 * n // 3)
+            select(jobs.c.correlation_id).where(jobs.c.id == searched)
         ).scalar_one()
-    return Sample(int(quarantined), str(key), str(correlation))
+    return Sample(int(quarantined), str(key), keyed, str(correlation), searched)
 
 
 def pages(s: Sample) -> list[str]:
-    """The pages timed; ``NEXT`` stands for the second page of the quarantined jobs."""
+    """The pages timed (the issue's, then a few filters whose matches sit far from the
+    end of the table a page starts at); ``NEXT`` stands for the second page of the
+    quarantined jobs."""
     return [
         "/",
         "/panel",
@@ -459,6 +490,7 @@ def pages(s: Sample) -> list[str]:
         "/jobs?state=pending",
         "/jobs?kind=reject",
         "/jobs?older=1d",
+        f"/jobs?older={DAYS - 1}d",  # the oldest jobs: far from the newest ids
         "/jobs?state=succeeded",
         "/jobs?kind=ship",
         f"/jobs?q={s.key}",
@@ -466,6 +498,7 @@ def pages(s: Sample) -> list[str]:
         f"/jobs/{s.quarantined}",
         f"/jobs/{s.quarantined}/chart.svg",
         "/bulk?action=requeue&state=quarantined",
+        "/bulk?action=cancel&state=pending",  # the oldest pending: far from the lowest ids
         "/schedules",
     ]
 
@@ -525,6 +558,8 @@ def _short(statement: str) -> str:
 
 @dataclass(frozen=True)
 class Timing:
+    """One page's timed requests."""
+
     page: str
     samples: list[float]  # milliseconds
     queries: int  # statements the last request ran (BEGIN and COMMIT aside)
@@ -576,7 +611,9 @@ def time_pages(
                 if found is None:
                     raise SystemExit("/jobs?state=quarantined shows no next page")
                 path = html.unescape(found.group(1))
-            _get(client, path)
+            shown = _get(client, path)
+            if path in s.finds() and s.finds()[path] not in shown:
+                raise SystemExit(f"GET {path} does not find {s.finds()[path]}")
             samples = []
             for _ in range(repeat):
                 log.take()
@@ -594,6 +631,7 @@ def time_pages(
 
 
 def _get(client: Any, path: str) -> str:
+    """The page's HTML; anything but a 200 ends the run."""
     response = client.get(path)
     if response.status_code != 200:
         raise SystemExit(f"GET {path}: {response.status_code}\n{response.text[:2000]}")
@@ -615,6 +653,7 @@ def table(timings: Sequence[Timing], *, statements: int) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Fill (or reuse) the database, time the pages, print the table."""
     parser = argparse.ArgumentParser(prog="python -m engine.harness.bench_dashboard")
     parser.add_argument("url", help="sqlite:////path/file.db or postgresql+psycopg://...")
     parser.add_argument("--jobs", type=int, default=1_000_000)
