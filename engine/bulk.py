@@ -173,21 +173,27 @@ class Plan:
     by_state: dict[str, int]
     sample: list[Verdict]
     missing: list[int]
+    capped: bool = False  # counted up to a cap: at least ``matched`` jobs match
 
     @property
     def shown_all(self) -> bool:
         return len(self.sample) >= self.matched
 
 
-def plan(rt: Runtime, action: str, f: JobFilter, *, sample: int = 20) -> Plan:
+def plan(
+    rt: Runtime, action: str, f: JobFilter, *, sample: int = 20, count_cap: int | None = None
+) -> Plan:
     """What ``action`` ("requeue" or "cancel") would do to the jobs ``f`` names; writes
-    nothing. With ids, ``missing`` lists those that are no job."""
+    nothing. With ids, ``missing`` lists those that are no job. ``count_cap``: count a
+    filter's matches only up to it (``Plan.capped`` then says there are more)."""
     trigger = _trigger(action, f)
     if not f.ids:
-        by_state = sql.job_count_states(rt.store, f)
+        by_state = sql.job_count_states(rt.store, f, cap=count_cap)
+        matched = sum(by_state.values())
+        capped = count_cap is not None and matched > count_cap
         rows = sql.job_scan(rt.store, f, limit=sample) if sample > 0 else []
         verdicts = [verdict(rt, row, trigger) for row in rows]
-        return Plan(action, f, sum(by_state.values()), by_state, verdicts, [])
+        return Plan(action, f, min(matched, count_cap or matched), by_state, verdicts, [], capped)
     counts: Counter[str] = Counter()
     verdicts = []
     missing: list[int] = []

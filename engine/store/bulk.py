@@ -10,7 +10,7 @@ neither holds a lock for long nor loads the table into memory.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -120,11 +120,8 @@ def where(f: JobFilter) -> list[ColumnElement[bool]]:
 def job_page(db: Database, f: JobFilter, *, limit: int, below: int | None = None) -> list[JobRow]:
     """Up to ``limit`` jobs matching ``f``, newest (highest id) first, with ids below
     ``below`` (the previous page's last id) when given."""
-    stmt = select(jobs).where(*where(f)).order_by(jobs.c.id.desc()).limit(limit)
-    if below is not None:
-        stmt = stmt.where(jobs.c.id < below)
-    with db.read() as conn:
-        return [job_row(row) for row in conn.execute(stmt)]
+    bounds = [jobs.c.id < below] if below is not None else []
+    return _partitioned(db, f, bounds, limit, newest_first=True)
 
 
 def job_scan(
@@ -138,26 +135,85 @@ def job_scan(
 ) -> list[JobRow]:
     """Up to ``limit`` jobs matching ``f`` in id order: ids above ``above`` and at most
     ``upto``, and among ``ids`` when given (a bulk action's batches and re-reads)."""
-    stmt = select(jobs).where(*where(f), jobs.c.id > above).order_by(jobs.c.id).limit(limit)
+    bounds = [jobs.c.id > above]
     if upto is not None:
-        stmt = stmt.where(jobs.c.id <= upto)
+        bounds.append(jobs.c.id <= upto)
     if ids is not None:
-        stmt = stmt.where(jobs.c.id.in_(list(ids)))
+        bounds.append(jobs.c.id.in_(list(ids)))
+        return _select(db, [*where(f), *bounds], limit, newest_first=False)
+    return _partitioned(db, f, bounds, limit, newest_first=False)
+
+
+def _partitioned(
+    db: Database,
+    f: JobFilter,
+    bounds: list[ColumnElement[bool]],
+    limit: int,
+    *,
+    newest_first: bool,
+) -> list[JobRow]:
+    """The first ``limit`` jobs matching ``f`` in id order, read partition by partition:
+    one select per state (``ix_jobs_state``: state, id), or per (state, kind)
+    (``ix_jobs_state_kind``) when kinds are named, each already in id order and stopping
+    at ``limit``, merged here. One select over both columns would make the database read
+    every matching row and sort them (a million, for ``state=succeeded``)."""
+    if f.ids or not (f.states or f.kinds):
+        return _select(db, [*where(f), *bounds], limit, newest_first=newest_first)
+    rest = replace(f, states=(), kinds=())
+    states = f.states or tuple(sorted(job_states_present(db)))
+    parts: list[list[ColumnElement[bool]]] = []
+    for state in states:
+        if f.kinds:
+            parts += [[jobs.c.state == state, jobs.c.kind == kind] for kind in f.kinds]
+        else:
+            parts.append([jobs.c.state == state])
+    found: list[JobRow] = []
+    for part in parts:
+        found += _select(db, [*part, *where(rest), *bounds], limit, newest_first=newest_first)
+    found.sort(key=lambda row: row.id, reverse=newest_first)
+    return found[:limit]
+
+
+def _select(
+    db: Database, conditions: list[ColumnElement[bool]], limit: int, *, newest_first: bool
+) -> list[JobRow]:
+    order = jobs.c.id.desc() if newest_first else jobs.c.id
+    stmt = select(jobs).where(*conditions).order_by(order).limit(limit)
     with db.read() as conn:
         return [job_row(row) for row in conn.execute(stmt)]
 
 
-def job_count_states(db: Database, f: JobFilter) -> dict[str, int]:
-    """How many jobs match ``f``, per state."""
-    stmt = select(jobs.c.state, func.count()).where(*where(f)).group_by(jobs.c.state)
+def job_count_states(db: Database, f: JobFilter, *, cap: int | None = None) -> dict[str, int]:
+    """How many jobs match ``f``, per state; with ``cap``, at most ``cap`` + 1 of them are
+    counted (a dry run at a million jobs need not count them all)."""
+    if cap is None:
+        stmt = select(jobs.c.state, func.count()).where(*where(f)).group_by(jobs.c.state)
+    else:
+        some = select(jobs.c.state).where(*where(f)).limit(cap + 1).subquery()
+        stmt = select(some.c.state, func.count()).group_by(some.c.state)
     with db.read() as conn:
         return {row[0]: int(row[1]) for row in conn.execute(stmt)}
 
 
+# A skip scan of ix_jobs_state: each step seeks the next state above the last one, so the
+# states present cost one index probe each, not a read of every row.
+_STATES = text(
+    """
+    WITH RECURSIVE present(state) AS (
+        SELECT min(state) FROM jobs
+        UNION ALL
+        SELECT (SELECT min(j.state) FROM jobs j WHERE j.state > present.state)
+        FROM present WHERE present.state IS NOT NULL
+    )
+    SELECT state FROM present WHERE state IS NOT NULL
+    """
+)
+
+
 def job_states_present(db: Database) -> set[str]:
-    """The states some job is in (``ix_jobs_state`` answers it)."""
+    """The states some job is in (a skip scan of ``ix_jobs_state``)."""
     with db.read() as conn:
-        return {row[0] for row in conn.execute(select(jobs.c.state).distinct())}
+        return {row[0] for row in conn.execute(_STATES)}
 
 
 def job_max_id(db: Database) -> int:

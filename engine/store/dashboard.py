@@ -54,21 +54,30 @@ class EdgeCounts:
     truncated: bool
 
 
-def state_figures(db: Database, pairs: Iterable[tuple[str, str]], *, cap: int) -> list[StateFigure]:
-    """For each (kind, state): its jobs, counted up to ``cap`` + 1 (``ix_jobs_state``),
-    and the oldest last change (one seek of the same index)."""
+def state_figures(
+    db: Database, pairs: Iterable[tuple[str, str, bool]], *, cap: int, oldest_of: int = 1000
+) -> list[StateFigure]:
+    """For each (kind, state, waits): its jobs, counted up to ``cap`` + 1 over an index
+    range (``ix_jobs_state_kind``), and for states where jobs wait (``waits``) the oldest
+    last change among the ``oldest_of`` earliest jobs in it (the range's first entries: a
+    backlog of a million is not read to find its oldest)."""
     figures = []
     with db.read() as conn:
-        for kind, state in pairs:
+        for kind, state, waits in pairs:
             match = (jobs.c.state == state, jobs.c.kind == kind)
             some = select(jobs.c.id).where(*match).limit(cap + 1).subquery()
             count = int(conn.execute(select(func.count()).select_from(some)).scalar_one())
             oldest = None
-            if count:
-                first = conn.execute(
-                    select(jobs.c.updated_at).where(*match).order_by(jobs.c.updated_at).limit(1)
-                ).scalar()
-                oldest = parse_time(first) if first is not None else None
+            if count and waits:
+                first = (
+                    select(jobs.c.updated_at)
+                    .where(*match)
+                    .order_by(jobs.c.id)
+                    .limit(oldest_of)
+                    .subquery()
+                )
+                at = conn.execute(select(func.min(first.c.updated_at))).scalar()
+                oldest = parse_time(at) if at is not None else None
             figures.append(StateFigure(kind, state, min(count, cap), count > cap, oldest))
     return figures
 

@@ -161,9 +161,11 @@ Index(
     sqlite_where=jobs.c.due_at.is_not(None),
     postgresql_where=jobs.c.due_at.is_not(None),
 )
-# Jobs per state and kind, and the oldest last change of each (the dashboard's figures;
-# the states present; quarantine reasons).
-Index("ix_jobs_state", jobs.c.state, jobs.c.kind, jobs.c.updated_at)
+# Jobs of a state, or of a state and kind, in id order: lists and bulk scans read each
+# partition in order and stop at a page (engine.store.bulk); the dashboard counts each
+# partition up to a cap; the states present are a skip scan of the first.
+Index("ix_jobs_state", jobs.c.state, jobs.c.id)
+Index("ix_jobs_state_kind", jobs.c.state, jobs.c.kind, jobs.c.id)
 # Rescue: running jobs by lease expiry, only over rows that hold a lease.
 Index(
     "ix_jobs_lease",

@@ -260,7 +260,7 @@ class Dashboard:
         action = request.query_params.get("action", "")
         try:
             f = views.job_filter(self.engine, request.query_params)
-            plan = bulk.plan(self.engine, action, f, sample=20)
+            plan = bulk.plan(self.engine, action, f, sample=20, count_cap=views.COUNT_CAP)
         except ValueError as error:
             return self.page(request, "message.html", 400, title="Bad request", message=str(error))
         return self.page(

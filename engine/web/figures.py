@@ -89,10 +89,10 @@ def read_overview(engine: Engine, window: timedelta) -> Overview:
         by_chart[spec.chart.name].append(spec.kind)
         charts[spec.chart.name] = spec.chart
     pairs = [
-        (kind, s)
+        (kind, s.name, not s.is_final)
         for name, kinds in by_chart.items()
         for kind in kinds
-        for s in charts[name].state_names
+        for s in charts[name].states
     ]
     figures = reads.state_figures(engine.store, pairs, cap=COUNT_CAP)
     edges = reads.edge_counts(engine.store, now - window, cap=EVENT_CAP)

@@ -27,6 +27,7 @@ HISTORY_TAIL = 300
 T_co = TypeVar("T_co")
 FILTERS = ("kind", "state", "queue", "reason", "older", "newer")
 SEARCH_LIMIT = 50
+COUNT_CAP = 100_000  # a bulk dry run counts the matching jobs up to this many
 SEARCH_RECENT = 100_000  # the latest jobs a search by correlation id looks through
 
 

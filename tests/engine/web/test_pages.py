@@ -423,3 +423,13 @@ def test_a_correlation_id_is_searched_among_the_latest_jobs(
     recent = app.enqueue("ok", {"n": 9}, correlation_id="req-new")
     assert re.findall(r'data-id="(\d+)"', web.get("/jobs?q=req-new").text) == [str(recent)]
     assert re.findall(r'data-id="(\d+)"', web.get(f"/jobs?q={old}").text) == [str(old)]
+
+
+def test_a_dry_run_counts_up_to_a_cap(app: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    from engine.web import views
+
+    seed(app)
+    monkeypatch.setattr(views, "COUNT_CAP", 2)
+    preview = signed_in(app).get("/bulk?action=requeue&state=quarantined")
+    assert re.search(r'id="matched">2\+<', preview.text)
+    assert "Requeue 2+ job(s)" in preview.text
