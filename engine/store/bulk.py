@@ -153,20 +153,16 @@ def _partitioned(
     newest_first: bool,
 ) -> list[JobRow]:
     """The first ``limit`` jobs matching ``f`` in id order, read partition by partition:
-    one select per state (``ix_jobs_state``: state, id), or per (state, kind)
-    (``ix_jobs_state_kind``) when kinds are named, each already in id order and stopping
-    at ``limit``, merged here. One select over both columns would make the database read
-    every matching row and sort them (a million, for ``state=succeeded``)."""
+    one select per (state, kind) (``ix_jobs_state``: state, kind, id; the states or kinds
+    not named are those present), each already in id order and stopping at ``limit``,
+    merged here. One select over both columns would make the database read every matching
+    row and sort them (a million, for ``state=succeeded``)."""
     if f.ids or not (f.states or f.kinds):
         return _select(db, [*where(f), *bounds], limit, newest_first=newest_first)
     rest = replace(f, states=(), kinds=())
     states = f.states or tuple(sorted(job_states_present(db)))
-    parts: list[list[ColumnElement[bool]]] = []
-    for state in states:
-        if f.kinds:
-            parts += [[jobs.c.state == state, jobs.c.kind == kind] for kind in f.kinds]
-        else:
-            parts.append([jobs.c.state == state])
+    kinds = f.kinds or tuple(sorted(job_kinds_present(db)))
+    parts = [[jobs.c.state == s, jobs.c.kind == k] for s in states for k in kinds]
     found: list[JobRow] = []
     for part in parts:
         found += _select(db, [*part, *where(rest), *bounds], limit, newest_first=newest_first)
@@ -195,25 +191,36 @@ def job_count_states(db: Database, f: JobFilter, *, cap: int | None = None) -> d
         return {row[0]: int(row[1]) for row in conn.execute(stmt)}
 
 
-# A skip scan of ix_jobs_state: each step seeks the next state above the last one, so the
-# states present cost one index probe each, not a read of every row.
-_STATES = text(
-    """
-    WITH RECURSIVE present(state) AS (
-        SELECT min(state) FROM jobs
-        UNION ALL
-        SELECT (SELECT min(j.state) FROM jobs j WHERE j.state > present.state)
-        FROM present WHERE present.state IS NOT NULL
+def _skip_scan(column: str) -> Any:
+    """The distinct values of an index's first column, one index probe each (each step
+    seeks the next value above the last), not a read of every row."""
+    return text(
+        f"""
+        WITH RECURSIVE present(v) AS (
+            SELECT min({column}) FROM jobs
+            UNION ALL
+            SELECT (SELECT min(j.{column}) FROM jobs j WHERE j.{column} > present.v)
+            FROM present WHERE present.v IS NOT NULL
+        )
+        SELECT v FROM present WHERE v IS NOT NULL
+        """  # noqa: S608 (the column is one of two names of ours, never input)
     )
-    SELECT state FROM present WHERE state IS NOT NULL
-    """
-)
+
+
+_STATES = _skip_scan("state")  # ix_jobs_state
+_KINDS = _skip_scan("kind")  # ix_jobs_kind_key
 
 
 def job_states_present(db: Database) -> set[str]:
     """The states some job is in (a skip scan of ``ix_jobs_state``)."""
     with db.read() as conn:
         return {row[0] for row in conn.execute(_STATES)}
+
+
+def job_kinds_present(db: Database) -> set[str]:
+    """The kinds some job is of (a skip scan of ``ix_jobs_kind_key``)."""
+    with db.read() as conn:
+        return {row[0] for row in conn.execute(_KINDS)}
 
 
 def job_max_id(db: Database) -> int:

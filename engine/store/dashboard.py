@@ -58,7 +58,7 @@ def state_figures(
     db: Database, pairs: Iterable[tuple[str, str, bool]], *, cap: int, oldest_of: int = 1000
 ) -> list[StateFigure]:
     """For each (kind, state, waits): its jobs, counted up to ``cap`` + 1 over an index
-    range (``ix_jobs_state_kind``), and for states where jobs wait (``waits``) the oldest
+    range (``ix_jobs_state``), and for states where jobs wait (``waits``) the oldest
     last change among the ``oldest_of`` earliest jobs in it (the range's first entries: a
     backlog of a million is not read to find its oldest)."""
     figures = []
@@ -143,16 +143,9 @@ def job_search(
 
 
 def known_kinds(db: Database) -> list[str]:
-    """Every kind some app recorded (``job_kinds``) or some job has, without a scan: the
-    recorded kinds, then a skip scan of ``ix_jobs_kind_key`` for the rest."""
+    """Every kind some app recorded (``job_kinds``) or some job has (a skip scan)."""
+    from engine.store.bulk import job_kinds_present
+
     with db.read() as conn:
         kinds = {row[0] for row in conn.execute(select(job_kinds.c.kind))}
-        # A loose index scan: each step seeks the next kind above the last one.
-        last = ""
-        for _ in range(1000):
-            nxt = conn.execute(select(func.min(jobs.c.kind)).where(jobs.c.kind > last)).scalar()
-            if nxt is None:
-                break
-            kinds.add(nxt)
-            last = nxt
-    return sorted(kinds)
+    return sorted(kinds | job_kinds_present(db))

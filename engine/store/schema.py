@@ -161,11 +161,11 @@ Index(
     sqlite_where=jobs.c.due_at.is_not(None),
     postgresql_where=jobs.c.due_at.is_not(None),
 )
-# Jobs of a state, or of a state and kind, in id order: lists and bulk scans read each
-# partition in order and stop at a page (engine.store.bulk); the dashboard counts each
-# partition up to a cap; the states present are a skip scan of the first.
-Index("ix_jobs_state", jobs.c.state, jobs.c.id)
-Index("ix_jobs_state_kind", jobs.c.state, jobs.c.kind, jobs.c.id)
+# Jobs of a state and kind in id order: lists and bulk scans read each (state, kind) in
+# order and stop at a page (engine.store.bulk); the dashboard counts each up to a cap;
+# the states present are a skip scan of it. (One index: a second one on state cost 8% of
+# a drain on SQLite.)
+Index("ix_jobs_state", jobs.c.state, jobs.c.kind, jobs.c.id)
 # Rescue: running jobs by lease expiry, only over rows that hold a lease.
 Index(
     "ix_jobs_lease",
