@@ -390,8 +390,10 @@ def _reusable(url: str, n: int) -> bool:
                     return False
                 if set(table.c.keys()) - {c["name"] for c in found.get_columns(table.name)}:
                     return False
-                indexes = {i["name"] for i in found.get_indexes(table.name)}
-                if indexes != {i.name for i in table.indexes}:
+                indexes = {
+                    (i["name"], tuple(i["column_names"])) for i in found.get_indexes(table.name)
+                }
+                if indexes != {(i.name, tuple(c.name for c in i.columns)) for i in table.indexes}:
                     return False
             return int(conn.execute(select(func.count()).select_from(jobs)).scalar_one()) == n
     finally:

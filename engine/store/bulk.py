@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, and_, func, or_, select, text, update
@@ -21,7 +21,7 @@ from engine.store import keys
 from engine.store.cas import apply_moves
 from engine.store.database import Database
 from engine.store.reads import job_row
-from engine.store.rows import JobRow, Move
+from engine.store.rows import JobRow, Move, parse_time
 from engine.store.schema import idempotency_keys, jobs
 from engine.store.wakeup import notify
 
@@ -117,11 +117,36 @@ def where(f: JobFilter) -> list[ColumnElement[bool]]:
 # -- reads ---------------------------------------------------------------------------------
 
 
+CLOCK_SLACK = timedelta(hours=1)  # how far creation times may run out of id order
+
+
 def job_page(db: Database, f: JobFilter, *, limit: int, below: int | None = None) -> list[JobRow]:
     """Up to ``limit`` jobs matching ``f``, newest (highest id) first, with ids below
     ``below`` (the previous page's last id) when given."""
     bounds = [jobs.c.id < below] if below is not None else []
+    if f.updated_before is not None and not f.ids:
+        # Unchanged since T means created before T: start from the ids created by then
+        # rather than walk every newer job (a week of them, for "older than 6 days").
+        bounds.append(jobs.c.id <= _last_id_created_before(db, f.updated_before + CLOCK_SLACK))
     return _partitioned(db, f, bounds, limit, newest_first=True)
+
+
+def _last_id_created_before(db: Database, when: datetime) -> int:
+    """The highest id created before ``when``, by a binary search of the primary key
+    (ids grow with creation time; ``CLOCK_SLACK`` covers clocks out of step). Every
+    job created before ``when`` - slack has an id at or below it."""
+    probe = select(jobs.c.id, jobs.c.created_at).order_by(jobs.c.id).limit(1)
+    with db.read() as conn:
+        top = int(conn.execute(select(func.max(jobs.c.id))).scalar() or 0)
+        low, high = 0, top  # invariant: some id <= low was created before when (or low 0)
+        while low < high:
+            middle = (low + high + 1) // 2
+            row = conn.execute(probe.where(jobs.c.id >= middle)).first()
+            if row is not None and parse_time(row[1]) < when:
+                low = max(middle, int(row[0]))
+            else:
+                high = middle - 1
+    return low
 
 
 def job_scan(

@@ -59,11 +59,15 @@ def plain(app: Engine, f: JobFilter, bounds: list, limit: int, newest_first: boo
         return [job_row(row).id for row in conn.execute(stmt)]
 
 
+START = FrozenClock().now()  # the fixture's clock starts here: jobs 0-30, then an hour on
 filters = st.builds(
     JobFilter,
     states=st.lists(st.sampled_from(STATES), max_size=3, unique=True).map(tuple),
     kinds=st.lists(st.sampled_from(KINDS), max_size=2, unique=True).map(tuple),
     queues=st.lists(st.sampled_from(("slow", "default")), max_size=1).map(tuple),
+    updated_before=st.sampled_from(
+        [None, START, START + timedelta(minutes=30), START + timedelta(hours=1, seconds=1)]
+    ),
 )
 
 
