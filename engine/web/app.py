@@ -32,6 +32,7 @@ from engine.view import path_chart, stray_note, waiting_reason
 from engine.web import views
 from engine.web.access import COOKIE, SESSION_SECONDS, Access, Operator
 from engine.web.figures import OverviewCache, StatsCache
+from engine.web.runs import Runs
 from statecharts.render import RenderError, age_text, to_image
 
 HERE = Path(__file__).parent
@@ -50,6 +51,7 @@ class Dashboard:
         self.engine = engine
         self.access = access
         self.overviews = OverviewCache(engine)
+        self.runs = Runs(engine)
         from engine.stats import stats
 
         self.stats = StatsCache(lambda: stats(engine), every=stats_every)
@@ -269,33 +271,42 @@ class Dashboard:
             plan=plan,
             action=action,
             filter_query=views.filter_query(request.query_params),
-            report=None,
         )
 
     async def bulk_apply(self, request: Request) -> Response:
         fields = await self.form(request)
         if (refused := self.refuse_action(request, fields)) is not None:
             return refused
-        from starlette.concurrency import run_in_threadpool
-
         action = fields.get("action", "")
         query = parse_qs(fields.get("filter", ""))
         params = {k: v[0] for k, v in query.items()}
         try:
+            if action not in bulk.ACTIONS:
+                raise ValueError(f"action is one of {sorted(bulk.ACTIONS)}, got {action!r}")
             f = views.job_filter(self.engine, params)
-            report = await run_in_threadpool(
-                lambda: bulk.apply(self.engine, action, f, detail=self.by(request))
-            )
+            if f.empty:
+                raise ValueError(f"{action} of every job is not a bulk action: give a filter")
         except ValueError as error:
             return self.page(request, "message.html", 400, title="Bad request", message=str(error))
-        return self.page(
-            request,
-            "bulk.html",
-            plan=None,
-            action=action,
-            filter_query=fields.get("filter", ""),
-            report=report,
-        )
+        run = self.runs.start(action, f, views.filter_query(params), self.by(request))
+        base = request.scope.get("root_path", "")
+        return RedirectResponse(f"{base}/bulk/runs/{run.id}", 303)
+
+    def bulk_run(self, request: Request) -> Response:
+        """A bulk run's progress (the page refreshes itself until the run is done)."""
+        if (guard := self.guard_view(request)) is not None:
+            return guard
+        run = self.runs.get(request.path_params["run_id"])
+        if run is None:
+            return self.page(
+                request,
+                "message.html",
+                404,
+                title="No such run",
+                message="No bulk run with that id here (runs are kept in memory until the "
+                "dashboard restarts; their events are in each job's history).",
+            )
+        return self.page(request, "run.html", run=run)
 
     def schedules(self, request: Request) -> Response:
         if (guard := self.guard_view(request)) is not None:
@@ -369,6 +380,7 @@ def create_app(
         Route("/jobs/{job_id:int}/{action:str}", d.job_action, methods=["POST"]),
         Route("/bulk", d.bulk_preview),
         Route("/bulk", d.bulk_apply, methods=["POST"]),
+        Route("/bulk/runs/{run_id:str}", d.bulk_run),
         Route("/schedules", d.schedules),
         Route("/login", d.login_form),
         Route("/login", d.login, methods=["POST"]),

@@ -222,6 +222,9 @@ def test_an_operator_watches_filters_reads_and_requeues(
         page.click("#bulk-requeue")
         assert page.inner_text("#matched") == "2"
         shot(page, "bulk", tmp_path, backend)
+        page.click("#confirm-bulk")  # signed in: the run starts, its page follows it
+        page.wait_for_selector("#run-state:has-text('done')", timeout=WAIT * 1000)
+        assert "2 changed (2 to pending)" in page.inner_text("#bulk-report")
     finally:
         stop(worker)
     view = app.get(flaky)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import html
 import re
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -103,6 +104,17 @@ def seed(app: Engine) -> dict[str, list[int]]:
     app.run_until_idle()
     ids["pending"] = [app.enqueue("ok", {"n": n}) for n in (10, 11)]
     return ids
+
+
+def finished(web: TestClient, run: str) -> str:
+    """The page of a bulk run once the run is done (it runs in a thread)."""
+    for _ in range(200):
+        page = web.get(run)
+        assert page.status_code == 200
+        if 'id="run-state">done<' in page.text:
+            return page.text
+        time.sleep(0.05)
+    raise AssertionError(f"the bulk run {run} did not finish")
 
 
 def figure(html: str, chart: str, state: str) -> str:
@@ -304,9 +316,13 @@ def test_bulk_requeue_shows_a_dry_run_then_applies(app: Engine) -> None:
     assert {app.get(i).state for i in ids["bad"] + ids["fails"]} == {"quarantined"}
     token = csrf_of(preview.text)
     applied = web.post(
-        "/bulk", data={"csrf": token, "action": "requeue", "filter": "state=quarantined"}
+        "/bulk",
+        data={"csrf": token, "action": "requeue", "filter": "state=quarantined"},
+        follow_redirects=False,
     )
-    assert applied.status_code == 200 and "3 changed" in applied.text
+    assert applied.status_code == 303 and "/bulk/runs/" in applied.headers["location"]
+    page = finished(web, applied.headers["location"])
+    assert "3 changed" in page and "started by erin" in page
     for job_id in ids["bad"] + ids["fails"]:
         last = app.get(job_id).history[-1]
         assert last.trigger == "requeue" and last.detail is not None
@@ -433,3 +449,14 @@ def test_a_dry_run_counts_up_to_a_cap(app: Engine, monkeypatch: pytest.MonkeyPat
     preview = signed_in(app).get("/bulk?action=requeue&state=quarantined")
     assert re.search(r'id="matched">2\+<', preview.text)
     assert "Requeue 2+ job(s)" in preview.text
+
+
+def test_a_bulk_run_that_fails_says_so_and_unknown_runs_are_404(app: Engine) -> None:
+    seed(app)
+    web = signed_in(app, "gwen")
+    token = csrf_of(web.get("/").text)
+    bad = web.post("/bulk", data={"csrf": token, "action": "delete", "filter": "state=pending"})
+    assert bad.status_code == 400 and "action is one of" in html.unescape(bad.text)
+    everything = web.post("/bulk", data={"csrf": token, "action": "cancel", "filter": ""})
+    assert everything.status_code == 400 and "give a filter" in everything.text
+    assert web.get("/bulk/runs/nope").status_code == 404
