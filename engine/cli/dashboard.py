@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import ipaddress
-import os
 
 import click
 
 from engine.cli.common import app_option, cli, db_option, open_engine
 from engine.errors import MissingExtra
 
+LOOPBACK_NAMES = ["127.0.0.1", "localhost", "::1", "[::1]"]
 TOKEN_ENV = "JOBCHARTS_DASHBOARD_TOKEN"  # noqa: S105 (a variable name)
 
 
@@ -45,6 +45,13 @@ def loopback(host: str) -> bool:
     is_flag=True,
     help="Pages need a sign-in too (always so on an address beyond localhost).",
 )
+@click.option(
+    "--allowed-host",
+    "allowed_hosts",
+    multiple=True,
+    help="A Host name the dashboard answers to (repeatable; default: this machine's "
+    "loopback names, or any name when --host listens beyond localhost).",
+)
 def dashboard(
     app: str,
     db: str | None,
@@ -54,6 +61,7 @@ def dashboard(
     tokens_file: str | None,
     read_only: bool,
     private: bool,
+    allowed_hosts: tuple[str, ...],
 ) -> None:
     """Serve the web dashboard: live charts, job lists, job pages, safe actions."""
     from engine.web import HINT, Access, AccessError, create_app, read_tokens
@@ -69,6 +77,8 @@ def dashboard(
     except AccessError as error:
         raise click.UsageError(str(error)) from error
     local = loopback(host)
+    if private and not tokens:
+        raise click.UsageError("--private with no --token or --tokens-file: nobody could sign in")
     if not local and not tokens:
         raise click.UsageError(
             f"--host {host} listens beyond this machine: give --token or --tokens-file "
@@ -80,8 +90,8 @@ def dashboard(
         raise MissingExtra(HINT) from error
     engine = open_engine(app, db, existing=True)
     access = Access(tokens=tokens, read_only=read_only, private=private or not local)
-    web = create_app(engine, access=access)
+    hosts = list(allowed_hosts) or ([*LOOPBACK_NAMES, host] if local else ["*"])
+    web = create_app(engine, access=access, allowed_hosts=hosts)
     mode = "read-only" if read_only or not tokens else "actions need a sign-in"
     click.echo(f"jobcharts dashboard on http://{host}:{port}/ ({mode}); Ctrl-C stops it", err=True)
     uvicorn.run(web, host=host, port=port, log_level="warning", access_log=False)
-    os.environ.pop(TOKEN_ENV, None)

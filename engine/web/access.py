@@ -13,6 +13,7 @@ token each form carries. Standard library only (``hmac``, ``secrets``).
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import secrets
@@ -58,39 +59,49 @@ class Access:
         """The operator ``token`` names (None: no such token). A shared token takes the
         name typed at sign-in; a bound one its own name."""
         for known, bound in self.tokens.items():
-            if hmac.compare_digest(known.encode(), token.encode()):
+            if _same(known, token):
                 chosen = bound or clean_name(name)
                 return Operator(chosen) if chosen else None
         return None
 
     def cookie(self, operator: Operator, now: float | None = None) -> str:
-        """The signed session cookie's value: name, expiry, signature."""
+        """The signed session cookie's value: the name (base64url: any script fits a
+        cookie), expiry, signature."""
         expires = int((now or time.time()) + SESSION_SECONDS)
-        body = f"{operator.name}|{expires}"
+        name = base64.urlsafe_b64encode(operator.name.encode()).decode().rstrip("=")
+        body = f"{name}|{expires}"
         return f"{body}|{self._sign('session', body)}"
 
     def operator(self, cookie: str | None, now: float | None = None) -> Operator | None:
         """The operator a session cookie names, if its signature holds and it has not
-        expired."""
-        if not cookie or cookie.count("|") != 2:
+        expired (anything else, however malformed, is no one)."""
+        if not cookie or not cookie.isascii() or cookie.count("|") != 2:
             return None
         name, expires, signature = cookie.split("|")
         body = f"{name}|{expires}"
-        if not hmac.compare_digest(signature, self._sign("session", body)):
+        if not _same(signature, self._sign("session", body)):
             return None
         if not expires.isdigit() or int(expires) < (now or time.time()):
             return None
-        return Operator(name)
+        try:
+            return Operator(base64.urlsafe_b64decode(name + "=" * (-len(name) % 4)).decode())
+        except ValueError:
+            return None
 
     def csrf(self, cookie: str | None) -> str:
         """The CSRF token of a session (forms carry it; POSTs must send it back)."""
         return self._sign("csrf", cookie or "")
 
     def csrf_ok(self, cookie: str | None, sent: str | None) -> bool:
-        return bool(cookie) and bool(sent) and hmac.compare_digest(self.csrf(cookie), sent or "")
+        return bool(cookie) and bool(sent) and _same(self.csrf(cookie), sent or "")
 
     def _sign(self, purpose: str, body: str) -> str:
         return hmac.new(self.secret, f"{purpose}:{body}".encode(), hashlib.sha256).hexdigest()
+
+
+def _same(a: str, b: str) -> bool:
+    """A constant-time comparison of any two strings (non-ASCII ones included)."""
+    return hmac.compare_digest(a.encode(), b.encode())
 
 
 def clean_name(name: str) -> str:

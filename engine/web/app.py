@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import html
 import shutil
+from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,7 @@ class Dashboard:
         context.update(
             request=request,
             base=request.scope.get("root_path", ""),
+            here=views.here(request),
             operator=operator,
             access=self.access,
             can_act=operator is not None and not self.access.read_only,
@@ -86,9 +88,8 @@ class Dashboard:
     def guard_view(self, request: Request) -> Response | None:
         """In private mode, a sign-in before any page."""
         if self.access.private and self.operator(request) is None:
-            target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
             base = request.scope.get("root_path", "")
-            return RedirectResponse(f"{base}/login?{urlencode({'next': target})}", 303)
+            return RedirectResponse(f"{base}/login?{urlencode({'next': views.here(request)})}", 303)
         return None
 
     async def form(self, request: Request) -> dict[str, str]:
@@ -109,9 +110,8 @@ class Dashboard:
                 else "Actions are off: start the dashboard with --token or --tokens-file."
             )
             return self.denied(request, why)
-        origin = request.headers.get("origin")
-        if origin and origin != f"{request.url.scheme}://{request.url.netloc}":
-            return self.denied(request, f"Refused: a request from another site ({origin}).")
+        if (foreign := views.foreign_origin(request)) is not None:
+            return self.denied(request, f"Refused: a request from another site ({foreign}).")
         if not self.access.csrf_ok(request.cookies.get(COOKIE), fields.get("csrf")):
             return self.denied(request, "Refused: the form's CSRF token is missing or wrong.")
         return None
@@ -191,7 +191,7 @@ class Dashboard:
             return guard
         job_id = int(request.path_params["job_id"])
         try:
-            view = self.engine.get(job_id)
+            view = self.engine.get(views.job_id(job_id))
         except JobNotFound:
             return self.page(
                 request, "message.html", 404, title="No such job", message=f"No job {job_id}."
@@ -224,7 +224,7 @@ class Dashboard:
             return guard
         job_id = int(request.path_params["job_id"])
         store = self.engine.store
-        row = store.job_get(job_id)
+        row = store.job_get(views.job_id(job_id)) if views.job_id(job_id) else None
         if row is None:
             return Response(f"no job {job_id}", 404, media_type="text/plain")
         try:
@@ -247,6 +247,8 @@ class Dashboard:
 
         try:
             dest = await run_in_threadpool(views.act_on_job, self.engine, job_id, action, detail)
+        except JobNotFound as error:
+            return self.page(request, "message.html", 404, title="No such job", message=str(error))
         except (JobchartsError, ValueError) as error:
             return self.page(
                 request, "message.html", 409, title=f"Cannot {action}", message=str(error)
@@ -323,6 +325,8 @@ class Dashboard:
 
     async def login(self, request: Request) -> Response:
         fields = await self.form(request)
+        if (foreign := views.foreign_origin(request)) is not None:
+            return self.denied(request, f"Refused: a request from another site ({foreign}).")
         target = views.safe_next(fields.get("next"))
         operator = self.access.sign_in(fields.get("token", ""), fields.get("name", ""))
         if operator is None:
@@ -340,7 +344,7 @@ class Dashboard:
             max_age=SESSION_SECONDS,
             httponly=True,
             samesite="strict",
-            secure=request.url.scheme == "https",
+            secure=views.over_https(request),
             path=base or "/",
         )
         return response
@@ -360,14 +364,18 @@ def create_app(
     *,
     access: Access | None = None,
     stats_every: float = 10.0,
-) -> Starlette:
+    allowed_hosts: Sequence[str] | None = None,
+) -> Any:
     """The dashboard of ``engine`` as an ASGI app; mount it in your own app with
     ``Mount("/jobs-admin", app=create_app(engine, access=...))``.
 
     ``access``: tokens, read-only and private modes (``engine.web.access.Access``); by
     default nobody can act (the pages are read-only). ``stats_every``: the whole-database
     stats (a scan: about a second at a million jobs) are recomputed in the background at
-    most this often, while someone looks."""
+    most this often, while someone looks. ``allowed_hosts``: the Host names the dashboard
+    answers to (others get 400): a page of another site that rebinds its name to this
+    machine cannot read it (the command sets it; a host app mounting this has its own).
+    Every response carries a content security policy and refuses to be framed."""
     dashboard = Dashboard(engine, access or Access(), stats_every)
     d = dashboard
     routes = [
@@ -389,7 +397,44 @@ def create_app(
     ]
     app = Starlette(routes=routes, exception_handlers={NoSchema: _no_schema})
     app.state.dashboard = dashboard
-    return app
+    if allowed_hosts is not None:
+        from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
+    return SecurityHeaders(app)
+
+
+SECURITY_HEADERS = [
+    (
+        b"content-security-policy",
+        b"default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
+        b"script-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+    ),
+    (b"x-frame-options", b"DENY"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"same-origin"),
+]
+
+
+class SecurityHeaders:
+    """An ASGI wrapper adding SECURITY_HEADERS to every HTTP response (no inline script
+    runs, no other site frames a page, no response is sniffed as another type)."""
+
+    def __init__(self, app: Starlette) -> None:
+        self.app = app
+        self.state = app.state
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), *SECURITY_HEADERS]}
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
 
 
 async def _no_schema(request: Request, error: Exception) -> Response:

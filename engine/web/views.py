@@ -9,10 +9,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from engine import bulk, operators
 from engine.engine import Engine
+from engine.errors import JobNotFound
 from engine.operators import Refused
 from engine.store import JobRow
 from engine.store import dashboard as reads
@@ -53,15 +54,48 @@ def window_of(request: Any, windows: Mapping[str, int]) -> str:
     return window if window in windows else "1h"
 
 
+MAX_VALUES = 20  # values of one filter field (each is read as its own partition)
+MAX_ID = 2**63 - 1  # the largest id either backend stores
+
+
+def job_id_or_none(value: int) -> int | None:
+    """``value`` when it can be a job's id (both backends store 64-bit ids)."""
+    return value if 1 <= value <= MAX_ID else None
+
+
+def job_id(value: int) -> int:
+    """``value``, or 0 (no job's id) when it cannot be one."""
+    return job_id_or_none(value) or 0
+
+
+def text_value(name: str, value: str) -> str:
+    """A filter or search value as given, refused (ValueError) when it holds control
+    characters (PostgreSQL stores no NUL in text; nothing legitimate has them)."""
+    value = value.strip()
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError(f"{name}: control characters are not allowed")
+    if len(value) > 500:
+        raise ValueError(f"{name}: at most 500 characters")
+    return value
+
+
+def values_of(name: str, value: str) -> tuple[str, ...]:
+    """A comma list, each value once, at most MAX_VALUES of them."""
+    found = tuple(dict.fromkeys(v.strip() for v in text_value(name, value).split(",") if v.strip()))
+    if len(found) > MAX_VALUES:
+        raise ValueError(f"{name}: at most {MAX_VALUES} values, got {len(found)}")
+    return found
+
+
 def job_filter(engine: Engine, params: Mapping[str, str]) -> JobFilter:
     """The JobFilter a list's query asks for; ValueError names a field it cannot use."""
     now = engine.now()
     fields: dict[str, Any] = {}
     for name, target in (("kind", "kinds"), ("state", "states"), ("queue", "queues")):
-        value = (params.get(name) or "").strip()
-        if value:
-            fields[target] = tuple(v.strip() for v in value.split(",") if v.strip())
-    reason = (params.get("reason") or "").strip()
+        found = values_of(name, params.get(name) or "")
+        if found:
+            fields[target] = found
+    reason = text_value("reason", params.get("reason") or "")
     if reason:
         fields["reasons"] = (reason,)
     older = (params.get("older") or "").strip()
@@ -91,18 +125,23 @@ def listing(engine: Engine, params: Mapping[str, str]) -> Listing:
     """A page of the jobs ``params`` ask for: a search (``q``: an id, an idempotency key or
     a correlation id), or a filter a page at a time (``after``: the cursor)."""
     kept = {k: str(params[k]) for k in (*FILTERS, "limit") if params.get(k)}
-    limit = int(params.get("limit") or 50)
-    if limit not in (25, 50, 100, 200):
-        raise ValueError(f"limit is one of 25, 50, 100, 200, got {limit}")
-    search = (params.get("q") or "").strip()
+    limit_text = params.get("limit") or "50"
+    if limit_text not in ("25", "50", "100", "200"):
+        raise ValueError(f"limit is one of 25, 50, 100, 200, got {limit_text!r}")
+    limit = int(limit_text)
+    search = text_value("search", params.get("q") or "")
     if search:
         kinds = reads.known_kinds(engine.store)
         rows = reads.job_search(
             engine.store, search, kinds=kinds, limit=SEARCH_LIMIT, recent=SEARCH_RECENT
         )
         return Listing(rows, {"q": search}, None, limit, search)
-    after_text = params.get("after")
-    after = int(after_text) if after_text and after_text.isdigit() else None
+    after_text = params.get("after") or ""
+    after = None
+    if after_text:
+        if not (after_text.isascii() and after_text.isdigit()) or int(after_text) > MAX_ID + 1:
+            raise ValueError(f"after is a job id (the cursor of a page), got {after_text!r}")
+        after = int(after_text)
     page = bulk.page(engine, job_filter(engine, params), after=after, limit=limit)
     return Listing(page.rows, kept, page.next_after, limit, None)
 
@@ -130,9 +169,9 @@ def act_on_job(engine: Engine, job_id: int, action: str, detail: dict[str, str])
     if trigger is None:
         raise ValueError(f"unknown action {action!r}; actions: {', '.join(bulk.ACTIONS)}")
     for _ in range(operators.CANCEL_ATTEMPTS):
-        row = engine.store.job_get(job_id)
+        row = engine.store.job_get(job_id) if job_id_or_none(job_id) else None
         if row is None:
-            raise ValueError(f"no job with id {job_id}")
+            raise JobNotFound(f"no job with id {job_id}")
         try:
             return operators.perform(engine, operators.plan(engine, row, str(trigger), detail))
         except operators.Changed:
@@ -189,6 +228,33 @@ def schedule_rows(engine: Engine) -> list[ScheduleRow]:
             )
         )
     return rows
+
+
+def here(request: Any) -> str:
+    """The page's own path and query, relative to the dashboard (mounted or not): where a
+    sign-in returns to."""
+    root = str(request.scope.get("root_path", ""))
+    path = str(request.url.path)
+    if root and path.startswith(root):
+        path = path[len(root) :] or "/"
+    query = str(request.url.query)
+    return path + (f"?{query}" if query else "")
+
+
+def foreign_origin(request: Any) -> str | None:
+    """The Origin of a request from another site (None: none given, or this host). The
+    scheme is not compared: behind a TLS proxy the page is https and the request http."""
+    origin = request.headers.get("origin")
+    if not origin:
+        return None
+    host = urlsplit(origin).netloc
+    return None if host == request.url.netloc else str(origin)
+
+
+def over_https(request: Any) -> bool:
+    """Whether the browser talks https (directly, or to a proxy that says so)."""
+    forwarded = str(request.headers.get("x-forwarded-proto", "")).split(",")[0].strip()
+    return bool(request.url.scheme == "https" or forwarded == "https")
 
 
 def safe_next(target: str | None) -> str:

@@ -22,6 +22,7 @@
   async function load(holder) {
     try {
       const response = await fetch(holder.dataset.src, { cache: "no-store" });
+      if (response.redirected) { window.location.reload(); return; }  // signed out
       const text = await response.text();
       if (response.ok) {
         holder.innerHTML = text;
@@ -38,6 +39,7 @@
     if (!panel) return;
     try {
       const response = await fetch(panel.dataset.src, { cache: "no-store" });
+      if (response.redirected) { window.location.reload(); return; }  // signed out
       if (response.ok) panel.innerHTML = await response.text();
     } catch (e) { /* offline for a moment */ }
   }
@@ -49,6 +51,9 @@
   }
 
   document.addEventListener("DOMContentLoaded", function () {
+    document.querySelectorAll("select.autosubmit").forEach(function (select) {
+      select.addEventListener("change", function () { select.form.submit(); });
+    });
     document.querySelectorAll(".diagram").forEach(load);
     if (document.getElementById("panel")) window.setInterval(tick, EVERY);
   });
