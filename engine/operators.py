@@ -158,8 +158,15 @@ def performed(rt: Runtime, action: Action, *, level: str = "info", **extra: Any)
     """Report an action that was written (``job.<trigger>``, or ``job.cancel_requested``)."""
     row = action.row
     if action.move is None:
+        who = {"operator": action.by} if action.by else {}
         rt.telemetry.emit(
-            "job.cancel_requested", level, job_id=row.id, kind=row.kind, state=row.state, **extra
+            "job.cancel_requested",
+            level,
+            job_id=row.id,
+            kind=row.kind,
+            state=row.state,
+            **who,
+            **extra,
         )
     else:
         rt.telemetry.moved(

@@ -90,18 +90,24 @@ class JobView:
         now: datetime,
         waiting: str | None = None,
         stray: str | None = None,
+        *,
+        starts_total: int | None = None,
+        failures_total: int | None = None,
     ) -> dict[str, str]:
         """Answer in words: did it run, did it succeed, why did it fail, will it retry.
 
         ``waiting``: why a due job is not claimed now (a global limit, ``waiting_reason``);
         ``stray``: why the running chart cannot take it as it is (``stray_note``).
+        ``starts_total``, ``failures_total``: the counts over the whole history when
+        ``history`` holds only its ends (a page showing a long history).
         """
         kind = _kind_of(chart, self.state)
         success = chart.state(self.state).success if chart and kind is StateKind.FINAL else None
         starts = [e for e in self.history if e.trigger == T.START]
+        n_starts = len(starts) if starts_total is None else starts_total
         # A handler holds the job (lifecycle ``running``, or any flow step under a lease).
         held = self.lease_expires_at is not None and kind in (StateKind.WORK, StateKind.WAIT)
-        if self.attempt == 0 and not starts:
+        if self.attempt == 0 and not n_starts:
             ran = "No: it has not started yet" + (f"; waiting: {waiting}." if waiting else ".")
         elif held:
             lease = self.lease_expires_at
@@ -125,7 +131,7 @@ class JobView:
                 if requeued
                 else None
             )
-            ran = f"Yes: {_attempts(len(starts))} in all" + (
+            ran = f"Yes: {_attempts(n_starts)} in all" + (
                 f", {since} since it was last requeued." if since is not None else "."
             )
         if success is True:
@@ -135,6 +141,7 @@ class JobView:
         else:
             succeeded = f"Not yet: it is {self.state!r}."
         failures = sum(1 for e in self.history if e.detail and "error" in e.detail)
+        failures = failures if failures_total is None else failures_total
         ended_unfailed = success is False and not self.quarantine_reason
         if ended_unfailed and (
             self.last_error is None or any(e.trigger == T.CANCEL for e in self.history)
@@ -370,13 +377,11 @@ def live_overlay(
     )
 
 
-def path_chart(store: Store, row: JobRow, events: list[EventRecord]) -> tuple[Chart, Overlay]:
+def path_chart(store: Store, row: JobRow) -> tuple[Chart, Overlay]:
     """The chart version ``row`` last moved under, as recorded in the database, and the
     job's path on it (its state, and each transition taken with how often). Raises
     ``JobNotFound`` when that version is not recorded (the job ran before versions were
     kept)."""
-    from collections import Counter
-
     from statecharts.versions import chart_from_markup
 
     recorded = store.chart_versions_of(row.chart).get(row.chart_version or "")
@@ -385,7 +390,11 @@ def path_chart(store: Store, row: JobRow, events: list[EventRecord]) -> tuple[Ch
             f"job {row.id}'s chart version ({row.chart_version or 'unrecorded'}) is not "
             "recorded in this database (it ran before versions were kept)"
         )
-    taken = Counter((e.trigger, e.from_state, e.to_state) for e in events if e.from_state)
+    taken = {
+        (trigger, source, dest): n
+        for (trigger, source, dest), n in store.job_event_counts(row.id).items()
+        if source is not None
+    }
     caption = f"job {row.id}, version {recorded.version}" + (
         f" {recorded.label}" if recorded.label else ""
     )

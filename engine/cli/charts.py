@@ -138,7 +138,7 @@ def _job_chart(reader: Engine, job_id: int) -> tuple[Chart, Any]:
         row = reader.store.job_get(job_id)
         if row is None:
             raise click.ClickException(f"no job with id {job_id}")
-        return path_chart(reader.store, row, reader.store.job_events(job_id))
+        return path_chart(reader.store, row)
     except JobNotFound as error:
         raise click.ClickException(str(error)) from error
     finally:

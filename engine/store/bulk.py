@@ -188,11 +188,14 @@ def _partitioned(
     states = f.states or tuple(sorted(job_states_present(db)))
     kinds = f.kinds or tuple(sorted(job_kinds_present(db)))
     parts = [[jobs.c.state == s, jobs.c.kind == k] for s in states for k in kinds]
-    found: list[JobRow] = []
-    for part in parts:
-        found += _select(db, [*part, *where(rest), *bounds], limit, newest_first=newest_first)
-    found.sort(key=lambda row: row.id, reverse=newest_first)
-    return found[:limit]
+    found: dict[int, JobRow] = {}
+    order = jobs.c.id.desc() if newest_first else jobs.c.id
+    with db.read() as conn:  # (SQLite: one snapshot) a job shows once, whatever moved
+        for part in parts:
+            stmt = select(jobs).where(*part, *where(rest), *bounds).order_by(order).limit(limit)
+            for row in conn.execute(stmt):
+                found.setdefault(int(row.id), job_row(row))
+    return sorted(found.values(), key=lambda row: row.id, reverse=newest_first)[:limit]
 
 
 def _select(

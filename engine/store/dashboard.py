@@ -113,8 +113,13 @@ def edge_counts(db: Database, since: datetime, *, cap: int) -> EdgeCounts:
         )
         edges = [EdgeCount(r[0], r[1], r[2], r[3], int(r[4])) for r in conn.execute(stmt)]
         truncated = False
-        if floor > 0:
-            edge = conn.execute(select(job_events.c.at).where(job_events.c.id == floor)).scalar()
+        if floor > 0:  # the latest event not counted (retention may have removed ``floor``)
+            edge = conn.execute(
+                select(job_events.c.at)
+                .where(job_events.c.id <= floor)
+                .order_by(job_events.c.id.desc())
+                .limit(1)
+            ).scalar()
             truncated = edge is not None and parse_time(edge) >= since
     return EdgeCounts(edges, sum(e.taken for e in edges), truncated)
 

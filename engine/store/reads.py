@@ -38,6 +38,40 @@ class ReadQueries(Database):
         with self.read() as conn:
             return [EventRecord._make(row) for row in conn.execute(stmt)]
 
+    def job_events_ends(
+        self, job_id: int, head: int, tail: int
+    ) -> tuple[list[EventRecord], list[EventRecord], int]:
+        """A long history's first ``head`` and latest ``tail`` events and how many there
+        are in all (``ix_job_events_job``: two range reads and a count, not the whole)."""
+        columns = [job_events.c[name] for name in EVENT_COLUMNS]
+        mine = job_events.c.job_id == job_id
+        with self.read() as conn:
+            total = int(
+                conn.execute(select(func.count()).select_from(job_events).where(mine)).scalar_one()
+            )
+            first = select(*columns).where(mine).order_by(job_events.c.id).limit(head)
+            heads = [EventRecord._make(row) for row in conn.execute(first)]
+            if total <= head:
+                return heads, [], total
+            last = select(*columns).where(mine).order_by(job_events.c.id.desc())
+            tails = [
+                EventRecord._make(row) for row in conn.execute(last.limit(min(tail, total - head)))
+            ]
+        return heads, tails[::-1], total
+
+    def job_event_counts(self, job_id: int) -> dict[tuple[str, str | None, str], int]:
+        """How often the job took each (trigger, from, to): its path, without reading
+        its whole history."""
+        stmt = (
+            select(
+                job_events.c.trigger, job_events.c.from_state, job_events.c.to_state, func.count()
+            )
+            .where(job_events.c.job_id == job_id)
+            .group_by(job_events.c.trigger, job_events.c.from_state, job_events.c.to_state)
+        )
+        with self.read() as conn:
+            return {(r[0], r[1], r[2]): int(r[3]) for r in conn.execute(stmt)}
+
     def job_list(
         self, *, state: str | None = None, kind: str | None = None, limit: int = 100
     ) -> list[JobRow]:

@@ -164,7 +164,13 @@ class Dashboard:
             return Response(f"no chart named {name!r}", 404, media_type="text/plain")
         badges = chart_badges(self.engine.registry.specs, name) or None
         try:
-            svg = to_image(figures.chart, "svg", figures.overlay, view="review", badges=badges)
+            svg = self.overviews.svg(
+                overview,
+                name,
+                lambda: to_image(
+                    figures.chart, "svg", figures.overlay, view="review", badges=badges
+                ),
+            )
         except RenderError as error:
             return Response(str(error), 503, media_type="text/plain")
         return Response(svg, media_type="image/svg+xml", headers={"Cache-Control": "no-store"})
@@ -190,21 +196,21 @@ class Dashboard:
         if (guard := self.guard_view(request)) is not None:
             return guard
         job_id = int(request.path_params["job_id"])
-        try:
-            view = self.engine.get(views.job_id(job_id))
-        except JobNotFound:
+        read = views.read_job(self.engine, views.job_id(job_id))
+        if read is None:
             return self.page(
                 request, "message.html", 404, title="No such job", message=f"No job {job_id}."
             )
+        view, head, tail, hidden, totals = read
         answers = view.explain(
             self.engine.chart_of(view.chart),
             self.engine.now(),
             waiting=waiting_reason(self.engine, view),
             stray=stray_note(self.engine, job_id),
+            **totals,
         )
         steps = self.engine.store.step_get_many([job_id]).get(job_id, {})
         actions = views.job_actions(self.engine, job_id)
-        head, tail, hidden = views.history_shown(view.history)
         return self.page(
             request,
             "job.html",
@@ -228,7 +234,7 @@ class Dashboard:
         if row is None:
             return Response(f"no job {job_id}", 404, media_type="text/plain")
         try:
-            chart, overlay = path_chart(store, row, store.job_events(job_id))
+            chart, overlay = path_chart(store, row)
             svg = to_image(chart, "svg", overlay, view="full")
         except JobNotFound as error:
             return Response(str(error), 404, media_type="text/plain")

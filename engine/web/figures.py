@@ -147,17 +147,37 @@ class OverviewCache:
     engine: Engine
     fresh: float = FRESH
     _kept: dict[float, tuple[float, Overview]] = field(default_factory=dict)
+    _locks: dict[float, threading.Lock] = field(default_factory=dict)
+    _svgs: dict[tuple[int, str], bytes] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def get(self, window: timedelta) -> Overview:
+        """The overview of ``window``: the kept one while fresh, else one read (requests
+        for the same window wait for that read; other windows do not)."""
         key = window.total_seconds()
         with self._lock:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:
             kept = self._kept.get(key)
             if kept is not None and time.monotonic() - kept[0] < self.fresh:
                 return kept[1]
             overview = read_overview(self.engine, window)
             self._kept[key] = (time.monotonic(), overview)
             return overview
+
+    def svg(self, overview: Overview, chart: str, draw: Callable[[], bytes]) -> bytes:
+        """A chart's diagram for one overview read, drawn once (Graphviz costs tens of
+        milliseconds: every open tab's refresh would pay it)."""
+        key = (id(overview), chart)
+        with self._lock:
+            if key in self._svgs:
+                return self._svgs[key]
+        drawn = draw()
+        with self._lock:
+            live = {id(o) for _, o in self._kept.values()}
+            self._svgs = {k: v for k, v in self._svgs.items() if k[0] in live}
+            self._svgs[key] = drawn
+        return drawn
 
 
 @dataclass
@@ -175,17 +195,20 @@ class StatsCache:
     _running: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
+    _tried: float = 0.0  # when the last computation ended, failed or not
+
     def latest(self) -> tuple[Stats | None, float | None, float, str | None]:
         """The kept stats, their age in seconds (None: none yet), how long they took and
         the last error; starts a refresh in the background when due."""
         with self._lock:
-            due = not self._running and time.monotonic() - self._at >= self.every
+            due = not self._running and time.monotonic() - self._tried >= self.every
             if due:
                 self._running = True
+            result, at, took, error = self._result, self._at, self._took, self._error
         if due:
             threading.Thread(target=self._refresh, name="jobcharts-stats", daemon=True).start()
-        age = time.monotonic() - self._at if self._result is not None else None
-        return self._result, age, self._took, self._error
+        age = time.monotonic() - at if result is not None else None
+        return result, age, took, error
 
     def _refresh(self) -> None:
         started = time.perf_counter()
@@ -195,9 +218,10 @@ class StatsCache:
         except Exception as failure:  # shown on the page; the next look tries again
             result, error = None, f"{type(failure).__name__}: {failure}"
         with self._lock:
-            if result is not None:
+            if result is not None:  # (a failure keeps the last result, and its age)
                 self._result = result
+                self._at = time.monotonic()
+                self._took = time.perf_counter() - started
             self._error = error
-            self._took = time.perf_counter() - started
-            self._at = time.monotonic()
+            self._tried = time.monotonic()
             self._running = False

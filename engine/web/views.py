@@ -5,10 +5,10 @@ formatting helpers the templates use."""
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from engine import bulk, operators
@@ -19,13 +19,14 @@ from engine.store import JobRow
 from engine.store import dashboard as reads
 from engine.store.bulk import JobFilter
 from engine.timetable import parse_age
+from engine.view import EventView, JobView, view_of
 from statecharts import T
 from statecharts.render import age_text
 
 PAST = {"requeue": "requeued", "cancel": "cancelled"}
 HISTORY_HEAD = 20  # a long history shows its first events and its latest ones
 HISTORY_TAIL = 300
-T_co = TypeVar("T_co")
+FAILURES = frozenset({str(T.FAIL), str(T.FAIL_PERMANENT), str(T.EXPIRE)})  # failed attempts
 FILTERS = ("kind", "state", "queue", "reason", "older", "newer")
 SEARCH_LIMIT = 50
 COUNT_CAP = 100_000  # a bulk dry run counts the matching jobs up to this many
@@ -179,14 +180,27 @@ def act_on_job(engine: Engine, job_id: int, action: str, detail: dict[str, str])
     raise operators.kept_changing(str(trigger), job_id)
 
 
-def history_shown(history: Sequence[T_co]) -> tuple[list[T_co], list[T_co], int]:
-    """The events a job's page draws: all of a short history; of a long one (a poller
-    that checked for a week) the first HISTORY_HEAD and the latest HISTORY_TAIL, with
-    how many are left out between them."""
-    if len(history) <= HISTORY_HEAD + HISTORY_TAIL:
-        return list(history), [], 0
-    hidden = len(history) - HISTORY_HEAD - HISTORY_TAIL
-    return list(history[:HISTORY_HEAD]), list(history[-HISTORY_TAIL:]), hidden
+def read_job(
+    engine: Engine, job_id: int
+) -> tuple[JobView, list[EventView], list[EventView], int, dict[str, int]] | None:
+    """A job as its page shows it, its history bounded: the view (its history the first
+    HISTORY_HEAD and latest HISTORY_TAIL events), those two parts, how many events are
+    left out between them, and (when some are) the totals its answers count over the
+    whole history (``JobView.explain``'s ``starts_total``, ``failures_total``)."""
+    store = engine.store
+    row = store.job_get(job_id) if job_id else None
+    if row is None:
+        return None
+    heads, tails, total = store.job_events_ends(job_id, HISTORY_HEAD, HISTORY_TAIL)
+    view = view_of(row, heads + tails)
+    head, tail = list(view.history[: len(heads)]), list(view.history[len(heads) :])
+    hidden = total - len(heads) - len(tails)
+    totals: dict[str, int] = {}
+    if hidden:
+        counts = store.job_event_counts(job_id)
+        totals["starts_total"] = sum(n for (t, _, _), n in counts.items() if t == T.START)
+        totals["failures_total"] = sum(n for (t, _, _), n in counts.items() if t in FAILURES)
+    return view, head, tail, hidden, totals
 
 
 @dataclass(frozen=True)

@@ -460,3 +460,103 @@ def test_a_bulk_run_that_fails_says_so_and_unknown_runs_are_404(app: Engine) -> 
     everything = web.post("/bulk", data={"csrf": token, "action": "cancel", "filter": ""})
     assert everything.status_code == 400 and "give a filter" in everything.text
     assert web.get("/bulk/runs/nope").status_code == 404
+
+
+def test_a_long_history_is_read_by_its_ends(app: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The page reads a history's first and latest events and counts the rest (a poller
+    checking for a week must not load a week of events); its answers count them all."""
+    from engine.web import views
+
+    monkeypatch.setattr(views, "HISTORY_HEAD", 2)
+    monkeypatch.setattr(views, "HISTORY_TAIL", 3)
+    job_id = app.enqueue("bad", {"n": 5})
+    app.run_until_idle()
+    for _ in range(3):
+        app.requeue(job_id)
+        app.run_until_idle()
+    assert len(app.get(job_id).history) == 12
+    page = html.unescape(client(app).get(f"/jobs/{job_id}").text)
+    assert "7 events left out" in page
+    assert page.count('class="ev ev-') == 5
+    assert "Yes: 4 attempts in all, 1 since it was last requeued." in page
+    chart = client(app).get(f"/jobs/{job_id}/chart.svg").text
+    assert "requeue x3" in chart and "start" in chart
+
+
+def test_the_dashboard_answers_only_to_its_own_host_names(app: Engine) -> None:
+    web = TestClient(
+        create_app(app, access=Access(), allowed_hosts=["127.0.0.1", "localhost"]),
+        base_url="http://evil.example:8080",
+    )
+    assert web.get("/").status_code == 400  # a rebinding site cannot read it
+    local = TestClient(create_app(app, allowed_hosts=["127.0.0.1"]), base_url="http://127.0.0.1")
+    page = local.get("/")
+    assert page.status_code == 200
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+    assert page.headers["x-frame-options"] == "DENY"
+
+
+def test_bad_input_is_a_clear_refusal_never_a_500(app: Engine) -> None:
+    seed(app)
+    web = signed_in(app)
+    token = csrf_of(web.get("/").text)
+    huge = "9" * 30
+    for path, status in (
+        (f"/jobs/{huge}", 404),
+        (f"/jobs/{huge}/chart.svg", 404),
+        (f"/jobs?after={huge}", 400),
+        ("/jobs?after=abc", 400),
+        ("/jobs?after=%C2%B2", 400),
+        ("/jobs?limit=abc", 400),
+        ("/jobs?q=%00", 400),
+        ("/jobs?kind=%00", 400),
+        ("/jobs?queue=a%00", 400),
+        ("/jobs?reason=%00", 400),
+        ("/bulk?action=requeue&queue=%00", 400),
+        ("/jobs?kind=" + ",".join(f"k{n}" for n in range(30)), 400),
+    ):
+        assert web.get(path).status_code == status, path
+    assert web.post(f"/jobs/{huge}/requeue", data={"csrf": token}).status_code == 404
+    assert web.post("/jobs/123456/requeue", data={"csrf": token}).status_code == 404
+    assert web.post("/jobs/1/requeue", data={"csrf": "é"}).status_code == 403
+    web.cookies.set(COOKIE, "a|1|x")
+    assert web.get("/").status_code == 200  # a malformed cookie is no one
+
+
+def test_repeated_filter_values_list_each_job_once(app: Engine) -> None:
+    ids = seed(app)
+    web = client(app)
+    for path in ("/jobs?kind=ok,ok", "/jobs?state=quarantined,quarantined,succeeded"):
+        listed = re.findall(r'data-id="(\d+)"', web.get(path).text)
+        assert len(listed) == len(set(listed)) > 0, path
+    assert len(re.findall(r'data-id="(\d+)"', web.get("/jobs?kind=ok,ok").text)) == 5
+    assert ids
+
+
+def test_names_in_any_script_sign_in(app: Engine) -> None:
+    seed(app)
+    for name in ("李雷", "Zoë 🙂"):
+        web = client(app, tokens={TOKEN: None})
+        response = web.post("/login", data={"token": TOKEN, "name": name})
+        assert response.status_code == 200 and name in response.text
+
+
+def test_under_a_mount_a_sign_in_returns_to_the_page(app: Engine) -> None:
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    seed(app)
+    dashboard = create_app(app, access=Access(tokens={TOKEN: None}, private=True))
+    web = TestClient(Starlette(routes=[Mount("/ops", app=dashboard)]))
+    first = web.get("/ops/jobs?state=quarantined", follow_redirects=False)
+    assert first.headers["location"].startswith("/ops/login?next=%2Fjobs%3Fstate")
+    login = web.get(first.headers["location"])
+    target = re.search(r'name="next" value="([^"]+)"', login.text)
+    assert target is not None
+    back = web.post(
+        "/ops/login",
+        data={"token": TOKEN, "name": "ida", "next": html.unescape(target.group(1))},
+        follow_redirects=False,
+    )
+    assert back.headers["location"] == "/ops/jobs?state=quarantined"
+    assert web.get(back.headers["location"]).status_code == 200
