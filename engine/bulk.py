@@ -76,20 +76,40 @@ class UnknownState(ValueError):
 @dataclass(frozen=True)
 class Page:
     """One page of a listing, newest first; ``next_after`` is the cursor of the next page
-    (pass it as ``after``), None on the last page."""
+    (pass it as ``after``), None on the last page. ``searched_to``: a windowed page that
+    ran out of its window first: ids above it were searched, the next page goes on."""
 
     rows: list[JobRow]
     next_after: int | None
+    searched_to: int | None = None
 
 
-def page(rt: Runtime, f: JobFilter, *, after: int | None = None, limit: int = 50) -> Page:
+def page(
+    rt: Runtime,
+    f: JobFilter,
+    *,
+    after: int | None = None,
+    limit: int = 50,
+    window: int | None = None,
+) -> Page:
     """Jobs matching ``f``, newest first: those with ids below ``after`` (the previous
-    page's cursor), at most ``limit`` (1 to ``MAX_PAGE``)."""
+    page's cursor), at most ``limit`` (1 to ``MAX_PAGE``).
+
+    ``window``: when ``f`` filters on what no index holds (queue, reason, changed since),
+    search at most this many ids per page, so a filter that matches almost nothing costs
+    a window, not the table; a page that runs out of its window says so (``searched_to``)
+    and its cursor goes on below it."""
     if not 1 <= limit <= MAX_PAGE:
         raise ValueError(f"limit is between 1 and {MAX_PAGE}, got {limit}")
-    rows = sql.job_page(rt.store, f, limit=limit + 1, below=after)
+    floor = None
+    if window is not None and sql.unindexed(f):
+        start = after if after is not None else sql.job_max_id(rt.store) + 1
+        floor = max(start - 1 - window, 0)
+    rows = sql.job_page(rt.store, f, limit=limit + 1, below=after, above=floor)
     if len(rows) > limit:  # one more row than shown: there is a next page
         return Page(rows[:limit], rows[limit - 1].id)
+    if floor:  # the window ran out: the jobs below it are still to search
+        return Page(rows, floor + 1, searched_to=floor + 1)
     return Page(rows, None)
 
 
@@ -174,6 +194,7 @@ class Plan:
     sample: list[Verdict]
     missing: list[int]
     capped: bool = False  # counted up to a cap: at least ``matched`` jobs match
+    searched_to: int | None = None  # counted and sampled only among ids above this
 
     @property
     def shown_all(self) -> bool:
@@ -181,19 +202,33 @@ class Plan:
 
 
 def plan(
-    rt: Runtime, action: str, f: JobFilter, *, sample: int = 20, count_cap: int | None = None
+    rt: Runtime,
+    action: str,
+    f: JobFilter,
+    *,
+    sample: int = 20,
+    count_cap: int | None = None,
+    window: int | None = None,
 ) -> Plan:
     """What ``action`` ("requeue" or "cancel") would do to the jobs ``f`` names; writes
     nothing. With ids, ``missing`` lists those that are no job. ``count_cap``: count a
-    filter's matches only up to it (``Plan.capped`` then says there are more)."""
+    filter's matches only up to it (``Plan.capped`` then says there are more);
+    ``window``: with a filter on what no index holds, count and sample only among the
+    latest ``window`` ids (``Plan.searched_to``; the action itself takes every job)."""
     trigger = _trigger(action, f)
     if not f.ids:
-        by_state = sql.job_count_states(rt.store, f, cap=count_cap)
+        above = 0
+        if window is not None and sql.unindexed(f):
+            above = max(sql.job_max_id(rt.store) - window, 0)
+        by_state = sql.job_count_states(rt.store, f, cap=count_cap, above=above)
         matched = sum(by_state.values())
         capped = count_cap is not None and matched > count_cap
-        rows = sql.job_scan(rt.store, f, limit=sample) if sample > 0 else []
+        rows = sql.job_scan(rt.store, f, limit=sample, above=above) if sample > 0 else []
         verdicts = [verdict(rt, row, trigger) for row in rows]
-        return Plan(action, f, min(matched, count_cap or matched), by_state, verdicts, [], capped)
+        shown = min(matched, count_cap or matched)
+        return Plan(
+            action, f, shown, by_state, verdicts, [], capped, (above + 1) if above else None
+        )
     counts: Counter[str] = Counter()
     verdicts = []
     missing: list[int] = []

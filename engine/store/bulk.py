@@ -120,10 +120,25 @@ def where(f: JobFilter) -> list[ColumnElement[bool]]:
 CLOCK_SLACK = timedelta(hours=1)  # how far creation times may run out of id order
 
 
-def job_page(db: Database, f: JobFilter, *, limit: int, below: int | None = None) -> list[JobRow]:
+def unindexed(f: JobFilter) -> bool:
+    """Whether ``f`` filters on columns no index holds (queue, quarantine reason, changed
+    since): a page of a rare match could read the whole table."""
+    return bool(f.queues or f.reasons or f.updated_since is not None) and not f.ids
+
+
+def job_page(
+    db: Database,
+    f: JobFilter,
+    *,
+    limit: int,
+    below: int | None = None,
+    above: int | None = None,
+) -> list[JobRow]:
     """Up to ``limit`` jobs matching ``f``, newest (highest id) first, with ids below
-    ``below`` (the previous page's last id) when given."""
+    ``below`` (the previous page's last id) and above ``above`` when given."""
     bounds = [jobs.c.id < below] if below is not None else []
+    if above is not None:
+        bounds.append(jobs.c.id > above)
     if f.updated_before is not None and not f.ids:
         # Unchanged since T means created before T: start from the ids created by then
         # rather than walk every newer job (a week of them, for "older than 6 days").
@@ -207,13 +222,17 @@ def _select(
         return [job_row(row) for row in conn.execute(stmt)]
 
 
-def job_count_states(db: Database, f: JobFilter, *, cap: int | None = None) -> dict[str, int]:
-    """How many jobs match ``f``, per state; with ``cap``, at most ``cap`` + 1 of them are
-    counted (a dry run at a million jobs need not count them all)."""
+def job_count_states(
+    db: Database, f: JobFilter, *, cap: int | None = None, above: int = 0
+) -> dict[str, int]:
+    """How many jobs match ``f`` (with ids above ``above``), per state; with ``cap``, at
+    most ``cap`` + 1 of them are counted (a dry run at a million jobs need not count them
+    all)."""
+    conditions = [*where(f), *([jobs.c.id > above] if above else [])]
     if cap is None:
-        stmt = select(jobs.c.state, func.count()).where(*where(f)).group_by(jobs.c.state)
+        stmt = select(jobs.c.state, func.count()).where(*conditions).group_by(jobs.c.state)
     else:
-        some = select(jobs.c.state).where(*where(f)).limit(cap + 1).subquery()
+        some = select(jobs.c.state).where(*conditions).limit(cap + 1).subquery()
         stmt = select(some.c.state, func.count()).group_by(some.c.state)
     with db.read() as conn:
         return {row[0]: int(row[1]) for row in conn.execute(stmt)}

@@ -187,6 +187,7 @@ class Dashboard:
             "jobs.html",
             listing=listing,
             recent=views.SEARCH_RECENT,
+            window=views.SCAN_WINDOW,
             kinds=sorted(self.engine.registry.kinds),
             states=bulk.known_states(self.engine),
             page_sizes=PAGE_SIZES,
@@ -270,7 +271,14 @@ class Dashboard:
         action = request.query_params.get("action", "")
         try:
             f = views.job_filter(self.engine, request.query_params)
-            plan = bulk.plan(self.engine, action, f, sample=20, count_cap=views.COUNT_CAP)
+            plan = bulk.plan(
+                self.engine,
+                action,
+                f,
+                sample=20,
+                count_cap=views.COUNT_CAP,
+                window=views.SCAN_WINDOW,
+            )
         except ValueError as error:
             return self.page(request, "message.html", 400, title="Bad request", message=str(error))
         return self.page(

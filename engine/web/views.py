@@ -29,6 +29,7 @@ HISTORY_TAIL = 300
 FAILURES = frozenset({str(T.FAIL), str(T.FAIL_PERMANENT), str(T.EXPIRE)})  # failed attempts
 FILTERS = ("kind", "state", "queue", "reason", "older", "newer")
 SEARCH_LIMIT = 50
+SCAN_WINDOW = 100_000  # ids a page of a filter no index holds searches
 COUNT_CAP = 100_000  # a bulk dry run counts the matching jobs up to this many
 SEARCH_RECENT = 100_000  # the latest jobs a search by correlation id looks through
 
@@ -43,6 +44,7 @@ class Listing:
     next_after: int | None
     limit: int
     search: str | None
+    searched_to: int | None = None  # the page's window ran out here (see bulk.page)
 
     def query(self, **changes: Any) -> str:
         """This list's query string with ``changes`` (None drops a field)."""
@@ -143,8 +145,9 @@ def listing(engine: Engine, params: Mapping[str, str]) -> Listing:
         if not (after_text.isascii() and after_text.isdigit()) or int(after_text) > MAX_ID + 1:
             raise ValueError(f"after is a job id (the cursor of a page), got {after_text!r}")
         after = int(after_text)
-    page = bulk.page(engine, job_filter(engine, params), after=after, limit=limit)
-    return Listing(page.rows, kept, page.next_after, limit, None)
+    f = job_filter(engine, params)
+    page = bulk.page(engine, f, after=after, limit=limit, window=SCAN_WINDOW)
+    return Listing(page.rows, kept, page.next_after, limit, None, page.searched_to)
 
 
 def job_actions(engine: Engine, job_id: int) -> dict[str, str | None]:

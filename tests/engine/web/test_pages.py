@@ -560,3 +560,29 @@ def test_under_a_mount_a_sign_in_returns_to_the_page(app: Engine) -> None:
     )
     assert back.headers["location"] == "/ops/jobs?state=quarantined"
     assert web.get(back.headers["location"]).status_code == 200
+
+
+def test_a_filter_no_index_holds_searches_a_window_per_page(
+    app: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from engine.web import views
+
+    old = app.enqueue("ok", {"n": 500}, queue="rare")
+    for n in range(501, 510):
+        app.enqueue("ok", {"n": n})
+    monkeypatch.setattr(views, "SCAN_WINDOW", 4)
+    web = client(app)
+    page = web.get("/jobs?queue=rare").text
+    assert "No jobs match" in page and 'id="searched-to"' in page and "search further" in page
+    found: list[str] = []
+    url = "/jobs?queue=rare"
+    for _ in range(10):
+        page = web.get(url).text
+        found += re.findall(r'data-id="(\d+)"', page)
+        more = re.search(r'id="next-page" href="([^"]+)"', page)
+        if more is None:
+            break
+        url = more.group(1).replace("&amp;", "&")
+    assert found == [str(old)]
+    preview = signed_in(app).get("/bulk?action=cancel&queue=rare").text
+    assert 'id="searched-to"' in preview and re.search(r'id="matched">0<', preview)
