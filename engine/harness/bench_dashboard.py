@@ -501,6 +501,12 @@ def pages(s: Sample) -> list[str]:
         f"/jobs/{s.quarantined}/chart.svg",
         "/bulk?action=requeue&state=quarantined",
         "/bulk?action=cancel&state=pending",  # the oldest pending: far from the lowest ids
+        # Filters no index holds, matching nothing: each searches one window of ids.
+        "/jobs?state=succeeded&reason=nope",
+        "/jobs?state=succeeded&queue=nope",
+        "/jobs?newer=1s",
+        "/bulk?action=requeue&reason=nope",
+        "/bulk?action=cancel&newer=1s",
         "/schedules",
     ]
 
