@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import func, select
 
@@ -57,29 +58,61 @@ class EdgeCounts:
 def state_figures(
     db: Database, pairs: Iterable[tuple[str, str, bool]], *, cap: int, oldest_of: int = 1000
 ) -> list[StateFigure]:
-    """For each (kind, state, waits): its jobs, counted up to ``cap`` + 1 over an index
-    range (``ix_jobs_state``), and for states where jobs wait (``waits``) the oldest
-    last change among the ``oldest_of`` earliest jobs in it (the range's first entries: a
-    backlog of a million is not read to find its oldest)."""
+    """For each (kind, state, waits): its jobs, counted up to ``cap`` + 1, and for states
+    where jobs wait (``waits``) the oldest last change among them; all over index ranges
+    of ``ix_jobs_state``, never the table.
+
+    A state is read whole, for all its kinds at once, while it holds at most ``cap`` jobs
+    (two statements: the counts, and the oldest per kind); a state past that (a million
+    succeeded, a big backlog) is read kind by kind, each count capped and each oldest
+    taken among the ``oldest_of`` earliest jobs of the kind in it. So the statements grow
+    with the states, not with states times kinds, except for the crowded ones."""
+    wanted: dict[str, list[tuple[str, bool]]] = {}
+    for kind, state, waits in pairs:
+        wanted.setdefault(state, []).append((kind, waits))
     figures = []
     with db.read() as conn:
-        for kind, state, waits in pairs:
-            match = (jobs.c.state == state, jobs.c.kind == kind)
-            some = select(jobs.c.id).where(*match).limit(cap + 1).subquery()
-            count = int(conn.execute(select(func.count()).select_from(some)).scalar_one())
-            oldest = None
-            if count and waits:
-                first = (
-                    select(jobs.c.updated_at)
-                    .where(*match)
-                    .order_by(jobs.c.id)
-                    .limit(oldest_of)
-                    .subquery()
-                )
-                at = conn.execute(select(func.min(first.c.updated_at))).scalar()
-                oldest = parse_time(at) if at is not None else None
-            figures.append(StateFigure(kind, state, min(count, cap), count > cap, oldest))
+        for state, members in wanted.items():
+            kinds = [kind for kind, _ in members]
+            in_state = (jobs.c.state == state, jobs.c.kind.in_(kinds))
+            some = select(jobs.c.kind).where(*in_state).limit(cap + 1).subquery()
+            counts = {
+                kind: int(n)
+                for kind, n in conn.execute(select(some.c.kind, func.count()).group_by(some.c.kind))
+            }
+            if sum(counts.values()) <= cap:  # the whole state is small: read it at once
+                oldest: dict[str, datetime] = {}
+                if any(waits and counts.get(kind) for kind, waits in members):
+                    stmt = (
+                        select(jobs.c.kind, func.min(jobs.c.updated_at))
+                        .where(*in_state)
+                        .group_by(jobs.c.kind)
+                    )
+                    oldest = {k: parse_time(at) for k, at in conn.execute(stmt) if at is not None}
+                figures += [
+                    StateFigure(
+                        kind, state, counts.get(kind, 0), False, oldest.get(kind) if waits else None
+                    )
+                    for kind, waits in members
+                ]
+                continue
+            for kind, waits in members:  # a crowded state: kind by kind, each bounded
+                figures.append(_one_figure(conn, kind, state, waits, cap, oldest_of))
     return figures
+
+
+def _one_figure(
+    conn: Any, kind: str, state: str, waits: bool, cap: int, oldest_of: int
+) -> StateFigure:
+    match = (jobs.c.state == state, jobs.c.kind == kind)
+    some = select(jobs.c.id).where(*match).limit(cap + 1).subquery()
+    count = int(conn.execute(select(func.count()).select_from(some)).scalar_one())
+    oldest = None
+    if count and waits:
+        first = select(jobs.c.updated_at).where(*match).order_by(jobs.c.id).limit(oldest_of)
+        at = conn.execute(select(func.min(first.subquery().c.updated_at))).scalar()
+        oldest = parse_time(at) if at is not None else None
+    return StateFigure(kind, state, min(count, cap), count > cap, oldest)
 
 
 def edge_counts(db: Database, since: datetime, *, cap: int) -> EdgeCounts:

@@ -128,3 +128,21 @@ def test_windowed_pages_together_list_every_match_once(
             break
         after = page.next_after
     assert seen == plain(filled, f, [], 1000, True)
+
+
+def test_state_figures_agree_whether_a_state_is_read_whole_or_kind_by_kind(
+    filled: Engine,
+) -> None:
+    """The overview reads a small state whole and a crowded one kind by kind: both ways
+    give the same counts (up to the cap) and the same oldest job per (kind, state)."""
+    from engine.store import dashboard
+
+    pairs = [(k, s, s in ("pending", "running")) for k in KINDS for s in STATES]
+    whole = dashboard.state_figures(filled.store, pairs, cap=1000)
+    crowded = dashboard.state_figures(filled.store, pairs, cap=1)
+    assert sum(f.jobs for f in whole) == 60
+    for a, b in zip(whole, crowded, strict=True):
+        assert (a.kind, a.state) == (b.kind, b.state)
+        assert b.jobs == min(a.jobs, 1) and b.capped == (a.jobs > 1) and not a.capped
+        assert a.oldest == b.oldest
+        assert (a.oldest is not None) == (a.jobs > 0 and a.state in ("pending", "running"))
