@@ -50,6 +50,7 @@ __all__ = [
     "page",
     "plan",
     "row_json",
+    "trigger_of",
 ]
 
 ACTIONS = {"requeue": T.REQUEUE, "cancel": T.CANCEL}
@@ -215,7 +216,7 @@ def plan(
     filter's matches only up to it (``Plan.capped`` then says there are more);
     ``window``: with a filter on what no index holds, count and sample only among the
     latest ``window`` ids (``Plan.searched_to``; the action itself takes every job)."""
-    trigger = _trigger(action, f)
+    trigger = trigger_of(action, f)
     if not f.ids:
         above = 0
         if window is not None and sql.unindexed(f):
@@ -310,7 +311,7 @@ def apply(
 
     ``run`` names the run in each event's detail (a fresh id by default); ``detail`` adds
     to each event's detail (who did it, from where)."""
-    trigger = _trigger(action, f)
+    trigger = trigger_of(action, f)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     report = Report(action, run or uuid.uuid4().hex[:12], f, keep=keep)
@@ -429,7 +430,9 @@ def _write(action: Action) -> OperatorWrite:
     )
 
 
-def _trigger(action: str, f: JobFilter) -> str:
+def trigger_of(action: str, f: JobFilter) -> str:
+    """The trigger of ``action`` over ``f``; ValueError for an unknown action or a filter
+    naming every job (checked before a run starts)."""
     trigger = ACTIONS.get(action)
     if trigger is None:
         raise ValueError(f"action is one of {sorted(ACTIONS)}, got {action!r}")

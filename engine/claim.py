@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from engine.moves import Moves, facts, requested_by
+from engine.moves import Moves, facts
 from engine.outcomes import Claimed, Outcome
 from engine.registry import JobSpec
 from engine.runtime import Runtime
@@ -184,11 +184,11 @@ def mark_started(rt: Runtime, batch: Batch, jobs: list[Claimed], now: datetime) 
             row = rows.get(c.job_id)
             if row is None or row.cancel_requested_at is None:
                 continue
-            planned = rt.moves.cancel_held(Outcome(c, T.CANCEL), now)
+            planned = rt.moves.cancel_held(Outcome(c, T.CANCEL), now, row)
             if planned is None:
                 rt.telemetry.error("job.uncancellable", job_id=c.job_id, state=c.state)
                 continue
-            asked.append(requested_by(planned.move, row))
+            asked.append(planned.move)
         done = {
             m.job_id for m, ok in zip(asked, store.job_transition_many(asked), strict=True) if ok
         }

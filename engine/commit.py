@@ -13,7 +13,7 @@ from dataclasses import replace
 from datetime import datetime
 
 from engine.attempt import report_finished
-from engine.moves import Planned, requested_by
+from engine.moves import Planned
 from engine.outcomes import Claimed, ErrorClass, Failure, Outcome
 from engine.report import TickReport
 from engine.runtime import Runtime
@@ -91,14 +91,12 @@ def _cancel_instead(
             and (row.state, row.version, row.lease_token)
             == (move.from_state, move.version, move.lease_token)
         )
-        if not held:
+        if row is None or not held:
             results.append((planned, False))  # fenced: the lease was lost
             continue
         # No cancel from this state (a request cannot be made there; defensive): the
         # attempt's own outcome stands.
-        cancel = rt.moves.cancel_held(planned.outcome, now)
-        if cancel is not None and row is not None:
-            cancel = replace(cancel, move=requested_by(cancel.move, row))
+        cancel = rt.moves.cancel_held(planned.outcome, now, row)
         if cancel is None:
             rt.telemetry.error("job.uncancellable", job_id=move.job_id, state=move.from_state)
             cancel = replace(planned, move=replace(move, unless_cancelled=False))

@@ -146,7 +146,7 @@ class Moves:
             self.worker_id,
             {**(columns.detail or {}), **(detail or {}), **_adopt(spec, row, columns)} or None,
         )
-        return requested_by(
+        return _requested_by(
             Move(row.id, row.state, row.version, row.lease_token, columns.values, event), row
         )
 
@@ -306,14 +306,16 @@ class Moves:
         enters = Effect.ENTER_STEP in transition.effects
         return Planned(move, outcome, columns.next_due_at, enters)
 
-    def cancel_held(self, outcome: Outcome, now: datetime) -> Planned | None:
-        """The cancel of a job a handler holds, or None when its chart has no cancel there."""
+    def cancel_held(self, outcome: Outcome, now: datetime, row: JobRow) -> Planned | None:
+        """The cancel of a job a handler holds, honouring the request ``row`` (the job as
+        read) holds, or None when its chart has no cancel there."""
         try:
             cancel = Outcome(outcome.claimed, T.CANCEL, duration=outcome.duration)
             planned = self.outcome(cancel, now)
         except ChartError:
             return None
-        return replace(planned, move=replace(planned.move, unless_cancelled=False))
+        move = _requested_by(replace(planned.move, unless_cancelled=False), row)
+        return replace(planned, move=move)
 
     def hand_back(self, claimed: Claimed, *, started: bool, now: datetime) -> Move | None:
         """A stopping worker gives a held job back: release it if its handler never started,
@@ -389,7 +391,7 @@ def cancel_enabled(compiled: CompiledChart, row: JobRow, now: datetime) -> bool:
     return compiled.fire(row.state, T.CANCEL, facts(row, now)) is not None
 
 
-def requested_by(move: Move, row: JobRow) -> Move:
+def _requested_by(move: Move, row: JobRow) -> Move:
     """A cancel honouring ``row``'s pending request, its event naming who asked (when the
     request was named: the dashboard's operators)."""
     if move.event.trigger != T.CANCEL or not (row.cancel_requested_at and row.cancel_requested_by):

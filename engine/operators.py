@@ -97,12 +97,19 @@ def cancel(rt: Runtime, job_id: int) -> str:
     handler holds gets a request (honoured before its next step, instead of a retry, or
     from the state its outcome leads to); a state with no cancel refuses.
     """
+    return act(rt, job_id, T.CANCEL)
+
+
+def act(rt: Runtime, job_id: int, trigger: str, detail: Mapping[str, Any] | None = None) -> str:
+    """Plan and perform ``trigger`` on one job, reading it again (up to CANCEL_ATTEMPTS
+    times) when it changes between the read and the write; ``detail`` goes into the
+    event (who acted, from where). Returns the state it moved to or "requested"."""
     for _ in range(CANCEL_ATTEMPTS):
         try:
-            return perform(rt, plan(rt, _row(rt, job_id), T.CANCEL))
+            return perform(rt, plan(rt, _row(rt, job_id), trigger, detail))
         except Changed:
             continue  # claimed (or finished) meanwhile: look again
-    raise kept_changing(T.CANCEL, job_id)
+    raise kept_changing(trigger, job_id)
 
 
 def plan(rt: Runtime, row: JobRow, trigger: str, detail: Mapping[str, Any] | None = None) -> Action:

@@ -1,19 +1,25 @@
-"""Read models: a job as operators see it, and its answers to the four questions."""
+"""Read models: a job as operators see it, its answers to the four questions, and the
+schedules' table."""
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from engine.errors import JobNotFound
+from engine.errors import JobNotFound, NoSchema
 from engine.moves import SET_ASIDE
 from engine.runtime import Runtime
 from engine.store import EventRecord, JobRow, Store
+from engine.store.rows import ScheduleListing
 from engine.strays import judge
 from engine.timetable import seconds_text
 from statecharts import Chart, StateKind, Step, T
 from statecharts.render import Overlay
+
+if TYPE_CHECKING:
+    from engine.engine import Engine
 
 
 @dataclass(frozen=True)
@@ -400,3 +406,47 @@ def path_chart(store: Store, row: JobRow) -> tuple[Chart, Overlay]:
     )
     overlay = Overlay(jobs={row.state: 1}, taken=dict(taken), caption=caption)
     return chart_from_markup(recorded.markup, recorded.label or ""), overlay
+
+
+@dataclass(frozen=True)
+class ScheduleRow:
+    """One schedule as operators see it."""
+
+    name: str
+    kind: str
+    spec: str
+    policy: str
+    last_slot: datetime | None
+    last_job_id: int | None
+    last_job_state: str | None
+    next_fire: datetime | None
+
+
+def schedule_rows(engine: Engine, *, stored: bool = True) -> list[ScheduleRow]:
+    """Each cron schedule and poller of ``engine`` with its last slot, its last job and its
+    next fire (``jobcharts schedules``, the dashboard); ``stored``: False when there is no
+    database to read yet (nothing fired)."""
+    from engine.store.schedules import ScheduleStore
+
+    kept_rows: dict[str, ScheduleListing] = {}
+    if stored:
+        with contextlib.suppress(NoSchema):  # no worker has run here yet
+            kept_rows = ScheduleStore(engine.store).listing()
+    now = engine.now()
+    rows = []
+    for schedule in engine.schedules:
+        kept = kept_rows.get(schedule.name)
+        last = kept.last_slot if kept is not None else None
+        rows.append(
+            ScheduleRow(
+                schedule.name,
+                schedule.kind,
+                schedule.spec,
+                schedule.policy.describe(),
+                last,
+                kept.last_job_id if kept is not None else None,
+                kept.last_job_state if kept is not None else None,
+                schedule.trigger.next_after(last or now),
+            )
+        )
+    return rows

@@ -77,6 +77,9 @@ class Overlay:
         return f"{label} x{count}" if count else label
 
 
+GRAPHVIZ_INSTALL = "Debian/Ubuntu: apt-get install graphviz; macOS: brew install graphviz"
+
+
 class RenderError(RuntimeError):
     """A diagram that cannot be produced here (for example Graphviz's ``dot`` is missing)."""
 
@@ -548,8 +551,7 @@ def to_image(
     if shutil.which("dot") is None:
         raise RenderError(
             f"rendering {fmt.upper()} needs Graphviz's `dot` program, which is not installed "
-            "(Debian/Ubuntu: apt-get install graphviz; macOS: brew install graphviz). "
-            "DOT, Mermaid and Markdown output need nothing."
+            f"({GRAPHVIZ_INSTALL}). DOT, Mermaid and Markdown output need nothing."
         )
     source = graphviz.Source(to_dot(chart, overlay, view=view, badges=badges))
     return bytes(source.pipe(format=fmt))

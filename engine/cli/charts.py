@@ -22,7 +22,6 @@ from engine.cli.common import (
     when_text,
 )
 from engine.engine import Engine
-from engine.errors import NoSchema
 from engine.registry import Invariant
 from engine.store import sqlite_path
 from statecharts import Chart
@@ -267,39 +266,32 @@ def describe(app: str) -> None:
 @db_option
 def schedules(app: str, db: str | None) -> None:
     """Per cron schedule and poller: kind, spec, policies, last slot and job, next fire time."""
-    from engine.store.schedules import ScheduleStore
+    from engine.view import schedule_rows
 
     engine = open_engine(app, db)
     if not engine.schedules:
         raise click.ClickException("the app registers no cron schedules or pollers")
     engine.create_schema = False  # a listing creates nothing
     path = sqlite_path(engine.url)
-    try:
-        stored = {} if path and not os.path.exists(path) else ScheduleStore(engine.store).listing()
-    except NoSchema:
-        stored = {}  # no worker has run here yet
-    now = engine.now()
-    rows = []
-    for schedule in engine.schedules:
-        row = stored.get(schedule.name)
-        last = row.last_slot if row is not None else None
-        job = "-"
-        if row is not None and row.last_job_id is not None:
-            job = f"{row.last_job_id} ({row.last_job_state or 'pruned'})"
-        upcoming = schedule.trigger.next_after(last or now)
-        rows.append(
-            [
-                schedule.name,
-                schedule.kind,
-                schedule.spec,
-                schedule.policy.describe(),
-                when_text(last) if last else "never",
-                job,
-                when_text(upcoming) if upcoming else "none",
-            ]
-        )
+    rows = schedule_rows(engine, stored=not (path and not os.path.exists(path)))
     click.echo(
-        table(["name", "kind", "spec", "policies", "last slot", "last job", "next fire"], rows)
+        table(
+            ["name", "kind", "spec", "policies", "last slot", "last job", "next fire"],
+            [
+                [
+                    r.name,
+                    r.kind,
+                    r.spec,
+                    r.policy,
+                    when_text(r.last_slot) if r.last_slot else "never",
+                    f"{r.last_job_id} ({r.last_job_state or 'pruned'})"
+                    if r.last_job_id is not None
+                    else "-",
+                    when_text(r.next_fire) if r.next_fire else "none",
+                ]
+                for r in rows
+            ],
+        )
     )
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from engine.store.bulk import job_kinds_present
 from engine.store.database import Database
 from engine.store.reads import job_row
 from engine.store.rows import JobRow, parse_time
@@ -169,7 +170,7 @@ def job_search(
         conditions = [(jobs.c.id > int(top) - recent) & (jobs.c.correlation_id == text)]
         if kinds:
             conditions.append(jobs.c.kind.in_(list(kinds)) & (jobs.c.idempotency_key == text))
-        if text.isdigit() and len(text) < 19:
+        if text.isascii() and text.isdigit() and len(text) < 19:
             row = conn.execute(select(jobs).where(jobs.c.id == int(text))).first()
             if row is not None:
                 found[int(row.id)] = job_row(row)
@@ -182,8 +183,6 @@ def job_search(
 
 def known_kinds(db: Database) -> list[str]:
     """Every kind some app recorded (``job_kinds``) or some job has (a skip scan)."""
-    from engine.store.bulk import job_kinds_present
-
     with db.read() as conn:
         kinds = {row[0] for row in conn.execute(select(job_kinds.c.kind))}
     return sorted(kinds | job_kinds_present(db))

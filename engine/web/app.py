@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlencode
 
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
@@ -27,22 +28,20 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from engine import bulk, operators
+from engine.badges import chart_badges
 from engine.engine import Engine
 from engine.errors import JobchartsError, JobNotFound, NoSchema
-from engine.view import path_chart, stray_note, waiting_reason
+from engine.stats import stats
+from engine.view import path_chart, schedule_rows, stray_note, waiting_reason
 from engine.web import views
 from engine.web.access import COOKIE, SESSION_SECONDS, Access, Operator
-from engine.web.figures import OverviewCache, StatsCache
+from engine.web.figures import Overview, OverviewCache, StatsCache
 from engine.web.runs import Runs
-from statecharts.render import RenderError, age_text, to_image
+from statecharts.render import GRAPHVIZ_INSTALL, RenderError, age_text, to_image
 
 HERE = Path(__file__).parent
 WINDOWS = {"5m": 300, "1h": 3600, "24h": 86400}
-PAGE_SIZES = (25, 50, 100, 200)
-GRAPHVIZ_HINT = (
-    "Diagrams need Graphviz's `dot` (Debian/Ubuntu: apt-get install graphviz; macOS: brew "
-    "install graphviz); the figures below need nothing."
-)
+GRAPHVIZ_HINT = f"Diagrams need Graphviz's `dot` ({GRAPHVIZ_INSTALL}); the figures need nothing."
 
 
 class Dashboard:
@@ -53,8 +52,6 @@ class Dashboard:
         self.access = access
         self.overviews = OverviewCache(engine)
         self.runs = Runs(engine)
-        from engine.stats import stats
-
         self.stats = StatsCache(lambda: stats(engine), every=stats_every)
         self.templates = Jinja2Templates(directory=str(HERE / "templates"))
         self.templates.env.globals.update(
@@ -72,7 +69,7 @@ class Dashboard:
         cookie = request.cookies.get(COOKIE)
         context.update(
             request=request,
-            base=request.scope.get("root_path", ""),
+            base=views.base(request),
             here=views.here(request),
             operator=operator,
             access=self.access,
@@ -88,7 +85,7 @@ class Dashboard:
     def guard_view(self, request: Request) -> Response | None:
         """In private mode, a sign-in before any page."""
         if self.access.private and self.operator(request) is None:
-            base = request.scope.get("root_path", "")
+            base = views.base(request)
             return RedirectResponse(f"{base}/login?{urlencode({'next': views.here(request)})}", 303)
         return None
 
@@ -117,20 +114,29 @@ class Dashboard:
         return None
 
     def denied(self, request: Request, why: str) -> Response:
-        return self.page(request, "message.html", 403, title="Not allowed", message=why)
+        return self.message(request, 403, "Not allowed", why)
 
     def by(self, request: Request) -> dict[str, str]:
         """The event detail naming who acted, and from where."""
         operator = self.operator(request)
         return {"operator": operator.name if operator else "?", "via": "dashboard"}
 
+    def overview_of(self, request: Request) -> tuple[str, Overview]:
+        """The window a page asks for (``?window=``, 1h by default) and its overview."""
+        window = str(request.query_params.get("window", "1h"))
+        window = window if window in WINDOWS else "1h"
+        return window, self.overviews.get(timedelta(seconds=WINDOWS[window]))
+
+    def message(self, request: Request, status: int, title: str, text: str) -> Response:
+        """A page that only says something: a refusal, a bad request, a missing job."""
+        return self.page(request, "message.html", status, title=title, message=text)
+
     # -- pages ------------------------------------------------------------------------------
 
     def overview(self, request: Request) -> Response:
         if (guard := self.guard_view(request)) is not None:
             return guard
-        window = views.window_of(request, WINDOWS)
-        overview = self.overviews.get(timedelta(seconds=WINDOWS[window]))
+        window, overview = self.overview_of(request)
         return self.page(
             request,
             "overview.html",
@@ -144,8 +150,7 @@ class Dashboard:
         """The overview's figures alone (the page polls this)."""
         if (guard := self.guard_view(request)) is not None:
             return guard
-        window = views.window_of(request, WINDOWS)
-        overview = self.overviews.get(timedelta(seconds=WINDOWS[window]))
+        window, overview = self.overview_of(request)
         return self.page(
             request, "panel.html", overview=overview, window=window, stats=self.stats.latest()
         )
@@ -154,11 +159,8 @@ class Dashboard:
         """A chart drawn live (review view, the app's retry badges), as SVG."""
         if (guard := self.guard_view(request)) is not None:
             return guard
-        from engine.badges import chart_badges
-
         name = request.path_params["name"]
-        window = views.window_of(request, WINDOWS)
-        overview = self.overviews.get(timedelta(seconds=WINDOWS[window]))
+        _, overview = self.overview_of(request)
         figures = overview.chart(name)
         if figures is None:
             return Response(f"no chart named {name!r}", 404, media_type="text/plain")
@@ -181,7 +183,7 @@ class Dashboard:
         try:
             listing = views.listing(self.engine, request.query_params)
         except ValueError as error:
-            return self.page(request, "message.html", 400, title="Bad filter", message=str(error))
+            return self.message(request, 400, "Bad filter", str(error))
         return self.page(
             request,
             "jobs.html",
@@ -190,7 +192,7 @@ class Dashboard:
             window=views.SCAN_WINDOW,
             kinds=sorted(self.engine.registry.kinds),
             states=bulk.known_states(self.engine),
-            page_sizes=PAGE_SIZES,
+            page_sizes=views.PAGE_SIZES,
         )
 
     def job(self, request: Request) -> Response:
@@ -199,9 +201,7 @@ class Dashboard:
         job_id = int(request.path_params["job_id"])
         read = views.read_job(self.engine, views.job_id(job_id))
         if read is None:
-            return self.page(
-                request, "message.html", 404, title="No such job", message=f"No job {job_id}."
-            )
+            return self.message(request, 404, "No such job", f"No job {job_id}.")
         view, head, tail, hidden, totals = read
         answers = view.explain(
             self.engine.chart_of(view.chart),
@@ -231,7 +231,7 @@ class Dashboard:
             return guard
         job_id = int(request.path_params["job_id"])
         store = self.engine.store
-        row = store.job_get(views.job_id(job_id)) if views.job_id(job_id) else None
+        row = store.job_get(views.job_id(job_id))
         if row is None:
             return Response(f"no job {job_id}", 404, media_type="text/plain")
         try:
@@ -250,17 +250,13 @@ class Dashboard:
         job_id = int(request.path_params["job_id"])
         action = request.path_params["action"]
         detail = self.by(request)
-        from starlette.concurrency import run_in_threadpool
-
         try:
             dest = await run_in_threadpool(views.act_on_job, self.engine, job_id, action, detail)
         except JobNotFound as error:
-            return self.page(request, "message.html", 404, title="No such job", message=str(error))
+            return self.message(request, 404, "No such job", str(error))
         except (JobchartsError, ValueError) as error:
-            return self.page(
-                request, "message.html", 409, title=f"Cannot {action}", message=str(error)
-            )
-        base = request.scope.get("root_path", "")
+            return self.message(request, 409, f"Cannot {action}", str(error))
+        base = views.base(request)
         done = f"{views.PAST[action]} ({dest})" if dest != operators.REQUESTED else dest
         return RedirectResponse(f"{base}/jobs/{job_id}?{urlencode({'done': done})}", 303)
 
@@ -280,7 +276,7 @@ class Dashboard:
                 window=views.SCAN_WINDOW,
             )
         except ValueError as error:
-            return self.page(request, "message.html", 400, title="Bad request", message=str(error))
+            return self.message(request, 400, "Bad request", str(error))
         return self.page(
             request,
             "bulk.html",
@@ -297,15 +293,12 @@ class Dashboard:
         query = parse_qs(fields.get("filter", ""))
         params = {k: v[0] for k, v in query.items()}
         try:
-            if action not in bulk.ACTIONS:
-                raise ValueError(f"action is one of {sorted(bulk.ACTIONS)}, got {action!r}")
             f = views.job_filter(self.engine, params)
-            if f.empty:
-                raise ValueError(f"{action} of every job is not a bulk action: give a filter")
+            bulk.trigger_of(action, f)  # (the run starts in a thread: refuse here)
         except ValueError as error:
-            return self.page(request, "message.html", 400, title="Bad request", message=str(error))
+            return self.message(request, 400, "Bad request", str(error))
         run = self.runs.start(action, f, views.filter_query(params), self.by(request))
-        base = request.scope.get("root_path", "")
+        base = views.base(request)
         return RedirectResponse(f"{base}/bulk/runs/{run.id}", 303)
 
     def bulk_run(self, request: Request) -> Response:
@@ -314,12 +307,11 @@ class Dashboard:
             return guard
         run = self.runs.get(request.path_params["run_id"])
         if run is None:
-            return self.page(
+            return self.message(
                 request,
-                "message.html",
                 404,
-                title="No such run",
-                message="No bulk run with that id here (runs are kept in memory until the "
+                "No such run",
+                "No bulk run with that id here (runs are kept in memory until the "
                 "dashboard restarts; their events are in each job's history).",
             )
         return self.page(request, "run.html", run=run)
@@ -327,7 +319,7 @@ class Dashboard:
     def schedules(self, request: Request) -> Response:
         if (guard := self.guard_view(request)) is not None:
             return guard
-        return self.page(request, "schedules.html", rows=views.schedule_rows(self.engine))
+        return self.page(request, "schedules.html", rows=schedule_rows(self.engine))
 
     def login_form(self, request: Request) -> Response:
         return self.page(
@@ -350,7 +342,7 @@ class Dashboard:
                 else "Wrong token (or, with a shared token, no name given)."
             )
             return self.page(request, "login.html", 403, next=target, error=error)
-        base = request.scope.get("root_path", "")
+        base = views.base(request)
         response = RedirectResponse(base + target, 303)
         response.set_cookie(
             COOKIE,
@@ -367,7 +359,7 @@ class Dashboard:
         fields = await self.form(request)
         if not self.access.csrf_ok(request.cookies.get(COOKIE), fields.get("csrf")):
             return self.denied(request, "Refused: the form's CSRF token is missing or wrong.")
-        base = request.scope.get("root_path", "")
+        base = views.base(request)
         response = RedirectResponse(f"{base}/", 303)
         response.delete_cookie(COOKIE, path=base or "/")
         return response

@@ -44,8 +44,9 @@ class Runs:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def start(self, action: str, f: JobFilter, filter_query: str, detail: dict[str, Any]) -> Run:
-        """Start ``action`` over ``f`` in a thread; ``detail`` goes into every event."""
-        bulk.ACTIONS[action]  # (a KeyError here is a bug: the caller checked the action)
+        """Start ``action`` over ``f`` in a thread (checked first: ``bulk.trigger_of``);
+        ``detail`` goes into every event."""
+        bulk.trigger_of(action, f)
         run = Run(
             uuid.uuid4().hex[:12],
             action,

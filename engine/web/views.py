@@ -28,6 +28,7 @@ HISTORY_HEAD = 20  # a long history shows its first events and its latest ones
 HISTORY_TAIL = 300
 FAILURES = frozenset({str(T.FAIL), str(T.FAIL_PERMANENT), str(T.EXPIRE)})  # failed attempts
 FILTERS = ("kind", "state", "queue", "reason", "older", "newer")
+PAGE_SIZES = (25, 50, 100, 200)
 SEARCH_LIMIT = 50
 SCAN_WINDOW = 100_000  # ids a page of a filter no index holds searches
 COUNT_CAP = 100_000  # a bulk dry run counts the matching jobs up to this many
@@ -48,27 +49,22 @@ class Listing:
 
     def query(self, **changes: Any) -> str:
         """This list's query string with ``changes`` (None drops a field)."""
-        params = {**self.params, **{k: v for k, v in changes.items()}}
+        params = {**self.params, **changes}
         return urlencode({k: v for k, v in params.items() if v not in (None, "")})
-
-
-def window_of(request: Any, windows: Mapping[str, int]) -> str:
-    window = str(request.query_params.get("window", "1h"))
-    return window if window in windows else "1h"
 
 
 MAX_VALUES = 20  # values of one filter field (each is read as its own partition)
 MAX_ID = 2**63 - 1  # the largest id either backend stores
 
 
-def job_id_or_none(value: int) -> int | None:
-    """``value`` when it can be a job's id (both backends store 64-bit ids)."""
-    return value if 1 <= value <= MAX_ID else None
+def job_id_ok(value: int) -> bool:
+    return 1 <= value <= MAX_ID
 
 
 def job_id(value: int) -> int:
-    """``value``, or 0 (no job's id) when it cannot be one."""
-    return job_id_or_none(value) or 0
+    """``value``, or 0 (no job's id) when it cannot be one (both backends store 64-bit
+    ids: a larger one would fail in the driver)."""
+    return value if job_id_ok(value) else 0
 
 
 def text_value(name: str, value: str) -> str:
@@ -129,8 +125,9 @@ def listing(engine: Engine, params: Mapping[str, str]) -> Listing:
     a correlation id), or a filter a page at a time (``after``: the cursor)."""
     kept = {k: str(params[k]) for k in (*FILTERS, "limit") if params.get(k)}
     limit_text = params.get("limit") or "50"
-    if limit_text not in ("25", "50", "100", "200"):
-        raise ValueError(f"limit is one of 25, 50, 100, 200, got {limit_text!r}")
+    if limit_text not in {str(n) for n in PAGE_SIZES}:
+        sizes = ", ".join(map(str, PAGE_SIZES))
+        raise ValueError(f"limit is one of {sizes}, got {limit_text!r}")
     limit = int(limit_text)
     search = text_value("search", params.get("q") or "")
     if search:
@@ -172,15 +169,9 @@ def act_on_job(engine: Engine, job_id: int, action: str, detail: dict[str, str])
     trigger = bulk.ACTIONS.get(action)
     if trigger is None:
         raise ValueError(f"unknown action {action!r}; actions: {', '.join(bulk.ACTIONS)}")
-    for _ in range(operators.CANCEL_ATTEMPTS):
-        row = engine.store.job_get(job_id) if job_id_or_none(job_id) else None
-        if row is None:
-            raise JobNotFound(f"no job with id {job_id}")
-        try:
-            return operators.perform(engine, operators.plan(engine, row, str(trigger), detail))
-        except operators.Changed:
-            continue  # it moved between the read and the write: look again
-    raise operators.kept_changing(str(trigger), job_id)
+    if not job_id_ok(job_id):
+        raise JobNotFound(f"no job with id {job_id}")
+    return operators.act(engine, job_id, str(trigger), detail)
 
 
 def read_job(
@@ -191,7 +182,7 @@ def read_job(
     left out between them, and (when some are) the totals its answers count over the
     whole history (``JobView.explain``'s ``starts_total``, ``failures_total``)."""
     store = engine.store
-    row = store.job_get(job_id) if job_id else None
+    row = store.job_get(job_id)
     if row is None:
         return None
     heads, tails, total = store.job_events_ends(job_id, HISTORY_HEAD, HISTORY_TAIL)
@@ -206,51 +197,15 @@ def read_job(
     return view, head, tail, hidden, totals
 
 
-@dataclass(frozen=True)
-class ScheduleRow:
-    name: str
-    kind: str
-    spec: str
-    policy: str
-    last_slot: datetime | None
-    last_job_id: int | None
-    last_job_state: str | None
-    next_fire: datetime | None
-
-
-def schedule_rows(engine: Engine) -> list[ScheduleRow]:
-    """Each cron schedule and poller with its last slot, its last job and its next fire."""
-    from engine.errors import NoSchema
-    from engine.store.schedules import ScheduleStore
-
-    try:
-        stored = ScheduleStore(engine.store).listing()
-    except NoSchema:
-        stored = {}
-    now = engine.now()
-    rows = []
-    for schedule in engine.schedules:
-        kept = stored.get(schedule.name)
-        last = kept.last_slot if kept is not None else None
-        rows.append(
-            ScheduleRow(
-                schedule.name,
-                schedule.kind,
-                schedule.spec,
-                schedule.policy.describe(),
-                last,
-                kept.last_job_id if kept is not None else None,
-                kept.last_job_state if kept is not None else None,
-                schedule.trigger.next_after(last or now),
-            )
-        )
-    return rows
+def base(request: Any) -> str:
+    """The path the dashboard is mounted at ("" at the root): every link starts with it."""
+    return str(request.scope.get("root_path", ""))
 
 
 def here(request: Any) -> str:
     """The page's own path and query, relative to the dashboard (mounted or not): where a
     sign-in returns to."""
-    root = str(request.scope.get("root_path", ""))
+    root = base(request)
     path = str(request.url.path)
     if root and path.startswith(root):
         path = path[len(root) :] or "/"

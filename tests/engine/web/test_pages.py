@@ -524,13 +524,12 @@ def test_bad_input_is_a_clear_refusal_never_a_500(app: Engine) -> None:
 
 
 def test_repeated_filter_values_list_each_job_once(app: Engine) -> None:
-    ids = seed(app)
+    seed(app)
     web = client(app)
     for path in ("/jobs?kind=ok,ok", "/jobs?state=quarantined,quarantined,succeeded"):
         listed = re.findall(r'data-id="(\d+)"', web.get(path).text)
         assert len(listed) == len(set(listed)) > 0, path
     assert len(re.findall(r'data-id="(\d+)"', web.get("/jobs?kind=ok,ok").text)) == 5
-    assert ids
 
 
 def test_names_in_any_script_sign_in(app: Engine) -> None:
