@@ -202,26 +202,25 @@ class Dashboard:
         read = views.read_job(self.engine, views.job_id(job_id))
         if read is None:
             return self.message(request, 404, "No such job", f"No job {job_id}.")
-        view, head, tail, hidden, totals = read
+        view = read.view
         answers = view.explain(
             self.engine.chart_of(view.chart),
             self.engine.now(),
             waiting=waiting_reason(self.engine, view),
             stray=stray_note(self.engine, job_id),
-            **totals,
+            **read.totals,
         )
         steps = self.engine.store.step_get_many([job_id]).get(job_id, {})
-        actions = views.job_actions(self.engine, job_id)
         return self.page(
             request,
             "job.html",
             job=view,
-            history_head=head,
-            history_tail=tail,
-            history_hidden=hidden,
+            history_head=read.head,
+            history_tail=read.tail,
+            history_hidden=read.hidden,
             answers=answers,
             steps=steps,
-            actions=actions,
+            actions=views.job_actions(self.engine, read.row),
             done=request.query_params.get("done"),
         )
 

@@ -147,14 +147,10 @@ def listing(engine: Engine, params: Mapping[str, str]) -> Listing:
     return Listing(page.rows, kept, page.next_after, limit, None, page.searched_to)
 
 
-def job_actions(engine: Engine, job_id: int) -> dict[str, str | None]:
-    """Per action (requeue, cancel): None when the job can take it now, else why not."""
-    row = engine.store.job_get(job_id)
+def job_actions(engine: Engine, row: JobRow) -> dict[str, str | None]:
+    """Per action (requeue, cancel): None when the job as read can take it, else why not."""
     found: dict[str, str | None] = {}
     for action, trigger in (("requeue", T.REQUEUE), ("cancel", T.CANCEL)):
-        if row is None:
-            found[action] = "no such job"
-            continue
         try:
             operators.plan(engine, row, str(trigger))
             found[action] = None
@@ -174,13 +170,23 @@ def act_on_job(engine: Engine, job_id: int, action: str, detail: dict[str, str])
     return operators.act(engine, job_id, str(trigger), detail)
 
 
-def read_job(
-    engine: Engine, job_id: int
-) -> tuple[JobView, list[EventView], list[EventView], int, dict[str, int]] | None:
-    """A job as its page shows it, its history bounded: the view (its history the first
-    HISTORY_HEAD and latest HISTORY_TAIL events), those two parts, how many events are
-    left out between them, and (when some are) the totals its answers count over the
-    whole history (``JobView.explain``'s ``starts_total``, ``failures_total``)."""
+@dataclass(frozen=True)
+class JobPage:
+    """A job as its page shows it, its history bounded: the row, the view (its history
+    the first HISTORY_HEAD and latest HISTORY_TAIL events), those two parts, how many
+    events are left out between them, and (when some are) the totals its answers count
+    over the whole history (``JobView.explain``'s ``starts_total``, ``failures_total``)."""
+
+    row: JobRow
+    view: JobView
+    head: list[EventView]
+    tail: list[EventView]
+    hidden: int
+    totals: dict[str, int]
+
+
+def read_job(engine: Engine, job_id: int) -> JobPage | None:
+    """The job's page as read now (None: no such job)."""
     store = engine.store
     row = store.job_get(job_id)
     if row is None:
@@ -194,7 +200,7 @@ def read_job(
         counts = store.job_event_counts(job_id)
         totals["starts_total"] = sum(n for (t, _, _), n in counts.items() if t == T.START)
         totals["failures_total"] = sum(n for (t, _, _), n in counts.items() if t in FAILURES)
-    return view, head, tail, hidden, totals
+    return JobPage(row, view, head, tail, hidden, totals)
 
 
 def base(request: Any) -> str:
