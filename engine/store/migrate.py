@@ -8,19 +8,29 @@ jobcharts records its revision in a table of its own, ``jobcharts_alembic_versio
 can share a database with an application that uses Alembic itself (whose history lives in
 ``alembic_version``). A database set up by an older jobcharts, which used
 ``alembic_version``, has its row moved to the new table by the next write.
+
+A version table that lost its row (emptied with the other tables, say by a test fixture
+or a script that truncates everything) is recognised when the tables are exactly head's
+schema, compared column by column and index by index by Alembic's autogenerate, and the
+next write stamps it again; tables that differ in anything are still refused.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from alembic import command
+from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, inspect, text
 
 from engine.errors import SchemaMismatch
+from engine.store.schema import metadata
+
+log = logging.getLogger("jobcharts")
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 ADVISORY_LOCK = 0x6A6F6263  # "jobc": one migration at a time per PostgreSQL database
@@ -95,13 +105,42 @@ def upgrade(conn: Connection, target: str = "head") -> None:
     command.upgrade(_config(conn), target)
 
 
+def differences(conn: Connection) -> list[object]:
+    """What the tables behind ``conn`` lack or have beyond head's schema (empty: identical)."""
+    context = MigrationContext.configure(
+        conn, opts={"compare_type": True, "version_table": VERSION_TABLE}
+    )
+    return list(compare_metadata(context, metadata))
+
+
+def stamp_head(conn: Connection) -> None:
+    """Record head as the revision of tables found to be exactly head's schema."""
+    command.stamp(_config(conn), "head")
+    log.warning(
+        "jobcharts: %s had no revision recorded but its tables are exactly revision %s; "
+        "recorded it again",
+        VERSION_TABLE,
+        head(),
+    )
+
+
 def check(conn: Connection, url: str) -> str:
-    """'ok', 'fresh' (create it) or raise SchemaMismatch saying what to do."""
+    """'ok', 'fresh' (create it), 'unstamped' (head's tables, the revision row lost: stamp
+    it) or raise SchemaMismatch saying what to do."""
     found = current(conn)
     if found == head():
         return "ok"
     if found is None and not has_tables(conn):
         return "fresh"
+    if found is None:
+        diff = differences(conn)
+        if not diff:
+            return "unstamped"
+        raise SchemaMismatch(
+            f"{url} has jobcharts tables but no revision recorded in {VERSION_TABLE}, and "
+            f"they differ from this jobcharts' schema ({len(diff)} differences, first: "
+            f"{diff[0]}). Restore the revision row, or start from an empty database."
+        )
     if found is not None and found not in _ours():
         raise SchemaMismatch(
             f"{url} is at schema revision {found}, which this jobcharts does not know: it was "

@@ -82,8 +82,11 @@ class Store(ClaimQueries, ReadQueries, VersionQueries, AuditQueries):
             if schema is not None:  # ?schema=NAME: jobcharts' own schema in the app's database
                 quoted = conn.dialect.identifier_preparer.quote_identifier(schema)
                 conn.exec_driver_sql(f"CREATE SCHEMA IF NOT EXISTS {quoted}")
-            if migrate.check(conn, self.url) == "fresh":
+            found = migrate.check(conn, self.url)
+            if found == "fresh":
                 migrate.upgrade(conn)
+            elif found == "unstamped":
+                migrate.stamp_head(conn)
             else:
                 migrate.adopt_legacy(conn)
 

@@ -45,15 +45,52 @@ def test_first_use_creates_the_schema(db_url: str) -> None:
 
 def test_an_older_schema_is_refused_with_a_message_to_migrate(db_url: str) -> None:
     """A database whose revision is behind the code is refused, naming `jobcharts migrate`."""
-    Store(db_url).close()
-    db = sa.create_engine(db_url)
-    with db.begin() as conn:  # as if it had been created by an older jobcharts
-        conn.execute(sa.text("DELETE FROM jobcharts_alembic_version"))
-    db.dispose()
+    older = CliRunner().invoke(cli, ["migrate", "--db", db_url, "--to", "0004"])
+    assert older.exit_code == 0, older.output  # as an older jobcharts left it
     with pytest.raises(SchemaMismatch, match="jobcharts migrate"):
         Store(db_url)
     result = CliRunner().invoke(cli, ["jobs", "--db", db_url])
     assert result.exit_code != 0 and "jobcharts migrate" in str(result.exception or result.output)
+
+
+def _forget_the_revision(db_url: str, *more: str) -> None:
+    """Empty the version table, as a fixture that truncates every table does."""
+    db = sa.create_engine(db_url)
+    with db.begin() as conn:
+        conn.execute(sa.text("DELETE FROM jobcharts_alembic_version"))
+        for statement in more:
+            conn.execute(sa.text(statement))
+    db.dispose()
+
+
+def test_head_tables_whose_revision_row_was_emptied_are_stamped_again(
+    db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Tables exactly at head with the revision row gone (every table truncated) are
+    recognised by comparing them with the schema, and the next open records head again."""
+    Store(db_url).close()
+    _forget_the_revision(db_url)
+    with caplog.at_level("WARNING", logger="jobcharts"):
+        engine = Engine(db_url)
+        engine.job(payload=NoPayload, idempotency=Invariant("test"), kind="k")(lambda ctx, p: None)
+        engine.enqueue("k")
+    assert "recorded it again" in caplog.text
+    with engine.store.read() as conn:
+        assert migrations.current(conn) == migrations.head()
+    engine.close()
+
+
+def test_tables_unlike_head_with_no_revision_are_refused(db_url: str) -> None:
+    """With no revision recorded, tables that differ from head's schema in anything (here
+    one index missing) are refused, naming a difference, and nothing is stamped."""
+    Store(db_url).close()
+    _forget_the_revision(db_url, "DROP INDEX ix_jobs_state")
+    with pytest.raises(SchemaMismatch, match=r"differ from this jobcharts. schema.*ix_jobs_state"):
+        Store(db_url)
+    db = sa.create_engine(db_url)
+    with db.connect() as conn:
+        assert migrations.current(conn) is None
+    db.dispose()
 
 
 def test_a_newer_schema_is_refused(db_url: str) -> None:
