@@ -9,7 +9,10 @@ each lifecycle verb (Oban's telemetry, around the engine's verbs).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, NamedTuple
 
 import structlog
@@ -67,6 +70,20 @@ class Telemetry:
         # The debug events anyone other than the log wants (a subscriber's ``debug_events``
         # attribute; None: all of them): the others are skipped before they are built.
         self._debug: set[str] | None = set()
+        self._held = threading.local()  # this thread's held() buffer, if open
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        """Events this thread emits inside are passed on at a normal exit and dropped on an
+        error: they told of a transaction that rolled back (its retry tells them again)."""
+        buffer: list[Event] = []
+        self._held.buffer = buffer
+        try:
+            yield
+        finally:
+            self._held.buffer = None
+        for event in buffer:
+            self._deliver(event)
 
     @property
     def subscribed(self) -> bool:
@@ -102,12 +119,22 @@ class Telemetry:
             and name not in self._debug
         ):
             return  # nobody would see it: the enqueue path's common case
-        event = Event(name, level, fields)
+        buffer: list[Event] | None = getattr(self._held, "buffer", None)
+        if buffer is not None:
+            if fields.get("exc_info") is True:  # the exception is gone by delivery time
+                fields["exc_info"] = sys.exc_info()
+            buffer.append(Event(name, level, fields))
+            return
+        self._deliver(Event(name, level, fields))
+
+    def _deliver(self, event: Event) -> None:
         for handler in self._handlers:
             try:
                 handler(event)
             except Exception as error:  # a broken subscriber must not break the engine
-                logger.warning("telemetry.handler_failed", failed_event=name, error=repr(error))
+                logger.warning(
+                    "telemetry.handler_failed", failed_event=event.name, error=repr(error)
+                )
 
     def moved(
         self,

@@ -6,6 +6,7 @@ The base of the store's query classes (``ReadQueries``, ``AuditQueries``, ``Stor
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -31,16 +32,49 @@ class Database:
         self.url = resolve_url(url)
         self.db: SAEngine = make_engine(self.url, busy_timeout, pool_size, max_overflow)
         self.dialect = self.db.dialect.name
+        self._joined = threading.local()  # this thread's one_transaction(), if open
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
-        """A write transaction (SQLite: BEGIN IMMEDIATE, so writers queue instead of failing)."""
+        """A write transaction (SQLite: BEGIN IMMEDIATE, so writers queue instead of failing);
+        inside ``one_transaction()`` on this thread, that transaction."""
+        joined = self.joined()
+        if joined is not None:
+            yield joined
+            return
         with self.db.begin() as conn:
             yield conn
 
     @contextmanager
+    def one_transaction(self) -> Iterator[Connection]:
+        """Every read and write of this thread inside runs in one write transaction,
+        committed on exit and rolled back as a whole on an error.
+
+        The worker commits finished attempts and claims the next jobs together: one
+        BEGIN and one COMMIT (one fsync on SQLite) instead of two.
+        """
+        if self.joined() is not None:
+            raise RuntimeError("one_transaction() is already open on this thread")
+        with self.db.begin() as conn:
+            self._joined.conn = conn
+            try:
+                yield conn
+            finally:
+                self._joined.conn = None
+
+    def joined(self) -> Connection | None:
+        """This thread's open ``one_transaction()`` connection, if any."""
+        conn: Connection | None = getattr(self._joined, "conn", None)
+        return conn
+
+    @contextmanager
     def read(self) -> Iterator[Connection]:
-        """A read transaction that takes no write lock."""
+        """A read transaction that takes no write lock; inside ``one_transaction()``, that
+        transaction (so the reads see its own writes)."""
+        joined = self.joined()
+        if joined is not None:
+            yield joined
+            return
         with self.db.connect() as conn:
             conn = conn.execution_options(sqlite_begin="DEFERRED")
             with conn.begin():

@@ -127,6 +127,8 @@ class Store(ClaimQueries, ReadQueries, VersionQueries, AuditQueries):
         """
         if isinstance(connection, Session):
             connection = connection.connection()
+        if connection is None:  # the worker's one transaction (due schedule slots) joins it
+            connection = self.joined()
         if self.dialect != "postgresql":
             if now is None:
                 raise ValueError("SQLite stamps new jobs with the local clock: pass now")
@@ -276,7 +278,8 @@ class Store(ClaimQueries, ReadQueries, VersionQueries, AuditQueries):
         if not moves:
             return []
         due = any(move.values.get("due_at") is not None for move in moves)
-        single = one_statement(moves) if self.dialect == "postgresql" and not due else None
+        alone = self.dialect == "postgresql" and not due and self.joined() is None
+        single = one_statement(moves) if alone else None
         if single is not None:  # the common commit (all succeeded): one round trip
             with self.pg_autocommit() as driver:
                 done = {int(row[0]) for row in driver.execute(*single)}

@@ -25,12 +25,13 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import structlog
 
+from engine.claim import Batch
 from engine.commit import unstorable
 from engine.engine import Engine
 from engine.kinds import KindConflict
@@ -53,6 +54,8 @@ RETENTION_DELAY = 5.0  # a starting worker prunes once it is under way
 RETENTION_INTERVAL = 300.0  # then every five minutes (one worker at a time)
 GAUGE_INTERVAL = 15.0  # the database's figures for the metrics' gauges
 HEARTBEAT_FILE_INTERVAL = 1.0  # touches of the heartbeat file (the supervisor's watchdog)
+LINGER = 0.001  # a claim after a finish waits at most this long for other short attempts
+QUICK = 0.005  # ... the attempts that began at most this long ago
 
 
 class Worker:
@@ -169,7 +172,8 @@ class Worker:
         try:
             while not self.stop_event.is_set():
                 self._wake.clear()
-                self._maintain()
+                # A claim follows: finished attempts are committed in its transaction.
+                self._maintain(commit=draining or not self._idle_runner())
                 now = self._monotonic()
                 # Commit (and renew) what we hold before rescuing others: after an outage our
                 # own leases may look expired while their outcomes wait here.
@@ -186,7 +190,7 @@ class Worker:
                 if draining and not self._busy():
                     break
                 claimed: int | None = None
-                if not draining and any(runner.idle for runner in self._runners):
+                if not draining and self._idle_runner():
                     if max_ticks is not None and ticks >= max_ticks:
                         draining = True
                         continue
@@ -239,9 +243,14 @@ class Worker:
             return
         self._kinds_owned = True
 
-    def _maintain(self) -> None:
-        """The duties that keep running attempts safe: commit, timeouts, runners, heartbeat."""
-        self._guarded(self._commit_completed)
+    def _idle_runner(self) -> bool:
+        return any(runner.idle for runner in self._runners)
+
+    def _maintain(self, *, commit: bool = True) -> None:
+        """The duties that keep running attempts safe: commit (unless the claim about to
+        follow commits in its own transaction), timeouts, runners, heartbeat."""
+        if commit:
+            self._guarded(self._commit_completed)
         self._guarded(self._enforce_timeouts)
         self._guarded(self._replace_dead_runners)
         if self._monotonic() >= self._next_heartbeat and self._guarded(self._heartbeat):
@@ -274,14 +283,26 @@ class Worker:
 
         Claims are sized to the free threads: no job waits here behind a slow one while
         another thread or worker process could run it. Each claimed job starts as the claim
-        commits, so the claim records the start itself (one transaction, not two).
+        commits, so the claim records the start itself (one transaction, not two); the
+        attempts finished since the last claim are committed in that same transaction.
         """
         engine = self.engine
+        self._gather_quick_finishes()
         idle = [runner for runner in self._runners if runner.idle]
         limit = min(self.batch_size, len(idle))
         # The tick's own step: due cron/poller slots become jobs, then the claim.
+        self._collect_completed()
         now = engine.now()
-        batch = engine.claim_due(now, limit, queues=self.queues, start=True)
+        if not self._uncommitted:
+            batch = engine.claim_due(now, limit, queues=self.queues, start=True)
+        else:
+            joined = self._commit_and_claim(now, limit)
+            if joined is None:  # refused for good: commit alone (one by one), then claim
+                self._commit_completed()
+                batch = engine.claim_due(now, limit, queues=self.queues, start=True)
+            else:
+                report, batch = joined
+                self._committed(report)
         self.totals.timed += batch.timed
         self._held_until = None
         if batch.held:
@@ -298,7 +319,48 @@ class Worker:
             runner.give([item])
         return len(batch.jobs)
 
-    def _commit_completed(self) -> None:
+    def _gather_quick_finishes(self) -> None:
+        """Before committing what finished, wait up to ``LINGER`` s for the attempts that
+        began within ``QUICK`` s: short jobs finish together, so their outcomes share one
+        transaction and their threads one claim (half the transactions of a drain of
+        short jobs). A longer attempt is never waited for, nor is anything when nothing
+        has finished (an idle worker's claim, the latency path)."""
+        if self._completed.empty():
+            return
+        until = time.monotonic() + LINGER
+        while (remaining := until - time.monotonic()) > 0 and self._quick_running():
+            self._wake.wait(remaining)
+            self._wake.clear()
+
+    def _quick_running(self) -> bool:
+        """A runner holds an attempt that has not begun or began within ``QUICK`` s."""
+        now = self._monotonic()
+        for runner in self._runners:
+            item = runner.current
+            if runner.pending and item is None:
+                return True  # handed over, not begun yet
+            if item is not None and item.started is not None and now - item.started < QUICK:
+                return True
+        return False
+
+    def _commit_and_claim(self, now: datetime, limit: int) -> tuple[TickReport, Batch] | None:
+        """Commit the finished attempts and claim the next jobs in one transaction (one
+        BEGIN and COMMIT, one fsync on SQLite). Its events are told once it has committed;
+        on an error nothing of it happened. None: the database refused an outcome for
+        good (the caller commits them one by one)."""
+        engine = self.engine
+        try:
+            with engine.telemetry.held(), engine.store.one_transaction():
+                report = engine.commit([outcome for _, outcome in self._uncommitted], now)
+                batch = engine.claim_due(now, limit, queues=self.queues, start=True)
+        except DriverError as error:
+            if is_transient(error):
+                raise  # kept in _uncommitted; committed once the database is back
+            return None
+        return report, batch
+
+    def _collect_completed(self) -> None:
+        """Take the runners' results: void ones are dropped, the rest wait for a commit."""
         while True:
             try:
                 item, outcome = self._completed.get_nowait()
@@ -308,6 +370,9 @@ class Worker:
                 self._drop_late(item, outcome)
             else:
                 self._uncommitted.append((item, outcome))
+
+    def _commit_completed(self) -> None:
+        self._collect_completed()
         if not self._uncommitted:
             return
         now = self.engine.now()
@@ -317,6 +382,10 @@ class Worker:
             if is_transient(error):
                 raise  # kept in _uncommitted; committed once the database is back
             report = self._commit_one_by_one(now)
+        self._committed(report)
+
+    def _committed(self, report: TickReport) -> None:
+        """The outcomes in ``_uncommitted`` are stored: stop tracking their attempts."""
         for item, _ in self._uncommitted:
             self._forget(item)
         self._uncommitted = []
