@@ -102,11 +102,13 @@ class HandlerThread:
                 wave = self.inbox.get()
                 if wave is None:
                     return
-                for item in wave:
-                    self._one(item)
-                with self.lock:
-                    self.pending = []
-                self._done(None, None)  # wake the coordinator: this runner is idle
+                reported = False
+                for index, item in enumerate(wave):
+                    reported = self._one(item, last=index == len(wave) - 1)
+                if not reported:
+                    with self.lock:
+                        self.pending = []
+                    self._done(None, None)  # wake the coordinator: this runner is idle
         finally:
             if self.close is not None:
                 try:
@@ -114,13 +116,16 @@ class HandlerThread:
                 except Exception as error:
                     logger.warning("handler_thread.close_failed", error=repr(error))
 
-    def _one(self, item: InFlight) -> None:
+    def _one(self, item: InFlight, *, last: bool) -> bool:
+        """Run one attempt and report its outcome; the ``last`` of a wave also marks the
+        runner idle before reporting (one wake of the coordinator, not two). Returns
+        whether an outcome was reported."""
         if not self._may_begin(item):
-            return
+            return False
         not_ready = self._prepare()  # outside the lock: starting a process takes a while
         with self.lock:
             if not self._may_begin(item, locked=True):
-                return
+                return False
             item.started = self._monotonic()
             self.current = item
         try:
@@ -132,7 +137,10 @@ class HandlerThread:
             outcome = _crashed(item.claimed, error, ErrorClass.SLOT_CRASHED)
         with self.lock:
             self.current = None
+            if last:
+                self.pending = []
         self._done(item, outcome)
+        return True
 
     def _may_begin(self, item: InFlight, locked: bool = False) -> bool:
         """Not retired and not taken back (checked again under the lock before starting)."""
