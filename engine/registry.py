@@ -172,7 +172,7 @@ class JobSpec:
             s for t in self.chart.transitions if t.trigger == T.START for s in t.sources
         )
 
-    @property
+    @functools.cached_property
     def claim_states(self) -> tuple[str, ...]:
         """States a tick takes jobs from when due: sources of ``start`` and of the timers,
         and the states of older versions this chart migrates jobs out of."""
@@ -207,7 +207,7 @@ class JobSpec:
             delay=declared.delay,
         )
 
-    @property
+    @functools.cached_property
     def first_step(self) -> str:
         """The state the first claim leads to (its retry policy sets the first budget)."""
         initial = self.chart.initial.name
@@ -216,7 +216,7 @@ class JobSpec:
                 return transition.dest
         return next(iter(self.steps))
 
-    @property
+    @functools.cached_property
     def first_max_attempts(self) -> int:
         return self.retry_for(self.first_step).max_attempts
 

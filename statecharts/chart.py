@@ -6,6 +6,7 @@ generated tests all read the same declaration and can never drift apart.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -212,15 +213,19 @@ class Chart:
     def __post_init__(self) -> None:
         _validate(self)
 
-    @property
+    @functools.cached_property
     def initial(self) -> State:
         return next(s for s in self.states if s.kind is StateKind.INITIAL)
 
+    @functools.cached_property
+    def _by_name(self) -> dict[str, State]:
+        return {s.name: s for s in self.states}  # looked up for every move a worker makes
+
     def state(self, name: str) -> State:
-        for candidate in self.states:
-            if candidate.name == name:
-                return candidate
-        raise ChartError(f"chart {self.name!r} has no state {name!r}")
+        found = self._by_name.get(name)
+        if found is None:
+            raise ChartError(f"chart {self.name!r} has no state {name!r}")
+        return found
 
     @property
     def state_names(self) -> tuple[str, ...]:
