@@ -297,7 +297,7 @@ class Worker:
             batch = engine.claim_due(now, limit, queues=self.queues, start=True)
         else:
             joined = self._commit_and_claim(now, limit)
-            if joined is None:  # refused for good: commit alone (one by one), then claim
+            if joined is None:  # failed: commit alone, then claim alone
                 self._commit_completed()
                 batch = engine.claim_due(now, limit, queues=self.queues, start=True)
             else:
@@ -345,17 +345,16 @@ class Worker:
 
     def _commit_and_claim(self, now: datetime, limit: int) -> tuple[TickReport, Batch] | None:
         """Commit the finished attempts and claim the next jobs in one transaction (one
-        BEGIN and COMMIT, one fsync on SQLite). Its events are told once it has committed;
-        on an error nothing of it happened. None: the database refused an outcome for
-        good (the caller commits them one by one)."""
+        BEGIN and COMMIT, one fsync on SQLite). Its events are told once it has committed.
+        None: it failed, and nothing of it happened; the caller commits alone (with its
+        own handling of refused outcomes) and claims alone, so a claim that keeps failing
+        never holds back the commit of work already done."""
         engine = self.engine
         try:
             with engine.telemetry.held(), engine.store.one_transaction():
                 report = engine.commit([outcome for _, outcome in self._uncommitted], now)
                 batch = engine.claim_due(now, limit, queues=self.queues, start=True)
-        except DriverError as error:
-            if is_transient(error):
-                raise  # kept in _uncommitted; committed once the database is back
+        except Exception:
             return None
         return report, batch
 

@@ -148,3 +148,37 @@ def test_a_slow_attempt_never_holds_back_the_next_claim(db_url: str) -> None:
     finally:
         release.set()
         engine.close()
+
+
+def test_a_claim_that_keeps_failing_never_holds_back_the_commit(db_url: str) -> None:
+    """After the first claim every claim raises (a bug, not the database): the attempts
+    already running still have their outcomes committed, alone, and the worker lives on."""
+    engine = _engine(db_url)
+    real_claim = engine.claim_due
+    calls = {"n": 0}
+
+    def claim_due(*args: object, **kwargs: object):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] > 1:
+            raise RuntimeError("the claim broke")
+        return real_claim(*args, **kwargs)  # type: ignore[arg-type]
+
+    engine.claim_due = claim_due  # type: ignore[method-assign]
+    try:
+        ids = [engine.enqueue("item", {"n": n}) for n in range(4)]
+        worker = Worker(engine, concurrency=4, poll_interval=0.05)
+        thread = threading.Thread(target=worker.run, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + WAIT
+        while time.monotonic() < deadline:
+            rows = [engine.store.job_get(i) for i in ids]
+            if all(r is not None and r.state == "succeeded" for r in rows):
+                break
+            time.sleep(0.02)
+        else:
+            pytest.fail("the finished attempts were not committed while the claim kept failing")
+        assert thread.is_alive() and calls["n"] > 1
+        worker.stop()
+        thread.join(WAIT)
+    finally:
+        engine.close()
