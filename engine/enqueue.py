@@ -6,7 +6,7 @@ by its slot), so a job is built one way whoever creates it.
 
 from __future__ import annotations
 
-import uuid
+import os
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -56,7 +56,7 @@ def new_job(
         max_attempts=spec.first_max_attempts,
         priority=spec.priority if priority is None else priority,
         queue=queue or spec.queue,
-        correlation_id=correlation_id or correlation_in_context() or uuid.uuid4().hex,
+        correlation_id=correlation_id or correlation_in_context() or os.urandom(16).hex(),
         trigger=CREATED,
         worker=worker_id,
         detail=detail,

@@ -132,13 +132,13 @@ class KeyRow:
     result: Any
 
 
-@dataclass(frozen=True, slots=True)
-class NewJob:
+class NewJob(NamedTuple):
     """A job about to be inserted, with what its creation event records.
 
     Its times are relative to the insert (the store's ``now``, possibly the database's
     clock): due ``delay`` after it unless ``due_at`` is fixed; its dedupe key reusable
-    ``key_ttl`` after it (once the job is final).
+    ``key_ttl`` after it (once the job is final). A named tuple: an enqueue_many of
+    1,000 builds 1,000 of them, and a frozen dataclass of 17 fields took 7 us each.
     """
 
     kind: str

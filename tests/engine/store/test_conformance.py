@@ -46,9 +46,10 @@ def store(db_url: str) -> Iterator[Store]:
 
 
 @dataclasses.dataclass(frozen=True)
-class Draft(NewJob):
+class Draft:
     """A job to insert and the time of its insert (the store's ``now``)."""
 
+    job: NewJob
     at: datetime = NOW
 
 
@@ -64,7 +65,7 @@ def new_job(
     key_expires_at: datetime | None = None,
     payload: dict[str, Any] | None = None,
 ) -> Draft:
-    return Draft(
+    job = NewJob(
         kind=kind,
         chart="lifecycle",
         state=state,
@@ -77,8 +78,8 @@ def new_job(
         correlation_id="corr-1",
         trigger="enqueue",
         key_ttl=(key_expires_at or created_at) - created_at,
-        at=created_at,
     )
+    return Draft(job, at=created_at)
 
 
 def insert_drafts(
@@ -86,7 +87,8 @@ def insert_drafts(
 ) -> list[tuple[int, bool]]:
     """Insert ``drafts`` (all of one insert time) in one call."""
     assert len({draft.at for draft in drafts}) == 1
-    return store.job_insert_many(drafts, now=drafts[0].at, connection=connection)
+    jobs = [draft.job for draft in drafts]
+    return store.job_insert_many(jobs, now=drafts[0].at, connection=connection)
 
 
 def insert(store: Store, key: str | None = None, **fields: Any) -> int:
@@ -239,8 +241,8 @@ def test_insert_many_returns_a_new_id_per_job_in_order(store: Store) -> None:
 
     assert [inserted for _, inserted in results] == [True, True, True]
     assert len({job_id for job_id, _ in results}) == 3
-    for (job_id, _), job in zip(results, batch, strict=True):
-        row = get(store, job_id)
+    for (job_id, _), draft in zip(results, batch, strict=True):
+        row, job = get(store, job_id), draft.job
         assert (row.kind, row.chart, row.state, row.payload) == (
             job.kind,
             job.chart,
@@ -265,7 +267,8 @@ def test_insert_many_returns_a_new_id_per_job_in_order(store: Store) -> None:
 
 def test_insert_writes_the_creation_event(store: Store) -> None:
     """An inserted job's history is exactly its creation event, as given."""
-    job = dataclasses.replace(new_job(), worker="api-1", detail={"by": "api"})
+    draft = new_job()
+    job = Draft(draft.job._replace(worker="api-1", detail={"by": "api"}), at=draft.at)
     [(job_id, _)] = insert_drafts(store, [job])
 
     assert store.job_events(job_id) == [
@@ -307,7 +310,8 @@ def test_a_key_is_scoped_to_its_kind(store: Store) -> None:
 def test_insert_many_is_all_or_nothing(store: Store) -> None:
     """A batch whose last job cannot be stored stores none of them: no job, event or key."""
     good = new_job("order-1")
-    bad = dataclasses.replace(new_job(), payload=None)  # type: ignore[arg-type]  # NOT NULL
+    draft = new_job()
+    bad = Draft(draft.job._replace(payload=None), at=draft.at)  # NOT NULL
     with pytest.raises((ValueError, sa.exc.StatementError)):
         insert_drafts(store, [good, bad])
 
