@@ -157,8 +157,12 @@ def test_an_operator_watches_filters_reads_and_requeues(
             timeout=WAIT * 1000,
         )
         assert page.evaluate("window.__not_reloaded") is True
-        page.wait_for_selector(".diagram svg")
-        assert "(6 jobs)" in page.inner_html('.diagram[data-chart="lifecycle"]')
+        # The diagram is fetched beside the figures, each tick: it catches up within one.
+        page.wait_for_function(
+            """() => document.querySelector('.diagram[data-chart="lifecycle"]')
+                .innerHTML.includes("(6 jobs)")""",
+            timeout=WAIT * 1000,
+        )
         page.wait_for_function(  # the stats catch up within a refresh or two
             "() => document.querySelector('#stats').textContent.includes('reject')",
             timeout=WAIT * 1000,
