@@ -395,11 +395,7 @@ def _sqlite_claim_rows(
         raise DBAPIError.instance(sql, params, error, sqlite3.Error) from error
     finally:
         cursor.close()
-    convert = _result_processors(conn.dialect)
-    return [
-        job_row([f(v) if f is not None else v for f, v in zip(convert, row, strict=True)])
-        for row in raw
-    ]
+    return _job_rows(conn.dialect, raw)
 
 
 def _pg_claim_rows(
@@ -433,12 +429,7 @@ def _pg_claim_rows(
         raise DBAPIError.instance(sql, params, error, psycopg.Error) from error
     if not raw:
         return [], None
-    convert = _result_processors(conn.dialect)
-    rows = [
-        job_row([f(v) if f is not None else v for f, v in zip(convert, row[:-1], strict=True)])
-        for row in raw
-    ]
-    return rows, as_utc(raw[0][-1])
+    return _job_rows(conn.dialect, [row[:-1] for row in raw]), as_utc(raw[0][-1])
 
 
 def _pg_claim(
@@ -495,6 +486,15 @@ def _sqlite_claim_sql(kinds: int, states: int, queues: int | None) -> str:
 
 
 _processors: dict[str, list[Any]] = {}
+
+
+def _job_rows(dialect: Any, raw: Sequence[Sequence[Any]]) -> list[JobRow]:
+    """Driver rows of ``jobs`` (every column, in table order) as typed rows."""
+    convert = _result_processors(dialect)
+    return [
+        job_row([f(v) if f is not None else v for f, v in zip(convert, row, strict=True)])
+        for row in raw
+    ]
 
 
 def _result_processors(dialect: Any) -> list[Any]:

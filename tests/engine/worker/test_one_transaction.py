@@ -22,6 +22,16 @@ class Item(BaseModel):
     n: int
 
 
+def wait_until_succeeded(engine: Engine, ids: list[int], what: str) -> None:
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline:
+        rows = [engine.store.job_get(i) for i in ids]
+        if all(r is not None and r.state == "succeeded" for r in rows):
+            return
+        time.sleep(0.02)
+    pytest.fail(f"timed out waiting for {what}")
+
+
 def _engine(db_url: str) -> Engine:
     engine = Engine(db_url)
 
@@ -134,14 +144,9 @@ def test_a_slow_attempt_never_holds_back_the_next_claim(db_url: str) -> None:
         worker = Worker(engine, concurrency=2, poll_interval=0.05)
         thread = threading.Thread(target=worker.run, daemon=True)
         thread.start()
-        deadline = time.monotonic() + WAIT
-        while time.monotonic() < deadline:
-            rows = [engine.store.job_get(i) for i in quick]
-            if all(r is not None and r.state == "succeeded" for r in rows):
-                break
-            time.sleep(0.02)
-        else:
-            pytest.fail("the quick jobs did not all run while the slow one held its thread")
+        wait_until_succeeded(
+            engine, quick, "the quick jobs to run while the slow one held its thread"
+        )
         release.set()
         worker.stop()
         thread.join(WAIT)
@@ -169,14 +174,9 @@ def test_a_claim_that_keeps_failing_never_holds_back_the_commit(db_url: str) -> 
         worker = Worker(engine, concurrency=4, poll_interval=0.05)
         thread = threading.Thread(target=worker.run, daemon=True)
         thread.start()
-        deadline = time.monotonic() + WAIT
-        while time.monotonic() < deadline:
-            rows = [engine.store.job_get(i) for i in ids]
-            if all(r is not None and r.state == "succeeded" for r in rows):
-                break
-            time.sleep(0.02)
-        else:
-            pytest.fail("the finished attempts were not committed while the claim kept failing")
+        wait_until_succeeded(
+            engine, ids, "the finished attempts to commit while the claim kept failing"
+        )
         assert thread.is_alive() and calls["n"] > 1
         worker.stop()
         thread.join(WAIT)
