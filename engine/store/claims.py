@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
@@ -19,12 +20,16 @@ from sqlalchemy.exc import DBAPIError
 
 from engine.store import limits as limiting
 from engine.store.cas import apply_moves
+from engine.store.connect import import_psycopg
 from engine.store.database import Database
 from engine.store.encode import sqlite_time
 from engine.store.limits import ScopeLimit, Usage
 from engine.store.reads import job_row
 from engine.store.rows import JobRow, Move
 from engine.store.schema import as_utc, jobs
+
+# The claim's order is its index's: without statistics PostgreSQL would rather sort.
+PLAN_HINT = "SET LOCAL enable_sort = off"
 
 
 class ClaimQueries(Database):
@@ -263,7 +268,7 @@ class ClaimQueries(Database):
         5,000 waiting jobs, growing with the backlog). The claim's order is the index's.
         """
         if self.dialect == "postgresql":
-            conn.exec_driver_sql("SET LOCAL enable_sort = off")
+            conn.exec_driver_sql(PLAN_HINT)
 
     def _claim_rows(
         self, conn: Connection, stmt: Any, params: dict[str, Any]
@@ -412,17 +417,12 @@ def _pg_claim_rows(
     trip where there were three. Also returns the server's clock read with the rows."""
     sql, params = _pg_claim(now, limit, kinds, states, queues)
     driver: Any = conn.connection.driver_connection
-    from engine.store.connect import import_psycopg
-
     psycopg = import_psycopg()
+    together = driver.pipeline() if psycopg.Pipeline.is_supported() else nullcontext()
     try:
         with driver.cursor() as hint, driver.cursor() as cursor:
-            if psycopg.Pipeline.is_supported():
-                with driver.pipeline():
-                    hint.execute("SET LOCAL enable_sort = off")
-                    cursor.execute(sql, params)
-            else:
-                hint.execute("SET LOCAL enable_sort = off")
+            with together:
+                hint.execute(PLAN_HINT)
                 cursor.execute(sql, params)
             raw = cursor.fetchall()
     except psycopg.Error as error:
