@@ -11,6 +11,7 @@ import pytest
 from pydantic import BaseModel
 from sqlalchemy.exc import OperationalError
 
+import engine.worker.worker as worker_module
 from engine import Engine, JobContext
 from engine.events import Event
 from engine.worker import Worker
@@ -125,9 +126,14 @@ def test_a_claim_failing_after_the_commit_loses_nothing_and_repeats_nothing(
         engine.close()
 
 
-def test_a_slow_attempt_never_holds_back_the_next_claim(db_url: str) -> None:
+def test_a_slow_attempt_never_holds_back_the_next_claim(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The claim after a finish waits a moment for attempts that just began, never for
-    one that has run a while: quick jobs keep flowing on the other thread."""
+    one that has run a while: quick jobs keep flowing on the other thread. The wait is
+    stretched to 2 s, so waiting for the slow attempt at each of the 40 claims could not
+    finish in time (at most one claim waits, while the slow one is under 5 ms old)."""
+    monkeypatch.setattr(worker_module, "LINGER", 2.0)
     engine = Engine(db_url)
     release = threading.Event()
 
