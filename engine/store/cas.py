@@ -183,7 +183,7 @@ def _pg_update(columns: tuple[str, ...], unless_cancelled: bool) -> str:
         ("e_worker", "text"),
         ("e_detail", "text"),
     ]
-    arrays = ", ".join(f"%({name})s::{kind}[]" for name, kind in sources)
+    arrays = ", ".join(f"%({name})b::{kind}[]" for name, kind in sources)
     names = ", ".join(name for name, _ in sources)
     sets = ", ".join(
         f"{c} = v.c_{c}" + ("::jsonb" if isinstance(jobs.c[c].type, JSONDocument) else "")

@@ -458,11 +458,11 @@ def _sqlite_claim(
 
 
 def _pg_claim_sql(by_queue: bool) -> str:
-    queue = " AND queue = ANY(%s)" if by_queue else ""
+    queue = " AND queue = ANY(%b)" if by_queue else ""
     return (
         f"SELECT {', '.join(jobs.c.keys())}, clock_timestamp() FROM jobs"  # noqa: S608 - schema's names, bound values
         " WHERE due_at IS NOT NULL AND due_at <= %s"
-        " AND (kind || '') = ANY(%s) AND (state || '') = ANY(%s)"
+        " AND (kind || '') = ANY(%b) AND (state || '') = ANY(%b)"
         f"{queue} ORDER BY priority DESC, due_at, id LIMIT %s FOR UPDATE SKIP LOCKED"
     )
 

@@ -245,11 +245,11 @@ class _Postgres(_Dialect):
     INSERT = f"""
 WITH t AS (SELECT COALESCE(%(now)s::timestamptz, clock_timestamp()) AS now),
 src AS (
-    SELECT * FROM unnest(%(kind)s::text[], %(chart)s::text[], %(state)s::text[],
-        %(payload)s::text[], %(key)s::text[], %(max_attempts)s::int[], %(priority)s::int[],
-        %(queue)s::text[], %(due_at)s::timestamptz[], %(delay)s::float8[],
-        %(correlation_id)s::text[], %(trigger)s::text[], %(worker)s::text[], %(detail)s::text[],
-        %(chart_version)s::text[], %(trace_context)s::text[])
+    SELECT * FROM unnest(%(kind)b::text[], %(chart)b::text[], %(state)b::text[],
+        %(payload)b::text[], %(key)b::text[], %(max_attempts)b::int[], %(priority)b::int[],
+        %(queue)b::text[], %(due_at)b::timestamptz[], %(delay)b::float8[],
+        %(correlation_id)b::text[], %(trigger)b::text[], %(worker)b::text[], %(detail)b::text[],
+        %(chart_version)b::text[], %(trace_context)b::text[])
         WITH ORDINALITY AS s(kind, chart, state, payload, key, max_attempts, priority, queue,
             due_at, delay, correlation_id, trigger, worker, detail, chart_version, trace_context,
             i)
@@ -274,12 +274,12 @@ SELECT n.id, n.created_at FROM numbered AS n, woken ORDER BY n.i
 
     LOCK = (
         "SELECT clock_timestamp() FROM (SELECT count(pg_advisory_xact_lock("
-        "hashtextextended(k, 0))) FROM unnest(%(pairs)s::text[]) AS k) AS locked"
+        "hashtextextended(k, 0))) FROM unnest(%(pairs)b::text[]) AS k) AS locked"
     )
 
     LIVE = (
         "SELECT k.kind, k.key, k.job_id FROM idempotency_keys AS k"
-        " JOIN unnest(%(kinds)s::text[], %(keys)s::text[]) AS p(kind, key)"
+        " JOIN unnest(%(kinds)b::text[], %(keys)b::text[]) AS p(kind, key)"
         " ON k.kind = p.kind AND k.key = p.key"
         " LEFT JOIN jobs AS j ON j.id = k.job_id"
         f" WHERE {_LIVE.format(now='%(now)s')} FOR UPDATE OF k"
@@ -289,8 +289,8 @@ SELECT n.id, n.created_at FROM numbered AS n, woken ORDER BY n.i
         "INSERT INTO idempotency_keys (kind, key, job_id, created_at, expires_at,"
         " final_state, result)"
         " SELECT kind, key, job_id, %(now)s, %(now)s + ttl * interval '1 second', NULL, NULL"
-        " FROM unnest(%(kinds)s::text[], %(keys)s::text[], %(ids)s::bigint[],"
-        " %(ttls)s::float8[]) AS p(kind, key, job_id, ttl)" + _KEY_UPSERT_TAIL
+        " FROM unnest(%(kinds)b::text[], %(keys)b::text[], %(ids)b::bigint[],"
+        " %(ttls)b::float8[]) AS p(kind, key, job_id, ttl)" + _KEY_UPSERT_TAIL
     )
 
     def __init__(self, execute: Execute, now: datetime | None, channel: str) -> None:
@@ -357,4 +357,4 @@ SELECT n.id, n.created_at FROM numbered AS n, woken ORDER BY n.i
         return lost
 
     def delete_jobs(self, ids: list[int]) -> None:
-        self._run("DELETE FROM jobs WHERE id = ANY(%(ids)s::bigint[])", {"ids": ids})
+        self._run("DELETE FROM jobs WHERE id = ANY(%(ids)b::bigint[])", {"ids": ids})
