@@ -22,11 +22,7 @@ from engine.cli.common import (
 from engine.engine import Engine
 from engine.logs import configure_logging
 from engine.metrics import Metrics, prometheus
-from engine.worker import Worker
-
-# I/O-bound handlers (the common case) wait on the network, not the CPU: several threads
-# per process keep claims batched and a slow job from idling the worker.
-DEFAULT_THREADS = 8
+from engine.worker import DEFAULT_THREADS, Worker
 
 
 @cli.command()
@@ -244,7 +240,7 @@ def demo(db: str | None, verbose: bool) -> None:
 @click.option("--repeat", default=3, show_default=True, help="Runs; the median is reported.")
 @click.option(
     "--flags",
-    default="--concurrency 16 --batch 1000",
+    default="--concurrency 64 --batch 1000",
     show_default=True,
     help="The `jobcharts worker` options of the second drain ('' to skip it).",
 )

@@ -28,7 +28,7 @@ from engine.harness.bench_worker import (
 )
 from engine.harness.scratch import scratch_database
 from engine.store.connect import backend_name
-from engine.worker import Worker
+from engine.worker import DEFAULT_THREADS, Worker
 
 
 @dataclass(frozen=True)
@@ -118,7 +118,7 @@ def per_job(db: str | None, jobs: int = 500) -> PerJob:
             start = counter.snapshot()
             ids = [engine.enqueue("noop", {"n": n}) for n in range(jobs)]
             enqueued = counter.snapshot()
-            Worker(engine, concurrency=8, poll_interval=0.05).run(until_idle=True)
+            Worker(engine, concurrency=DEFAULT_THREADS, poll_interval=0.05).run(until_idle=True)
             done = counter.snapshot()
             problems = exactly_once_problems(ran, ids) + check_database(engine, jobs)
         finally:
