@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from functools import cache
 from typing import Any
 
 from sqlalchemy import BigInteger, Connection, Integer
 from sqlalchemy.exc import DBAPIError
 
+from engine.store.connect import import_psycopg
 from engine.store.encode import json_text, sqlite_time
 from engine.store.inserts import EVENT_INSERT_COLUMNS  # one list of the event columns
 from engine.store.rows import EventRow, Move
@@ -142,6 +144,29 @@ def one_statement(moves: Sequence[Move]) -> tuple[str, dict[str, Any]] | None:
     ):
         return None
     return _pg_update(columns, first.unless_cancelled), _pg_params(columns, moves)
+
+
+def apply_and_commit(conn: Connection, moves: Sequence[Move]) -> list[bool]:
+    """PostgreSQL, the last write of ``conn``'s transaction: the moves' statement and the
+    COMMIT sent in one pipeline (one round trip instead of two; the transaction's own
+    commit then finds nothing to do). Moves that need several statements are applied as
+    ``apply_moves`` does, and the transaction commits as usual."""
+    single = one_statement(moves) if moves else None
+    if single is None:
+        return apply_moves(conn, moves, "postgresql")
+    sql, params = single
+    driver: Any = conn.connection.driver_connection
+    psycopg = import_psycopg()
+    together = driver.pipeline() if psycopg.Pipeline.is_supported() else nullcontext()
+    try:
+        with driver.cursor() as cursor, driver.cursor() as commit:
+            with together:  # one Sync for both (driver.commit() would add a second)
+                cursor.execute(sql, params)
+                commit.execute("COMMIT")
+            done = {int(row[0]) for row in cursor.fetchall()}
+    except psycopg.Error as error:
+        raise DBAPIError.instance(sql, params, error, psycopg.Error) from error
+    return [move.job_id in done for move in moves]
 
 
 def _rounds(moves: Sequence[Move]) -> list[list[int]]:

@@ -19,7 +19,7 @@ from sqlalchemy import ColumnElement, Connection, Integer, bindparam, func, sele
 from sqlalchemy.exc import DBAPIError
 
 from engine.store import limits as limiting
-from engine.store.cas import apply_moves
+from engine.store.cas import apply_and_commit, apply_moves
 from engine.store.connect import import_psycopg
 from engine.store.database import Database
 from engine.store.encode import sqlite_time
@@ -53,13 +53,18 @@ class ClaimQueries(Database):
         """
         if limit <= 0 or not kinds or (queues is not None and not queues):
             return []
+        # Alone (not inside the worker's one_transaction), the moves are the transaction's
+        # last write: on PostgreSQL they carry its COMMIT (the idle worker's claim of a
+        # new job, the latency path: two round trips instead of three).
+        last_write = self.dialect == "postgresql" and self.joined() is None
         with self.write() as conn:
             if self.dialect == "sqlite":
                 rows, tx_time = _sqlite_claim_rows(conn, now, limit, kinds, states, queues), None
             else:
                 rows, tx_time = _pg_claim_rows(conn, now, limit, kinds, states, queues)
             planned = [(row, move) for row in rows if (move := plan(row, tx_time)) is not None]
-            applied = self._apply(conn, [move for _, move in planned])
+            moves = [move for _, move in planned]
+            applied = apply_and_commit(conn, moves) if last_write else self._apply(conn, moves)
             return [pair for pair, ok in zip(planned, applied, strict=True) if ok]
 
     def job_claim_limited(

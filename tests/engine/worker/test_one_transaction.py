@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from pydantic import BaseModel
 from sqlalchemy.exc import OperationalError
 
 import engine.worker.worker as worker_module
 from engine import Engine, JobContext
 from engine.events import Event
+from engine.harness.bench_statements import _counting
 from engine.worker import Worker
 
 WAIT = 30.0
@@ -188,3 +191,27 @@ def test_a_claim_that_keeps_failing_never_holds_back_the_commit(db_url: str) -> 
         thread.join(WAIT)
     finally:
         engine.close()
+
+
+def test_a_claim_alone_sends_its_start_and_its_commit_in_one_round_trip(
+    db_url: str, backend: str, tmp_path: Path
+) -> None:
+    """PostgreSQL: an idle worker's claim (no finished work to commit with it) makes three
+    round trips (BEGIN, the select, then the start's compare-and-set with the COMMIT), not
+    four; what it claimed is committed and seen by another connection."""
+    if backend != "postgresql":
+        pytest.skip("round trips are counted from libpq's protocol trace")
+    with _counting(db_url, tmp_path / "trace.txt") as counter:
+        engine = _engine(db_url)
+        try:
+            ids = [engine.enqueue("item", {"n": n}) for n in range(3)]
+            before = counter.snapshot()
+            batch = engine.claim_due(engine.now(), 3, start=True)
+            after = counter.snapshot()
+            assert sorted(c.job_id for c in batch.jobs) == sorted(ids)
+            assert after.round_trips - before.round_trips == 3
+            with sa.create_engine(db_url).connect() as other:
+                states = other.execute(sa.text("SELECT state FROM jobs")).scalars().all()
+            assert states == ["running"] * 3
+        finally:
+            engine.close()
