@@ -101,7 +101,7 @@ def _counting(url: str, trace_path: Path) -> Iterator[_Counter]:
 
 def per_job(db: str | None, jobs: int = 500) -> PerJob:
     """Count the statements of ``jobs`` single enqueues, then of their run by an
-    in-process worker at the defaults (8 handler threads)."""
+    in-process worker at the defaults (``DEFAULT_THREADS`` handler threads)."""
     with (
         scratch_database(db) as url,
         tempfile.TemporaryDirectory() as tmp,
