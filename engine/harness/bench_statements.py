@@ -58,6 +58,7 @@ class _Counter:
         self.trace_path = trace_path
         self.sqlite = 0
         self._trace = trace_path.open("w") if postgres else None
+        self._traced: list[Any] = []  # untraced at close: libpq keeps the descriptor number
 
     def on_connect(self, dbapi_connection: Any, _record: Any) -> None:
         if self._trace is not None:
@@ -66,6 +67,7 @@ class _Counter:
             pgconn = dbapi_connection.pgconn
             pgconn.trace(self._trace.fileno())
             pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS | pq.Trace.REGRESS_MODE)
+            self._traced.append(pgconn)
         else:
             dbapi_connection.set_trace_callback(self._count)
 
@@ -84,6 +86,11 @@ class _Counter:
         return Counts(sent["Query"] + sent["Execute"], sent["Query"] + sent["Sync"])
 
     def close(self) -> None:
+        """Stop tracing first: a connection still open after this (a pool's) would go on
+        writing to the descriptor number, which the next file opened reuses."""
+        for pgconn in self._traced:
+            pgconn.untrace()  # also safe on a connection already closed
+        self._traced.clear()
         if self._trace is not None:
             self._trace.close()
 

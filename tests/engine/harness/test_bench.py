@@ -4,10 +4,13 @@ and a run that loses or repeats work is caught, not reported."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
+import sqlalchemy as sa
 from click.testing import CliRunner
 
 from engine.cli import cli
+from engine.harness.bench_statements import _counting
 from engine.harness.bench_worker import exactly_once_problems
 from tests.conftest import pg_url
 
@@ -59,3 +62,19 @@ def test_a_run_that_lost_or_repeated_work_is_caught() -> None:
         "1 jobs ran more than once (first: [2])",
         "1 unknown job ids ran (first: [9])",
     ]
+
+
+def test_counting_round_trips_stops_tracing_before_its_trace_file_closes(
+    tmp_path: Path,
+) -> None:
+    """A connection opened while the statements are counted and closed after (a pool's)
+    must not write libpq's trace into whatever file reuses the trace's descriptor number
+    (it once wrote into the next test's fresh SQLite file: "file is not a database")."""
+    url = pg_url()
+    with _counting(url, tmp_path / "trace.txt"):
+        other = sa.create_engine(url)
+        with other.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+    with (tmp_path / "victim").open("wb"):  # takes the freed descriptor number
+        other.dispose()  # the pooled connection says goodbye to the server now
+    assert (tmp_path / "victim").read_bytes() == b""

@@ -208,10 +208,11 @@ def test_a_claim_alone_sends_its_start_and_its_commit_in_one_round_trip(
             before = counter.snapshot()
             batch = engine.claim_due(engine.now(), 3, start=True)
             after = counter.snapshot()
-            assert sorted(c.job_id for c in batch.jobs) == sorted(ids)
-            assert after.round_trips - before.round_trips == 3
-            with sa.create_engine(db_url).connect() as other:
-                states = other.execute(sa.text("SELECT state FROM jobs")).scalars().all()
-            assert states == ["running"] * 3
         finally:
             engine.close()
+    assert sorted(c.job_id for c in batch.jobs) == sorted(ids)
+    assert after.round_trips - before.round_trips == 3
+    other = sa.create_engine(db_url, poolclass=sa.pool.NullPool)
+    with other.connect() as conn:
+        states = conn.execute(sa.text("SELECT state FROM jobs")).scalars().all()
+    assert states == ["running"] * 3
