@@ -55,7 +55,7 @@ class ClaimQueries(Database):
             return []
         # Alone (not inside the worker's one_transaction), the moves are the transaction's
         # last write: on PostgreSQL they carry its COMMIT (the idle worker's claim of a
-        # new job, the latency path: two round trips instead of three).
+        # new job, the latency path: three round trips instead of four).
         last_write = self.dialect == "postgresql" and self.joined() is None
         with self.write() as conn:
             if self.dialect == "sqlite":
@@ -418,8 +418,9 @@ def _pg_claim_rows(
 ) -> tuple[list[JobRow], datetime | None]:
     """The claim's select on PostgreSQL in fixed driver SQL (the same statement as
     ``_claim_select``, its lists as arrays: one text, prepared by psycopg), sent in one
-    pipeline with the plan hint (and the BEGIN, when it opens the transaction): one round
-    trip where there were three. Also returns the server's clock read with the rows."""
+    pipeline with the plan hint. (A BEGIN that opens the transaction here still takes a
+    round trip of its own: psycopg syncs it alone, in pipeline mode too.) Also returns
+    the server's clock read with the rows."""
     sql, params = _pg_claim(now, limit, kinds, states, queues)
     driver: Any = conn.connection.driver_connection
     psycopg = import_psycopg()
