@@ -61,7 +61,7 @@ QUICK = 0.005  # ... the attempts that began at most this long ago
 # per process keep a slow job from idling the worker. And each loop commits the attempts
 # that finished and starts one job per free thread in one transaction: with 32 threads a
 # drain of short jobs shares each transaction (one fsync) among up to 32 jobs, not 8
-# (docs/performance.md: 1.6-1.8x the drain at 8 on PostgreSQL, 1.2x on SQLite).
+# (docs/performance.md: 1.8x the drain at 8 on PostgreSQL, 1.2x on SQLite).
 DEFAULT_THREADS = 32
 
 
