@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import re
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import BaseModel
 from structlog.testing import capture_logs
 
 from engine import Engine, FrozenClock, RetryPolicy, events
+from engine.logs import configure_logging, iso_utc
 
 
 class P(BaseModel):
@@ -51,3 +59,46 @@ def test_at_the_default_level_an_attempt_logs_one_line(engine: Engine) -> None:
         engine.run_until_idle()
     names = [e["event"] for e in logs if e["event"].startswith("attempt.")]
     assert names == ["attempt.finished"]
+
+
+def test_the_cli_log_writes_one_json_line_per_event_from_its_level_up(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The CLI's own pipeline: fields, level and a UTC timestamp per line; what JSON cannot
+    hold as it is comes out as its repr; debug events stay out at info."""
+    when = datetime(2026, 12, 4, 16, 0, tzinfo=UTC)
+    configure_logging("info", "json")
+    events.log_event(events.Event("job.told", "info", {"job_id": 7, "when": when}))
+    events.log_event(events.Event("job.whispered", "debug", {"job_id": 8}))
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1
+    line = json.loads(lines[0])
+    assert (line["event"], line["level"], line["job_id"]) == ("job.told", "info", 7)
+    assert line["when"] == repr(when)
+    stamp = datetime.fromisoformat(line["timestamp"].replace("Z", "+00:00"))
+    assert abs(stamp - datetime.now(UTC)) < timedelta(seconds=60)
+
+
+def test_an_app_that_configures_structlog_after_the_cli_gets_the_events(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The CLI's pipeline is assembled once, but a later structlog configuration (the
+    app's, imported by ``worker --app``) is the one that hears the events."""
+    configure_logging("info", "console")
+    with capture_logs() as logs:
+        events.log_event(events.Event("job.told", "info", {"job_id": 7}))
+    assert logs == [{"event": "job.told", "job_id": 7, "log_level": "info"}]
+    assert capsys.readouterr().err == ""
+    events.log_event(events.Event("job.told", "info", {"job_id": 8}))  # the CLI's again
+    assert "job_id=8" in capsys.readouterr().err
+
+
+@given(st.lists(st.floats(min_value=0, max_value=2**33, allow_nan=False), min_size=1))
+def test_log_timestamps_are_the_utc_time_to_the_microsecond(times: list[float]) -> None:
+    """Whatever the order of the times (the per-second cache goes back and forth)."""
+    for now in times:
+        text = iso_utc(now)
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", text), text
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        exact = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(seconds=now)
+        assert timedelta(0) <= exact - parsed < timedelta(microseconds=2), (now, text)
