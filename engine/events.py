@@ -34,9 +34,9 @@ Handler = Callable[[Event], None]
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}  # as the logging module's
 _threshold = [LEVELS["info"]]  # what log_event passes on; configure_logging changes it
 _configured = [False]  # the CLI (configure_logging) or the app (structlog) set logging up
-# The CLI's pipeline, assembled once (its processors, and a logger bound to them): the
-# structlog proxy would assemble a new logger per line, a third of a line's cost.
-_assembled: list[tuple[list[Any], Any] | None] = [None]
+# The CLI's pipeline, assembled once (structlog's configuration then, and a logger built
+# from it): the structlog proxy would assemble a new logger per line, a third of its cost.
+_assembled: list[tuple[dict[str, Any], Any] | None] = [None]
 
 # An app that has not configured logging hears nothing from the library (the convention
 # of Python libraries): events go to the standard ``jobcharts`` logger, which has a
@@ -45,12 +45,12 @@ stdlib_logger = logging.getLogger("jobcharts")
 stdlib_logger.addHandler(logging.NullHandler())
 
 
-def set_log_threshold(level: int, assembled: tuple[list[Any], Any] | None = None) -> None:
+def set_log_threshold(level: int, assembled: tuple[dict[str, Any], Any] | None = None) -> None:
     """Pass events from ``level`` (a ``logging`` level number) up to structlog. Debug events
     are per job and per call: skipped before any formatting unless asked for.
 
-    ``assembled``: the processors just given to ``structlog.configure`` and a logger bound
-    to them, used while structlog's configuration still holds those processors (an app
+    ``assembled``: ``structlog.get_config()`` just after the CLI configured it, and a
+    logger built from it, used while structlog's configuration is still that one (an app
     that configures structlog after the CLI is heard instead)."""
     _threshold[0] = level
     _configured[0] = True
@@ -73,9 +73,17 @@ def log_event(event: Event) -> None:
 def _structlog_logger() -> Any:
     """The CLI's assembled logger while its configuration holds, else structlog's proxy."""
     assembled = _assembled[0]
-    if assembled is not None and assembled[0] is structlog.get_config()["processors"]:
-        return assembled[1]
-    return logger
+    if assembled is None:
+        return logger
+    then, built = assembled
+    now = structlog.get_config()
+    same = (  # unrolled: this runs once per log line
+        now["processors"] is then["processors"]
+        and now["logger_factory"] is then["logger_factory"]
+        and now["wrapper_class"] is then["wrapper_class"]
+        and now["context_class"] is then["context_class"]
+    )
+    return built if same else logger
 
 
 class Telemetry:

@@ -46,7 +46,7 @@ def configure_logging(level: str = "info", fmt: str = "console") -> None:
     # What structlog's proxy assembles per call, once: BoundLoggerBase(logger, processors,
     # context) (typed as the protocol, which has no constructor).
     assembled = cast(Any, wrapper)(_STDERR_LINES, processors, {})
-    set_log_threshold(numeric, (processors, assembled))
+    set_log_threshold(numeric, (structlog.get_config(), assembled))
 
 
 _second: list[tuple[int, str]] = [(-1, "")]  # the last whole second stamped, and its text

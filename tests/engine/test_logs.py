@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import structlog
 from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import BaseModel
@@ -91,6 +93,10 @@ def test_an_app_that_configures_structlog_after_the_cli_gets_the_events(
     assert capsys.readouterr().err == ""
     events.log_event(events.Event("job.told", "info", {"job_id": 8}))  # the CLI's again
     assert "job_id=8" in capsys.readouterr().err
+    elsewhere = io.StringIO()  # the app keeps the CLI's processors, with its own output
+    structlog.configure(logger_factory=lambda *_: structlog.PrintLogger(file=elsewhere))
+    events.log_event(events.Event("job.told", "info", {"job_id": 9}))
+    assert "job_id=9" in elsewhere.getvalue() and capsys.readouterr().err == ""
 
 
 @given(st.lists(st.floats(min_value=0, max_value=2**33, allow_nan=False), min_size=1))
