@@ -105,11 +105,14 @@ def console_line(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> s
 
 class StderrLines:
     """A structlog logger writing each line to whatever ``sys.stderr`` is now (test runners
-    swap it) in one ``write``: Python's stderr is line-buffered, so a line is out when the
-    call returns, and two threads' lines do not interleave."""
+    swap it) in one ``write``, so two threads' lines do not interleave; out when the call
+    returns (Python's stderr is line-buffered; another stream is flushed)."""
 
     def msg(self, message: str) -> None:
-        sys.stderr.write(message + "\n")
+        stream = sys.stderr
+        stream.write(message + "\n")
+        if not getattr(stream, "line_buffering", True):
+            stream.flush()
 
     log = debug = info = warn = warning = error = critical = exception = fatal = msg
 

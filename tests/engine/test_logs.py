@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import sys
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -108,3 +109,15 @@ def test_log_timestamps_are_the_utc_time_to_the_microsecond(times: list[float]) 
         parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
         exact = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(seconds=now)
         assert timedelta(0) <= exact - parsed < timedelta(microseconds=2), (now, text)
+
+
+def test_a_line_is_out_when_the_call_returns_on_a_block_buffered_stderr(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A worker whose stderr is a buffered file (a supervisor's) loses no line to a kill."""
+    written = io.BytesIO()
+    buffered = io.TextIOWrapper(io.BufferedWriter(written, 1 << 16), line_buffering=False)
+    monkeypatch.setattr(sys, "stderr", buffered)
+    configure_logging("info", "json")
+    events.log_event(events.Event("job.told", "info", {"job_id": 7}))
+    assert json.loads(written.getvalue())["job_id"] == 7
