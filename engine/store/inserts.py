@@ -242,18 +242,7 @@ class _Postgres(_Dialect):
 
     # The rows, the clock (read once), the events (matched to their jobs by position: one
     # statement's rows take increasing ids in input order) and the wake-up, in one statement.
-    INSERT = f"""
-WITH t AS (SELECT COALESCE(%(now)s::timestamptz, clock_timestamp()) AS now),
-src AS (
-    SELECT * FROM unnest(%(kind)b::text[], %(chart)b::text[], %(state)b::text[],
-        %(payload)b::text[], %(key)b::text[], %(max_attempts)b::int[], %(priority)b::int[],
-        %(queue)b::text[], %(due_at)b::timestamptz[], %(delay)b::float8[],
-        %(correlation_id)b::text[], %(trigger)b::text[], %(worker)b::text[], %(detail)b::text[],
-        %(chart_version)b::text[], %(trace_context)b::text[])
-        WITH ORDINALITY AS s(kind, chart, state, payload, key, max_attempts, priority, queue,
-            due_at, delay, correlation_id, trigger, worker, detail, chart_version, trace_context,
-            i)
-),
+    INSERT_TAIL = f"""
 new AS (
     INSERT INTO jobs ({_JOB_COLUMNS})
     SELECT kind, chart, state, payload::jsonb, key, 0, max_attempts, priority, queue,
@@ -271,6 +260,34 @@ events AS (
 woken AS (SELECT pg_notify(%(channel)s, 'enqueue') AS sent)
 SELECT n.id, n.created_at FROM numbered AS n, woken ORDER BY n.i
 """
+    CLOCK = "WITH t AS (SELECT COALESCE(%(now)s::timestamptz, clock_timestamp()) AS now),"
+
+    # Many jobs: one array per column (one statement text whatever their number).
+    INSERT = f"""{CLOCK}
+src AS (
+    SELECT * FROM unnest(%(kind)b::text[], %(chart)b::text[], %(state)b::text[],
+        %(payload)b::text[], %(key)b::text[], %(max_attempts)b::int[], %(priority)b::int[],
+        %(queue)b::text[], %(due_at)b::timestamptz[], %(delay)b::float8[],
+        %(correlation_id)b::text[], %(trigger)b::text[], %(worker)b::text[], %(detail)b::text[],
+        %(chart_version)b::text[], %(trace_context)b::text[])
+        WITH ORDINALITY AS s(kind, chart, state, payload, key, max_attempts, priority, queue,
+            due_at, delay, correlation_id, trigger, worker, detail, chart_version, trace_context,
+            i)
+),{INSERT_TAIL}"""
+
+    # One job (every single ``enqueue``): the same statement from plain parameters, which
+    # psycopg dumps in a fraction of the time of sixteen one-element arrays.
+    INSERT_ONE = f"""{CLOCK}
+src AS (
+    SELECT %(kind)s::text AS kind, %(chart)s::text AS chart, %(state)s::text AS state,
+        %(payload)s::text AS payload, %(key)s::text AS key,
+        %(max_attempts)s::int AS max_attempts, %(priority)s::int AS priority,
+        %(queue)s::text AS queue, %(due_at)s::timestamptz AS due_at,
+        %(delay)s::float8 AS delay, %(correlation_id)s::text AS correlation_id,
+        %(trigger)s::text AS trigger, %(worker)s::text AS worker, %(detail)s::text AS detail,
+        %(chart_version)s::text AS chart_version, %(trace_context)s::text AS trace_context,
+        1::bigint AS i
+),{INSERT_TAIL}"""
 
     LOCK = (
         "SELECT clock_timestamp() FROM (SELECT count(pg_advisory_xact_lock("
@@ -312,31 +329,40 @@ SELECT n.id, n.created_at FROM numbered AS n, woken ORDER BY n.i
     def insert_rows(self, jobs: Sequence[NewJob]) -> list[int]:
         ids: list[int] = []
         for chunk in _chunks(jobs, 5000):
-            params = {
-                "now": self.now,
-                "channel": self.channel,
-                "kind": [j.kind for j in chunk],
-                "chart": [j.chart for j in chunk],
-                "state": [j.state for j in chunk],
-                "payload": [j.payload for j in chunk],
-                "key": [j.idempotency_key for j in chunk],
-                "max_attempts": [j.max_attempts for j in chunk],
-                "priority": [j.priority for j in chunk],
-                "queue": [j.queue for j in chunk],
-                "due_at": [j.due_at for j in chunk],
-                "delay": [j.delay.total_seconds() for j in chunk],
-                "correlation_id": [j.correlation_id for j in chunk],
-                "trigger": [j.trigger for j in chunk],
-                "worker": [j.worker for j in chunk],
-                "detail": [json_text(j.detail) for j in chunk],
-                "chart_version": [j.chart_version for j in chunk],
-                "trace_context": [j.trace_context for j in chunk],
-            }
-            rows = self._run(self.INSERT, params).fetchall()
+            if len(chunk) == 1:
+                sql, params = self.INSERT_ONE, self._columns(chunk[0])
+            else:
+                sql = self.INSERT
+                columns = [self._columns(job) for job in chunk]
+                params = {name: [c[name] for c in columns] for name in columns[0]}
+            params["now"], params["channel"] = self.now, self.channel
+            rows = self._run(sql, params).fetchall()
             ids += [int(row[0]) for row in rows]
             if self.now is None and rows:
                 self.now = rows[0][1]  # the keys' times: the jobs' own creation time
         return ids
+
+    @staticmethod
+    def _columns(job: NewJob) -> dict[str, Any]:
+        """One job's values, by the statements' parameter names."""
+        return {
+            "kind": job.kind,
+            "chart": job.chart,
+            "state": job.state,
+            "payload": job.payload,
+            "key": job.idempotency_key,
+            "max_attempts": job.max_attempts,
+            "priority": job.priority,
+            "queue": job.queue,
+            "due_at": job.due_at,
+            "delay": job.delay.total_seconds(),
+            "correlation_id": job.correlation_id,
+            "trigger": job.trigger,
+            "worker": job.worker,
+            "detail": json_text(job.detail),
+            "chart_version": job.chart_version,
+            "trace_context": job.trace_context,
+        }
 
     def take_keys(self, keyed: list[tuple[int, NewJob, int]]) -> dict[int, int]:
         params = {

@@ -276,6 +276,43 @@ def test_insert_writes_the_creation_event(store: Store) -> None:
     ]
 
 
+def test_a_job_inserted_alone_is_stored_as_in_a_batch(store: Store) -> None:
+    """A lone job (every ``enqueue()``: on PostgreSQL a statement of its own, from plain
+    parameters instead of arrays) is stored as the same job in a batch of two: every
+    column and its creation event; on PostgreSQL stamped by the database's clock."""
+    now = None if store.dialect == "postgresql" else NOW
+    job = new_job().job._replace(
+        due_at=None,
+        delay=timedelta(seconds=30),
+        worker="api-1",
+        detail={"by": "api", "n": 1},
+        chart_version="v2",
+        trace_context="00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        priority=-3,
+        queue="mail",
+    )
+    [(alone, _)] = store.job_insert_many([job], now=now)
+    [(first, _), (second, _)] = store.job_insert_many([job, job], now=now)
+
+    stamped = ("id", "created_at", "updated_at", "due_at")
+    rows = [get(store, job_id) for job_id in (alone, first, second)]
+    for row in rows:
+        assert row.due_at - row.created_at == timedelta(seconds=30)
+        assert row.updated_at == row.created_at
+    fields = [{k: v for k, v in row._asdict().items() if k not in stamped} for row in rows]
+    assert fields[0] == fields[1] == fields[2]
+    assert (fields[0]["priority"], fields[0]["queue"], fields[0]["chart_version"]) == (
+        -3,
+        "mail",
+        "v2",
+    )
+    histories = [store.job_events(job_id) for job_id in (alone, first, second)]
+    for history, row in zip(histories, rows, strict=True):
+        assert history == [
+            EventRecord("enqueue", None, "pending", 0, row.created_at, "api-1", job.detail)
+        ]
+
+
 def test_insert_of_a_held_key_returns_the_holder_and_writes_nothing(store: Store) -> None:
     """A second job with a live (kind, key) is not stored: the holder's id comes back with
     ``inserted=False``, and no row, event or key is added."""
