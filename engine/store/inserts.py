@@ -330,39 +330,15 @@ src AS (
         ids: list[int] = []
         for chunk in _chunks(jobs, 5000):
             if len(chunk) == 1:
-                sql, params = self.INSERT_ONE, self._columns(chunk[0])
+                sql, params = self.INSERT_ONE, _pg_values(chunk[0])
             else:
-                sql = self.INSERT
-                columns = [self._columns(job) for job in chunk]
-                params = {name: [c[name] for c in columns] for name in columns[0]}
+                sql, params = self.INSERT, _pg_arrays(chunk)
             params["now"], params["channel"] = self.now, self.channel
             rows = self._run(sql, params).fetchall()
             ids += [int(row[0]) for row in rows]
             if self.now is None and rows:
                 self.now = rows[0][1]  # the keys' times: the jobs' own creation time
         return ids
-
-    @staticmethod
-    def _columns(job: NewJob) -> dict[str, Any]:
-        """One job's values, by the statements' parameter names."""
-        return {
-            "kind": job.kind,
-            "chart": job.chart,
-            "state": job.state,
-            "payload": job.payload,
-            "key": job.idempotency_key,
-            "max_attempts": job.max_attempts,
-            "priority": job.priority,
-            "queue": job.queue,
-            "due_at": job.due_at,
-            "delay": job.delay.total_seconds(),
-            "correlation_id": job.correlation_id,
-            "trigger": job.trigger,
-            "worker": job.worker,
-            "detail": json_text(job.detail),
-            "chart_version": job.chart_version,
-            "trace_context": job.trace_context,
-        }
 
     def take_keys(self, keyed: list[tuple[int, NewJob, int]]) -> dict[int, int]:
         params = {
@@ -384,3 +360,45 @@ src AS (
 
     def delete_jobs(self, ids: list[int]) -> None:
         self._run("DELETE FROM jobs WHERE id = ANY(%(ids)b::bigint[])", {"ids": ids})
+
+
+# The insert statements' parameters and the NewJob field each comes from (``delay`` and
+# ``detail`` are converted: seconds, JSON text).
+_PG_PARAMS = [
+    (param, NewJob._fields.index(field))
+    for param, field in (
+        ("kind", "kind"),
+        ("chart", "chart"),
+        ("state", "state"),
+        ("payload", "payload"),
+        ("key", "idempotency_key"),
+        ("max_attempts", "max_attempts"),
+        ("priority", "priority"),
+        ("queue", "queue"),
+        ("due_at", "due_at"),
+        ("delay", "delay"),
+        ("correlation_id", "correlation_id"),
+        ("trigger", "trigger"),
+        ("worker", "worker"),
+        ("detail", "detail"),
+        ("chart_version", "chart_version"),
+        ("trace_context", "trace_context"),
+    )
+]
+
+
+def _pg_values(job: NewJob) -> dict[str, Any]:
+    """One job's parameters for ``INSERT_ONE``."""
+    params: dict[str, Any] = {param: job[index] for param, index in _PG_PARAMS}
+    params["delay"] = job.delay.total_seconds()
+    params["detail"] = json_text(job.detail)
+    return params
+
+
+def _pg_arrays(jobs: Sequence[NewJob]) -> dict[str, Any]:
+    """Many jobs' parameters for ``INSERT``: one list per column, in the jobs' order."""
+    columns = list(zip(*jobs, strict=True))
+    params: dict[str, Any] = {param: list(columns[index]) for param, index in _PG_PARAMS}
+    params["delay"] = [delay.total_seconds() for delay in params["delay"]]
+    params["detail"] = [json_text(detail) for detail in params["detail"]]
+    return params
