@@ -72,8 +72,10 @@ def iso_utc(now: float) -> str:
 
 def _json_default(value: Any) -> Any:
     """What JSON cannot hold as it is: structlog's ``__structlog__`` form, else ``repr``."""
-    render = getattr(value, "__structlog__", None)
-    return render() if render is not None else repr(value)
+    try:
+        return value.__structlog__()
+    except AttributeError:
+        return repr(value)
 
 
 _JSON = json.JSONEncoder(default=_json_default)
@@ -106,12 +108,14 @@ def console_line(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> s
 class StderrLines:
     """A structlog logger writing each line to whatever ``sys.stderr`` is now (test runners
     swap it) in one ``write``, so two threads' lines do not interleave; out when the call
-    returns (Python's stderr is line-buffered; another stream is flushed)."""
+    returns (Python's stderr is line-buffered; any other stream is flushed)."""
 
     def msg(self, message: str) -> None:
         stream = sys.stderr
+        if stream is None:  # no stderr at all (pythonw, some daemons): nowhere to write
+            return
         stream.write(message + "\n")
-        if not getattr(stream, "line_buffering", True):
+        if not getattr(stream, "line_buffering", False):
             stream.flush()
 
     log = debug = info = warn = warning = error = critical = exception = fatal = msg

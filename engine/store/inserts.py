@@ -2,8 +2,9 @@
 fixed driver SQL (no statement built per call) and as few round trips as the backend allows.
 
 - PostgreSQL, no keys: ONE statement (the clock, every job, every event and the NOTIFY in
-  one data-modifying CTE over arrays, so its text never changes and psycopg prepares it);
-  run in autocommit it is also its own transaction: one round trip per ``enqueue``.
+  one data-modifying CTE, its rows from arrays, or from plain parameters for a lone job:
+  two fixed texts, both prepared by psycopg); run in autocommit it is also its own
+  transaction: one round trip per ``enqueue``.
 - With keys: the keys are locked (PostgreSQL) and read in one statement each, the jobs
   whose key is live are answered with the holder's id, the rest inserted as above, and
   their keys taken by one conditional upsert; a key lost to a racing transaction (only
@@ -238,7 +239,8 @@ class _SQLite(_Dialect):
 
 
 class _Postgres(_Dialect):
-    """Array parameters: one statement text whatever the number of jobs (prepared once)."""
+    """Fixed statement texts whatever the number of jobs (each prepared once): arrays for
+    many jobs, plain parameters for one."""
 
     # The rows, the clock (read once), the events (matched to their jobs by position: one
     # statement's rows take increasing ids in input order) and the wake-up, in one statement.

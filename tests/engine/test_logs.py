@@ -121,3 +121,13 @@ def test_a_line_is_out_when_the_call_returns_on_a_block_buffered_stderr(
     configure_logging("info", "json")
     events.log_event(events.Event("job.told", "info", {"job_id": 7}))
     assert json.loads(written.getvalue())["job_id"] == 7
+
+
+def test_without_any_stderr_a_line_is_dropped_not_raised(monkeypatch: pytest.MonkeyPatch) -> None:
+    """pythonw and some daemons run with ``sys.stderr = None``: the engine must go on."""
+    configure_logging("info", "json")
+    monkeypatch.setattr(sys, "stderr", None)
+    telemetry, heard = events.Telemetry(), []
+    telemetry.attach(heard.append)  # after the log: it still hears the event
+    telemetry.info("job.told", job_id=7)
+    assert [event.name for event in heard] == ["job.told"]

@@ -278,8 +278,9 @@ def test_insert_writes_the_creation_event(store: Store) -> None:
 
 def test_a_job_inserted_alone_is_stored_as_in_a_batch(store: Store) -> None:
     """A lone job (every ``enqueue()``: on PostgreSQL a statement of its own, from plain
-    parameters instead of arrays) is stored as the same job in a batch of two: every
-    column and its creation event; on PostgreSQL stamped by the database's clock."""
+    parameters instead of arrays), keyed or not, is stored as the same job in a batch of
+    two: each column as given, the rest alike, and its creation event; on PostgreSQL
+    stamped by the database's clock."""
     now = None if store.dialect == "postgresql" else NOW
     job = new_job().job._replace(
         due_at=None,
@@ -290,27 +291,39 @@ def test_a_job_inserted_alone_is_stored_as_in_a_batch(store: Store) -> None:
         trace_context="00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
         priority=-3,
         queue="mail",
+        correlation_id="corr-7",
     )
     [(alone, _)] = store.job_insert_many([job], now=now)
+    [(keyed, _)] = store.job_insert_many([job._replace(idempotency_key="k-1")], now=now)
     [(first, _), (second, _)] = store.job_insert_many([job, job], now=now)
 
-    stamped = ("id", "created_at", "updated_at", "due_at")
-    rows = [get(store, job_id) for job_id in (alone, first, second)]
-    for row in rows:
-        assert row.due_at - row.created_at == timedelta(seconds=30)
+    given = {
+        "kind": KIND,
+        "chart": "lifecycle",
+        "state": "pending",
+        "payload": {"to": "a@example.com"},
+        "max_attempts": 3,
+        "priority": -3,
+        "queue": "mail",
+        "correlation_id": "corr-7",
+        "chart_version": "v2",
+        "trace_context": job.trace_context,
+        "attempt": 0,
+        "version": 0,
+    }
+    stamped = ("id", "created_at", "updated_at", "due_at", "idempotency_key")
+    others = []
+    for job_id, key in ((alone, None), (keyed, "k-1"), (first, None), (second, None)):
+        row = get(store, job_id)
+        assert {name: getattr(row, name) for name in given} == given
+        assert row.idempotency_key == key
+        assert row.due_at is not None and row.due_at - row.created_at == timedelta(seconds=30)
         assert row.updated_at == row.created_at
-    fields = [{k: v for k, v in row._asdict().items() if k not in stamped} for row in rows]
-    assert fields[0] == fields[1] == fields[2]
-    assert (fields[0]["priority"], fields[0]["queue"], fields[0]["chart_version"]) == (
-        -3,
-        "mail",
-        "v2",
-    )
-    histories = [store.job_events(job_id) for job_id in (alone, first, second)]
-    for history, row in zip(histories, rows, strict=True):
-        assert history == [
+        assert store.job_events(job_id) == [
             EventRecord("enqueue", None, "pending", 0, row.created_at, "api-1", job.detail)
         ]
+        others.append({k: v for k, v in row._asdict().items() if k not in stamped})
+    assert others[0] == others[1] == others[2] == others[3]
 
 
 def test_insert_of_a_held_key_returns_the_holder_and_writes_nothing(store: Store) -> None:
