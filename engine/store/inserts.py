@@ -20,6 +20,7 @@ Times: ``now`` is the insert time; None lets the database clock stamp the rows
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import suppress
 from datetime import datetime
 from functools import cache
 from typing import Any
@@ -41,6 +42,36 @@ def insert_jobs_pg(
     """Insert ``jobs`` (deduped by key) with their creation events through ``execute``:
     in an open transaction, or in autocommit when none has a key (one statement)."""
     return _Postgres(execute, now, channel).insert(jobs)
+
+
+def insert_keyed_job_pg(
+    driver: Any, job: NewJob, now: datetime | None, channel: str
+) -> tuple[int, bool] | None:
+    """One keyed job in a transaction of its own on ``driver`` (a psycopg connection in
+    autocommit): BEGIN, the key's lock and the dedupe-and-insert statement in one
+    pipeline, then COMMIT: two round trips, against six on the general path. Returns (its
+    id or the live holder's, inserted); None if the key was lost after all, with nothing
+    kept: the caller then takes the general path."""
+    params = _pg_values(job)
+    params.update(now=now, channel=channel, ttl=job.key_ttl.total_seconds())
+    lock = {"pairs": [f"{job.kind}\x1f{job.idempotency_key}"]}
+    try:
+        with driver.cursor() as begin, driver.cursor() as locked, driver.cursor() as cursor:
+            with driver.pipeline():  # one Sync: BEGIN is a statement here, not psycopg's
+                begin.execute("BEGIN")
+                locked.execute(_Postgres.LOCK, lock)
+                cursor.execute(_Postgres.INSERT_KEYED_ONE, params)
+            job_id, inserted, taken = cursor.fetchone()
+            cursor.execute("COMMIT" if taken else "ROLLBACK")
+    except BaseException:
+        if not driver.closed and driver.info.transaction_status != _IDLE:
+            with suppress(Exception):  # the error that brought us here is the one to tell
+                driver.execute("ROLLBACK")
+        raise
+    return (int(job_id), bool(inserted)) if taken else None
+
+
+_IDLE = 0  # psycopg.pq.TransactionStatus.IDLE, without importing psycopg here
 
 
 def insert_jobs_sqlite(execute: Execute, jobs: Sequence[NewJob], now: datetime) -> Result:
@@ -290,6 +321,52 @@ src AS (
         %(chart_version)s::text AS chart_version, %(trace_context)s::text AS trace_context,
         1::bigint AS i
 ),{INSERT_TAIL}"""
+
+    # One keyed job (``enqueue()`` with a key), after LOCK in the same transaction: the
+    # key's live holder is read with a snapshot taken once the lock is held; without one,
+    # the job, its event and its key are inserted and the NOTIFY sent. One row: (id,
+    # inserted, whether the key was taken: false only if a writer that skips the lock
+    # took it meanwhile).
+    INSERT_KEYED_ONE = f"""{CLOCK}
+held AS (
+    SELECT k.job_id FROM idempotency_keys AS k
+    LEFT JOIN jobs AS j ON j.id = k.job_id CROSS JOIN t
+    WHERE k.kind = %(kind)s AND k.key = %(key)s AND {_LIVE.format(now="t.now")}
+    FOR UPDATE OF k
+),
+src AS (
+    SELECT %(kind)s::text AS kind, %(chart)s::text AS chart, %(state)s::text AS state,
+        %(payload)s::text AS payload, %(key)s::text AS key,
+        %(max_attempts)s::int AS max_attempts, %(priority)s::int AS priority,
+        %(queue)s::text AS queue, %(due_at)s::timestamptz AS due_at,
+        %(delay)s::float8 AS delay, %(correlation_id)s::text AS correlation_id,
+        %(trigger)s::text AS trigger, %(worker)s::text AS worker, %(detail)s::text AS detail,
+        %(chart_version)s::text AS chart_version, %(trace_context)s::text AS trace_context
+    WHERE NOT EXISTS (SELECT 1 FROM held)
+),
+new AS (
+    INSERT INTO jobs ({_JOB_COLUMNS})
+    SELECT kind, chart, state, payload::jsonb, key, 0, max_attempts, priority, queue,
+        COALESCE(due_at, t.now + delay * interval '1 second'), 0, correlation_id, t.now, t.now,
+        chart_version, trace_context
+    FROM src, t
+    RETURNING id, state, created_at
+),
+events AS (
+    INSERT INTO job_events ({EVENT_INSERT_COLUMNS})
+    SELECT n.id, s.trigger, NULL, n.state, 0, n.created_at, s.worker, s.detail::jsonb
+    FROM new AS n, src AS s
+),
+taken AS (
+    INSERT INTO idempotency_keys (kind, key, job_id, created_at, expires_at, final_state,
+        result)
+    SELECT %(kind)s, %(key)s, n.id, t.now, t.now + %(ttl)s * interval '1 second', NULL, NULL
+    FROM new AS n, t{_KEY_UPSERT_TAIL}
+),
+woken AS (SELECT pg_notify(%(channel)s, 'enqueue') AS sent)
+SELECT n.id, true, (SELECT count(*) FROM taken) = 1 FROM new AS n, woken
+UNION ALL SELECT job_id, false, true FROM held
+"""
 
     LOCK = (
         "SELECT clock_timestamp() FROM (SELECT count(pg_advisory_xact_lock("

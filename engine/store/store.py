@@ -29,7 +29,7 @@ from engine.store.audit import AuditQueries
 from engine.store.cas import one_statement
 from engine.store.claims import ClaimQueries
 from engine.store.connect import redact, search_path_of
-from engine.store.inserts import insert_jobs_pg, insert_jobs_sqlite
+from engine.store.inserts import insert_jobs_pg, insert_jobs_sqlite, insert_keyed_job_pg
 from engine.store.reads import ReadQueries
 from engine.store.rows import JobRow, Move, NewJob
 from engine.store.schema import idempotency_keys, job_steps, jobs
@@ -146,6 +146,11 @@ class Store(ClaimQueries, ReadQueries, VersionQueries, AuditQueries):
             # One statement is its own transaction: one round trip, no BEGIN/COMMIT.
             with self.pg_autocommit() as driver:
                 return insert_jobs_pg(lambda sql, p: driver.execute(sql, p), jobs, now, CHANNEL)
+        if len(jobs) == 1:  # enqueue() with a key: two round trips
+            with self.pg_autocommit() as driver:
+                answer = insert_keyed_job_pg(driver, jobs[0], now, CHANNEL)
+            if answer is not None:
+                return [answer]
         with self.write() as conn:
             return insert_jobs_pg(conn.exec_driver_sql, jobs, now, CHANNEL)
 

@@ -489,8 +489,9 @@ class Racer(threading.Thread):
 def statements_running(*dbs: sa.Engine) -> Iterator[dict[int, tuple[str, int | None]]]:
     """Per thread: the SQL statement it is executing on ``dbs`` right now, and the server
     process running it (PostgreSQL; None on SQLite). A thread is absent between statements
-    run through SQLAlchemy; on SQLite the store's own enqueue path runs sqlite3 directly,
-    seen by a trace callback (called as each statement starts) while a connection is out.
+    run through SQLAlchemy; the store's own enqueue paths run the driver directly: on
+    SQLite seen by a trace callback (called as each statement starts), on PostgreSQL
+    by the server process of the connection out of the pool (no statement text).
     """
     running: dict[int, tuple[str, int | None]] = {}
 
@@ -500,10 +501,14 @@ def statements_running(*dbs: sa.Engine) -> Iterator[dict[int, tuple[str, int | N
     def checkout(dbapi: Any, *_: Any) -> None:
         if isinstance(dbapi, sqlite3.Connection):
             dbapi.set_trace_callback(traced)
+        else:
+            running[threading.get_ident()] = ("", dbapi.info.backend_pid)
 
     def checkin(dbapi: Any, *_: Any) -> None:
         if isinstance(dbapi, sqlite3.Connection):
             dbapi.set_trace_callback(None)
+        else:
+            running.pop(threading.get_ident(), None)
 
     def before(conn: sa.Connection, cursor: Any, statement: str, *_: Any) -> None:
         dbapi: Any = conn.connection.dbapi_connection
