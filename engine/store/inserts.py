@@ -25,6 +25,7 @@ from datetime import datetime
 from functools import cache
 from typing import Any
 
+from engine.store.connect import import_psycopg
 from engine.store.encode import json_text, sqlite_time
 from engine.store.rows import NewJob
 
@@ -64,14 +65,12 @@ def insert_keyed_job_pg(
             job_id, inserted, taken = cursor.fetchone()
             cursor.execute("COMMIT" if taken else "ROLLBACK")
     except BaseException:
-        if not driver.closed and driver.info.transaction_status != _IDLE:
+        idle = import_psycopg().pq.TransactionStatus.IDLE
+        if not driver.closed and driver.info.transaction_status != idle:
             with suppress(Exception):  # the error that brought us here is the one to tell
                 driver.execute("ROLLBACK")
         raise
     return (int(job_id), bool(inserted)) if taken else None
-
-
-_IDLE = 0  # psycopg.pq.TransactionStatus.IDLE, without importing psycopg here
 
 
 def insert_jobs_sqlite(execute: Execute, jobs: Sequence[NewJob], now: datetime) -> Result:

@@ -370,6 +370,26 @@ def test_insert_many_is_all_or_nothing(store: Store) -> None:
     assert insert_drafts(store, [good])[0][1], "the key was not taken"
 
 
+def test_a_keyed_insert_the_server_refuses_keeps_nothing_and_the_next_one_works(
+    store: Store,
+) -> None:
+    """PostgreSQL's keyed lone-job path runs its own transaction on the driver: a refused
+    statement rolls all of it back (no job, event or key) and leaves its pooled
+    connection fit for the next insert."""
+    if store.dialect != "postgresql":
+        pytest.skip("SQLite stores any integer: no value is refused by a cast")
+    for _ in range(3):  # more tries than the pool's idle connections in use here
+        with pytest.raises(sa.exc.DBAPIError, match="out of range"):
+            insert(store, "k-1", priority=2**40)
+    assert (count(store, jobs), count(store, job_events), count(store, idempotency_keys)) == (
+        0,
+        0,
+        0,
+    )
+    job_id = insert(store, "k-1")
+    assert get(store, job_id).idempotency_key == "k-1"
+
+
 @pytest.mark.parametrize("commit", [True, False], ids=["commit", "rollback"])
 def test_insert_with_a_connection_joins_the_callers_transaction(store: Store, commit: bool) -> None:
     """With ``connection`` the job, its event and its key exist if and only if the caller
