@@ -39,7 +39,7 @@ def apply_moves(conn: Connection, moves: Sequence[Move], dialect: str) -> list[b
     if not moves:
         return []
     if dialect == "postgresql":
-        return _apply_postgres(conn, moves)
+        return _apply_postgres(conn.exec_driver_sql, moves)
     return _apply_sqlite(conn, moves)
 
 
@@ -113,7 +113,9 @@ _SQLITE_ENCODE = {column.name: _encoder(column) for column in jobs.columns}
 # -- PostgreSQL ------------------------------------------------------------------------------
 
 
-def _apply_postgres(conn: Connection, moves: Sequence[Move]) -> list[bool]:
+def _apply_postgres(execute: Callable[[str, Any], Any], moves: Sequence[Move]) -> list[bool]:
+    """The moves through ``execute(sql, params)`` (a SQLAlchemy connection's driver SQL, or
+    a psycopg cursor's), one statement per round and column set."""
     applied = [False] * len(moves)
     for indexes in _rounds(moves):
         groups: dict[tuple[tuple[str, ...], bool], list[int]] = {}
@@ -123,10 +125,7 @@ def _apply_postgres(conn: Connection, moves: Sequence[Move]) -> list[bool]:
         for (columns, unless_cancelled), members in groups.items():
             group = [moves[i] for i in members]
             params = _pg_params(columns, group)
-            done = {
-                int(row[0])
-                for row in conn.exec_driver_sql(_pg_update(columns, unless_cancelled), params)
-            }
+            done = {int(row[0]) for row in execute(_pg_update(columns, unless_cancelled), params)}
             for i in members:
                 applied[i] = moves[i].job_id in done
     return applied
@@ -146,21 +145,27 @@ def one_statement(moves: Sequence[Move]) -> tuple[str, dict[str, Any]] | None:
     return _pg_update(columns, first.unless_cancelled), _pg_params(columns, moves)
 
 
-def apply_and_commit(conn: Connection, moves: Sequence[Move]) -> list[bool]:
-    """PostgreSQL, the last write of ``conn``'s transaction: the moves' statement and the
-    COMMIT sent in one pipeline (one round trip instead of two; the transaction's own
-    commit then finds nothing to do). Moves that need several statements are applied as
-    ``apply_moves`` does, and the transaction commits as usual."""
-    single = one_statement(moves) if moves else None
-    if single is None:
-        return apply_moves(conn, moves, "postgresql")
-    sql, params = single
-    driver: Any = conn.connection.driver_connection
+def apply_and_commit(driver: Any, moves: Sequence[Move]) -> list[bool]:
+    """PostgreSQL, the end of a transaction of ``driver`` (a psycopg connection in
+    autocommit, the transaction opened by an explicit BEGIN): the moves' statement and the
+    COMMIT sent in one pipeline (one round trip instead of two). Moves that need several
+    statements are applied one statement after another, then committed."""
     psycopg = import_psycopg()
-    together = driver.pipeline() if psycopg.Pipeline.is_supported() else nullcontext()
+    single = one_statement(moves) if moves else None
+    sql, params = single if single is not None else ("COMMIT", None)
     try:
+        if single is None:
+            applied: list[bool] = []
+            if moves:
+                with driver.cursor() as cursor:
+                    applied = _apply_postgres(
+                        lambda sql, params: cursor.execute(sql, params).fetchall(), moves
+                    )
+            driver.execute("COMMIT")
+            return applied
+        together = driver.pipeline() if psycopg.Pipeline.is_supported() else nullcontext()
         with driver.cursor() as cursor, driver.cursor() as commit:
-            with together:  # one Sync for both (driver.commit() would add a second)
+            with together:  # one Sync for both
                 cursor.execute(sql, params)
                 commit.execute("COMMIT")
             done = {int(row[0]) for row in cursor.fetchall()}

@@ -20,7 +20,7 @@ from sqlalchemy.exc import DBAPIError
 
 from engine.store import limits as limiting
 from engine.store.cas import apply_and_commit, apply_moves
-from engine.store.connect import import_psycopg
+from engine.store.connect import import_psycopg, rollback_if_open
 from engine.store.database import Database
 from engine.store.encode import sqlite_time
 from engine.store.limits import ScopeLimit, Usage
@@ -53,18 +53,31 @@ class ClaimQueries(Database):
         """
         if limit <= 0 or not kinds or (queues is not None and not queues):
             return []
-        # Alone (not inside the worker's one_transaction), the moves are the transaction's
-        # last write: on PostgreSQL they carry its COMMIT (the idle worker's claim of a
-        # new job, the latency path: three round trips instead of four).
-        last_write = self.dialect == "postgresql" and self.joined() is None
+        if self.dialect == "postgresql" and self.joined() is None:
+            # Alone (not inside the worker's one_transaction): the idle worker's claim of a
+            # new job, the latency path. Its BEGIN rides with the select, its COMMIT with
+            # the moves: two round trips, where psycopg's own BEGIN would add a third.
+            with self.pg_autocommit() as driver:
+                try:
+                    rows, tx_time = _pg_claim_rows(
+                        driver, self.db.dialect, now, limit, kinds, states, queues, begin=True
+                    )
+                    planned = [(r, m) for r in rows if (m := plan(r, tx_time)) is not None]
+                    applied = apply_and_commit(driver, [move for _, move in planned])
+                except BaseException:
+                    rollback_if_open(driver)
+                    raise
+            return [pair for pair, ok in zip(planned, applied, strict=True) if ok]
         with self.write() as conn:
             if self.dialect == "sqlite":
                 rows, tx_time = _sqlite_claim_rows(conn, now, limit, kinds, states, queues), None
             else:
-                rows, tx_time = _pg_claim_rows(conn, now, limit, kinds, states, queues)
+                driver = conn.connection.driver_connection
+                rows, tx_time = _pg_claim_rows(
+                    driver, conn.dialect, now, limit, kinds, states, queues
+                )
             planned = [(row, move) for row in rows if (move := plan(row, tx_time)) is not None]
-            moves = [move for _, move in planned]
-            applied = apply_and_commit(conn, moves) if last_write else self._apply(conn, moves)
+            applied = self._apply(conn, [move for _, move in planned])
             return [pair for pair, ok in zip(planned, applied, strict=True) if ok]
 
     def job_claim_limited(
@@ -409,25 +422,30 @@ def _sqlite_claim_rows(
 
 
 def _pg_claim_rows(
-    conn: Connection,
+    driver: Any,
+    dialect: Any,
     now: datetime,
     limit: int,
     kinds: Sequence[str],
     states: Sequence[str],
     queues: Sequence[str] | None,
+    *,
+    begin: bool = False,
 ) -> tuple[list[JobRow], datetime | None]:
     """The claim's select on PostgreSQL in fixed driver SQL (the same statement as
     ``_claim_select``, its lists as arrays: one text, prepared by psycopg), sent in one
-    pipeline with the plan hint. (A BEGIN that opens the transaction here still takes a
-    round trip of its own: psycopg syncs it alone, in pipeline mode too.) Also returns
-    the server's clock read with the rows."""
+    pipeline with the plan hint on ``driver`` (a psycopg connection), and with ``BEGIN``
+    first when ``begin`` (an autocommit connection: psycopg would send its own BEGIN in a
+    round trip of its own, in pipeline mode too). Also returns the server's clock read
+    with the rows."""
     sql, params = _pg_claim(now, limit, kinds, states, queues)
-    driver: Any = conn.connection.driver_connection
     psycopg = import_psycopg()
     together = driver.pipeline() if psycopg.Pipeline.is_supported() else nullcontext()
     try:
         with driver.cursor() as hint, driver.cursor() as cursor:
             with together:
+                if begin:
+                    hint.execute("BEGIN")
                 hint.execute(PLAN_HINT)
                 cursor.execute(sql, params)
             raw = cursor.fetchall()
@@ -435,7 +453,7 @@ def _pg_claim_rows(
         raise DBAPIError.instance(sql, params, error, psycopg.Error) from error
     if not raw:
         return [], None
-    return _job_rows(conn.dialect, [row[:-1] for row in raw]), as_utc(raw[0][-1])
+    return _job_rows(dialect, [row[:-1] for row in raw]), as_utc(raw[0][-1])
 
 
 def _pg_claim(

@@ -20,12 +20,11 @@ Times: ``now`` is the insert time; None lets the database clock stamp the rows
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import suppress
 from datetime import datetime
 from functools import cache
 from typing import Any
 
-from engine.store.connect import import_psycopg
+from engine.store.connect import rollback_if_open
 from engine.store.encode import json_text, sqlite_time
 from engine.store.rows import NewJob
 
@@ -65,10 +64,7 @@ def insert_keyed_job_pg(
             job_id, inserted, taken = cursor.fetchone()
             cursor.execute("COMMIT" if taken else "ROLLBACK")
     except BaseException:
-        idle = import_psycopg().pq.TransactionStatus.IDLE
-        if not driver.closed and driver.info.transaction_status != idle:
-            with suppress(Exception):  # the error that brought us here is the one to tell
-                driver.execute("ROLLBACK")
+        rollback_if_open(driver)
         raise
     return (int(job_id), bool(inserted)) if taken else None
 

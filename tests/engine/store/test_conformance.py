@@ -556,6 +556,23 @@ def test_a_batch_mixing_columns_applies_each_move(store: Store) -> None:
 # -- job_claim_due ---------------------------------------------------------------------------
 
 
+def test_a_claim_whose_plan_fails_keeps_nothing_and_the_next_claim_works(store: Store) -> None:
+    """A claim that fails halfway (here its plan; on PostgreSQL after its BEGIN went out
+    with the select on an autocommit connection) rolls back: no row stays locked or
+    moved, and the next claim (on the same pooled connection) takes the jobs."""
+    ids = [insert(store) for _ in range(3)]
+
+    def failing(_row: JobRow, _at: datetime | None) -> Move | None:
+        raise RuntimeError("the plan broke")
+
+    for _ in range(3):
+        with pytest.raises(RuntimeError, match="the plan broke"):
+            claim(store, failing)
+    assert {get(store, job_id).state for job_id in ids} == {"pending"}
+    assert sorted(claim(store)) == sorted(ids)
+    assert {get(store, job_id).state for job_id in ids} == {"running"}
+
+
 def test_claim_takes_the_highest_priority_first_then_the_oldest_due(store: Store) -> None:
     """Due jobs are claimed by priority (highest first), then due_at, then id; ``limit``
     cuts that order."""
