@@ -303,10 +303,9 @@ src AS (
             i)
 ),{INSERT_TAIL}"""
 
-    # One job (every single ``enqueue``): the same statement from plain parameters, which
-    # psycopg dumps in a fraction of the time of sixteen one-element arrays.
-    INSERT_ONE = f"""{CLOCK}
-src AS (
+    # One job's row from plain parameters, which psycopg dumps in a fraction of the time of
+    # sixteen one-element arrays.
+    ONE_JOB = """
     SELECT %(kind)s::text AS kind, %(chart)s::text AS chart, %(state)s::text AS state,
         %(payload)s::text AS payload, %(key)s::text AS key,
         %(max_attempts)s::int AS max_attempts, %(priority)s::int AS priority,
@@ -314,7 +313,11 @@ src AS (
         %(delay)s::float8 AS delay, %(correlation_id)s::text AS correlation_id,
         %(trigger)s::text AS trigger, %(worker)s::text AS worker, %(detail)s::text AS detail,
         %(chart_version)s::text AS chart_version, %(trace_context)s::text AS trace_context,
-        1::bigint AS i
+        1::bigint AS i"""
+
+    # One job (every single ``enqueue``): the same statement, its row from ONE_JOB.
+    INSERT_ONE = f"""{CLOCK}
+src AS ({ONE_JOB}
 ),{INSERT_TAIL}"""
 
     # One keyed job (``enqueue()`` with a key), after LOCK in the same transaction: the
@@ -329,14 +332,7 @@ held AS (
     WHERE k.kind = %(kind)s AND k.key = %(key)s AND {_LIVE.format(now="t.now")}
     FOR UPDATE OF k
 ),
-src AS (
-    SELECT %(kind)s::text AS kind, %(chart)s::text AS chart, %(state)s::text AS state,
-        %(payload)s::text AS payload, %(key)s::text AS key,
-        %(max_attempts)s::int AS max_attempts, %(priority)s::int AS priority,
-        %(queue)s::text AS queue, %(due_at)s::timestamptz AS due_at,
-        %(delay)s::float8 AS delay, %(correlation_id)s::text AS correlation_id,
-        %(trigger)s::text AS trigger, %(worker)s::text AS worker, %(detail)s::text AS detail,
-        %(chart_version)s::text AS chart_version, %(trace_context)s::text AS trace_context
+src AS ({ONE_JOB}
     WHERE NOT EXISTS (SELECT 1 FROM held)
 ),
 new AS (
