@@ -148,28 +148,23 @@ def one_statement(moves: Sequence[Move]) -> tuple[str, dict[str, Any]] | None:
 def apply_and_commit(driver: Any, moves: Sequence[Move]) -> list[bool]:
     """PostgreSQL, the end of a transaction of ``driver`` (a psycopg connection in
     autocommit, the transaction opened by an explicit BEGIN): the moves' statement and the
-    COMMIT sent in one pipeline (one round trip instead of two). Moves that need several
-    statements are applied one statement after another, then committed."""
+    COMMIT sent in one pipeline (one round trip instead of two). No moves, or moves that
+    need several statements: those statements one after another, then the COMMIT."""
     psycopg = import_psycopg()
     single = one_statement(moves) if moves else None
-    sql, params = single if single is not None else ("COMMIT", None)
     try:
-        if single is None:
-            applied: list[bool] = []
-            if moves:
-                with driver.cursor() as cursor:
-                    applied = _apply_postgres(
-                        lambda sql, params: cursor.execute(sql, params).fetchall(), moves
-                    )
-            driver.execute("COMMIT")
-            return applied
-        together = driver.pipeline() if psycopg.Pipeline.is_supported() else nullcontext()
         with driver.cursor() as cursor, driver.cursor() as commit:
+            if single is None:
+                applied = _apply_postgres(lambda sql, p: cursor.execute(sql, p).fetchall(), moves)
+                commit.execute("COMMIT")
+                return applied
+            together = driver.pipeline() if psycopg.Pipeline.is_supported() else nullcontext()
             with together:  # one Sync for both
-                cursor.execute(sql, params)
+                cursor.execute(*single)
                 commit.execute("COMMIT")
             done = {int(row[0]) for row in cursor.fetchall()}
     except psycopg.Error as error:
+        sql, params = single or (None, None)
         raise DBAPIError.instance(sql, params, error, psycopg.Error) from error
     return [move.job_id in done for move in moves]
 

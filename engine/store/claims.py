@@ -20,7 +20,7 @@ from sqlalchemy.exc import DBAPIError
 
 from engine.store import limits as limiting
 from engine.store.cas import apply_and_commit, apply_moves
-from engine.store.connect import import_psycopg, rollback_if_open
+from engine.store.connect import import_psycopg
 from engine.store.database import Database
 from engine.store.encode import sqlite_time
 from engine.store.limits import ScopeLimit, Usage
@@ -57,16 +57,12 @@ class ClaimQueries(Database):
             # Alone (not inside the worker's one_transaction): the idle worker's claim of a
             # new job, the latency path. Its BEGIN rides with the select, its COMMIT with
             # the moves: two round trips, where psycopg's own BEGIN would add a third.
-            with self.pg_autocommit() as driver:
-                try:
-                    rows, tx_time = _pg_claim_rows(
-                        driver, self.db.dialect, now, limit, kinds, states, queues, begin=True
-                    )
-                    planned = [(r, m) for r in rows if (m := plan(r, tx_time)) is not None]
-                    applied = apply_and_commit(driver, [move for _, move in planned])
-                except BaseException:
-                    rollback_if_open(driver)
-                    raise
+            with self.pg_autocommit() as driver:  # it rolls back on an error
+                rows, tx_time = _pg_claim_rows(
+                    driver, self.db.dialect, now, limit, kinds, states, queues, begin=True
+                )
+                planned = [(r, m) for r in rows if (m := plan(r, tx_time)) is not None]
+                applied = apply_and_commit(driver, [move for _, move in planned])
             return [pair for pair, ok in zip(planned, applied, strict=True) if ok]
         with self.write() as conn:
             if self.dialect == "sqlite":

@@ -11,7 +11,6 @@ import os
 import re
 import time
 import uuid
-from contextlib import suppress
 from functools import partial
 from typing import Any
 
@@ -245,13 +244,3 @@ def _configure_sqlite(db: SAEngine, memory: bool, busy_timeout_ms: int) -> None:
     def _on_begin(conn: Connection) -> None:
         mode = conn.get_execution_options().get("sqlite_begin", "IMMEDIATE")
         conn.exec_driver_sql(f"BEGIN {mode}")
-
-
-def rollback_if_open(driver: Any) -> None:
-    """End a transaction an error left open on an autocommit psycopg connection, before
-    it goes back to the pool (quietly: the error that brought us here is the one to tell;
-    a broken connection is dropped by the pool)."""
-    idle = import_psycopg().pq.TransactionStatus.IDLE
-    if not driver.closed and driver.info.transaction_status != idle:
-        with suppress(Exception):
-            driver.execute("ROLLBACK")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 from sqlalchemy import Connection
@@ -111,7 +111,10 @@ class Database:
     def pg_autocommit(self) -> Iterator[Any]:
         """A psycopg connection in autocommit, for one statement that is its own
         transaction (the enqueue path: one round trip, without SQLAlchemy's execution
-        layer). Driver errors come out as SQLAlchemy's; a broken connection is dropped."""
+        layer), or for a transaction the caller opens with an explicit BEGIN sent with its
+        first statement (psycopg's own BEGIN would take a round trip alone); an error rolls
+        that back before the connection returns to the pool. Driver errors come out as
+        SQLAlchemy's; a broken connection is dropped."""
         from engine.store.connect import import_psycopg
 
         psycopg = import_psycopg()
@@ -121,6 +124,12 @@ class Database:
             driver.autocommit = True
             try:
                 yield driver
+            except BaseException:
+                idle = psycopg.pq.TransactionStatus.IDLE
+                if not driver.closed and driver.info.transaction_status != idle:
+                    with suppress(Exception):  # the error that brought us here is the one
+                        driver.execute("ROLLBACK")
+                raise
             finally:
                 if not driver.closed:
                     driver.autocommit = False

@@ -24,7 +24,6 @@ from datetime import datetime
 from functools import cache
 from typing import Any
 
-from engine.store.connect import rollback_if_open
 from engine.store.encode import json_text, sqlite_time
 from engine.store.rows import NewJob
 
@@ -48,24 +47,21 @@ def insert_keyed_job_pg(
     driver: Any, job: NewJob, now: datetime | None, channel: str
 ) -> tuple[int, bool] | None:
     """One keyed job in a transaction of its own on ``driver`` (a psycopg connection in
-    autocommit): BEGIN, the key's lock and the dedupe-and-insert statement in one
-    pipeline, then COMMIT: two round trips, against six on the general path. Returns (its
-    id or the live holder's, inserted); None if the key was lost after all, with nothing
-    kept: the caller then takes the general path."""
+    autocommit, from ``Database.pg_autocommit``, which rolls back on an error): BEGIN,
+    the key's lock and the dedupe-and-insert statement in one pipeline, then COMMIT: two
+    round trips, against six on the general path. Returns (its id or the live holder's,
+    inserted); None if the key was lost after all, with nothing kept: the caller then
+    takes the general path."""
     params = _pg_values(job)
     params.update(now=now, channel=channel, ttl=job.key_ttl.total_seconds())
     lock = {"pairs": [f"{job.kind}\x1f{job.idempotency_key}"]}
-    try:
-        with driver.cursor() as begin, driver.cursor() as locked, driver.cursor() as cursor:
-            with driver.pipeline():  # one Sync: BEGIN is a statement here, not psycopg's
-                begin.execute("BEGIN")
-                locked.execute(_Postgres.LOCK, lock)
-                cursor.execute(_Postgres.INSERT_KEYED_ONE, params)
-            job_id, inserted, taken = cursor.fetchone()
-            cursor.execute("COMMIT" if taken else "ROLLBACK")
-    except BaseException:
-        rollback_if_open(driver)
-        raise
+    with driver.cursor() as begin, driver.cursor() as locked, driver.cursor() as cursor:
+        with driver.pipeline():  # one Sync: BEGIN is a statement here, not psycopg's
+            begin.execute("BEGIN")
+            locked.execute(_Postgres.LOCK, lock)
+            cursor.execute(_Postgres.INSERT_KEYED_ONE, params)
+        job_id, inserted, taken = cursor.fetchone()
+        cursor.execute("COMMIT" if taken else "ROLLBACK")
     return (int(job_id), bool(inserted)) if taken else None
 
 
@@ -268,9 +264,8 @@ class _Postgres(_Dialect):
     """Fixed statement texts whatever the number of jobs (each prepared once): arrays for
     many jobs, plain parameters for one."""
 
-    # The rows, the clock (read once), the events (matched to their jobs by position: one
-    # statement's rows take increasing ids in input order) and the wake-up, in one statement.
-    INSERT_TAIL = f"""
+    # The jobs of ``src`` (rows numbered ``i``) inserted at the clock ``t``.
+    NEW_JOBS = f"""
 new AS (
     INSERT INTO jobs ({_JOB_COLUMNS})
     SELECT kind, chart, state, payload::jsonb, key, 0, max_attempts, priority, queue,
@@ -278,7 +273,11 @@ new AS (
         chart_version, trace_context
     FROM src, t ORDER BY i
     RETURNING id, state, created_at
-),
+),"""
+
+    # The rows, the clock (read once), the events (matched to their jobs by position: one
+    # statement's rows take increasing ids in input order) and the wake-up, in one statement.
+    INSERT_TAIL = f"""{NEW_JOBS}
 numbered AS (SELECT id, state, created_at, row_number() OVER (ORDER BY id) AS i FROM new),
 events AS (
     INSERT INTO job_events ({EVENT_INSERT_COLUMNS})
@@ -334,15 +333,7 @@ held AS (
 ),
 src AS ({ONE_JOB}
     WHERE NOT EXISTS (SELECT 1 FROM held)
-),
-new AS (
-    INSERT INTO jobs ({_JOB_COLUMNS})
-    SELECT kind, chart, state, payload::jsonb, key, 0, max_attempts, priority, queue,
-        COALESCE(due_at, t.now + delay * interval '1 second'), 0, correlation_id, t.now, t.now,
-        chart_version, trace_context
-    FROM src, t
-    RETURNING id, state, created_at
-),
+),{NEW_JOBS}
 events AS (
     INSERT INTO job_events ({EVENT_INSERT_COLUMNS})
     SELECT n.id, s.trigger, NULL, n.state, 0, n.created_at, s.worker, s.detail::jsonb
